@@ -1,0 +1,181 @@
+//! Charging and uncharging through kmem contexts: the stock fast path, the
+//! try-charge loop (S5), limit handling with reclaim, and `memory.high`.
+
+use crate::context::CtxRef;
+use crate::error::{Error, Result};
+use crate::group::GroupInner;
+use crate::page_counter::PAGE_COUNTER_MAX;
+use crate::reclaim::reclaim;
+use crate::stats::{Event, Stat};
+use crate::sync::{spin_wait, Arc};
+use crate::PAGE_SIZE;
+
+/// How many times a charge that failed at a limit reclaims before it fails.
+/// A reclaim pass that frees nothing ends the retries early.
+pub const MAX_RECLAIM_RETRIES: usize = 5;
+
+/// Charge `pages` of kind `stat` through `ctx` to whatever live group it bills.
+///
+/// On a limit: one `max` event on the group whose limit failed, then every
+/// stock of the hierarchy is drained, then that group's subtree is reclaimed
+/// up to [`MAX_RECLAIM_RETRIES`] times; if the charge still fails, an `oom`
+/// event, and the charge fails, or is forced when `nofail` (the kernel's
+/// `__GFP_NOFAIL`).
+pub(crate) fn charge(ctx: &CtxRef, pages: usize, stat: Stat, nofail: bool) -> Result<()> {
+    if stock_consume(ctx, pages) {
+        ctx.with_owner(|g| g.stat_add(stat, pages as isize));
+        return Ok(());
+    }
+    let mut batch = pages.max(crate::stock::CHARGE_BATCH);
+    let mut counted_max = false;
+    let mut drained = false;
+    let mut retries = MAX_RECLAIM_RETRIES;
+    loop {
+        let over = match try_charge_owner(ctx, batch, stat, pages) {
+            Ok(group) => {
+                if batch > pages {
+                    stock_refill(ctx, batch - pages);
+                }
+                handle_high(&group);
+                return Ok(());
+            }
+            Err(over) => over,
+        };
+        // The batch did not fit: retry with the exact amount, so that a
+        // limit stops exactly where it is set.
+        if batch > pages {
+            batch = pages;
+            continue;
+        }
+        if !counted_max {
+            over.event(Event::Max);
+            counted_max = true;
+        }
+        if !drained {
+            drained = true;
+            crate::stock::drain_all(over.common.id);
+            continue;
+        }
+        if retries > 0 {
+            retries -= 1;
+            if reclaim(&over, pages) > 0 {
+                continue;
+            }
+        }
+        over.event(Event::Oom);
+        if nofail {
+            force_charge(ctx, pages, stat);
+            return Ok(());
+        }
+        return Err(Error::Limit {
+            path: over.path.clone(),
+            pages,
+            max: bytes(over.counter.max()),
+        });
+    }
+}
+
+/// S5: charge the context's owner if it is live, retrying while the context
+/// still points at a dying group (the seed's `css_tryget` loop). The charge
+/// is made inside the reader section, so once a removal has switched the
+/// context and waited out its readers, no charge lands on the removed group.
+/// Returns the group charged, or the group whose limit failed.
+fn try_charge_owner(
+    ctx: &CtxRef,
+    batch: usize,
+    stat: Stat,
+    pages: usize,
+) -> std::result::Result<Arc<GroupInner>, Arc<GroupInner>> {
+    loop {
+        let attempt = ctx.with_owner(|g| {
+            if g.is_dying() {
+                return None;
+            }
+            Some(match g.counter.try_charge(batch) {
+                Ok(()) => {
+                    g.stat_add(stat, pages as isize);
+                    Ok(g.clone())
+                }
+                Err(level) => Err(g.ancestor_arc(level)),
+            })
+        });
+        match attempt {
+            Some(result) => return result,
+            // Removal marked the owner dying and is about to switch the
+            // context to its parent.
+            None => spin_wait(),
+        }
+    }
+}
+
+fn force_charge(ctx: &CtxRef, pages: usize, stat: Stat) {
+    loop {
+        let done = ctx.with_owner(|g| {
+            if g.is_dying() {
+                return false;
+            }
+            g.counter.charge(pages);
+            g.stat_add(stat, pages as isize);
+            true
+        });
+        if done {
+            return;
+        }
+        spin_wait();
+    }
+}
+
+/// Uncharge `pages` of kind `stat` from whatever group `ctx` bills now (S2).
+pub(crate) fn uncharge(ctx: &CtxRef, pages: usize, stat: Stat) {
+    ctx.with_owner(|g| {
+        g.counter.uncharge(pages);
+        g.stat_add(stat, -(pages as isize));
+    });
+}
+
+/// After a charge: every group from `group` up whose usage is above its
+/// `memory.high` counts a `high` event and is reclaimed back toward it,
+/// synchronously and best effort.
+pub(crate) fn handle_high(group: &GroupInner) {
+    for g in group.ancestors() {
+        let high = g.counter.high();
+        if high >= PAGE_COUNTER_MAX {
+            continue;
+        }
+        let usage = g.counter.usage();
+        if usage > high {
+            g.event(Event::High);
+            reclaim(g, usage - high);
+        }
+    }
+}
+
+pub(crate) fn bytes(pages: usize) -> u64 {
+    if pages >= PAGE_COUNTER_MAX {
+        u64::MAX
+    } else {
+        pages as u64 * PAGE_SIZE as u64
+    }
+}
+
+#[cfg(not(loom))]
+fn stock_consume(ctx: &CtxRef, pages: usize) -> bool {
+    crate::stock::consume(ctx, pages)
+}
+
+#[cfg(not(loom))]
+fn stock_refill(ctx: &CtxRef, pages: usize) {
+    crate::stock::refill(ctx, pages)
+}
+
+// Under loom the process-wide stock registry would outlive each model run;
+// the models check the context protocol, so they charge exact amounts.
+#[cfg(loom)]
+fn stock_consume(_: &CtxRef, _: usize) -> bool {
+    false
+}
+
+#[cfg(loom)]
+fn stock_refill(ctx: &CtxRef, pages: usize) {
+    ctx.with_owner(|g| g.counter.uncharge(pages));
+}

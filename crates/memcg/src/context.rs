@@ -1,0 +1,282 @@
+//! Layer 3: kmem contexts, the tiny reparentable owners of kmem charges (the
+//! seed's `mem_cgroup_kmem_context`, the kernel's later `obj_cgroup`).
+//!
+//! Every kmem charge records a context, never a group. A context points at the
+//! group its charges are billed to and holds one reference on it. When that
+//! group is removed, the pointer moves to the parent (and the contexts
+//! reparented to the group earlier move with it: the seed's list splice), so
+//! the removed group is freed as soon as its last handle goes, while the
+//! context lives on until its last charge is uncharged.
+//!
+//! The owner pointer is read inside a *reader section*, the stand-in for the
+//! kernel's RCU read lock: a reader announces itself on one of two counters,
+//! then reads the pointer with a read-modify-write; a writer swaps the pointer
+//! and waits until both counters have drained before dropping its reference on
+//! the old owner. Readers never block and never take a lock. Two counters
+//! (selected by an epoch the writer flips) keep a writer from being starved by
+//! a steady stream of readers, as in SRCU.
+//!
+//! The last reference to a context does not destroy it inline: the uncharge
+//! that drops it may run inside the allocator or under a caller's lock, so the
+//! context is pushed on its hierarchy's deferred queue (the seed's
+//! `destroy_work`) with one lock-free push that never allocates.
+
+use crate::group::{Common, GroupInner};
+use crate::sync::{spin_wait, Arc, AtomicPtr, AtomicUsize, Ordering::*};
+use std::ptr::{self, NonNull};
+
+/// The number of contexts alive in the process, the seed's
+/// `memcg_kmem_enabled_key`: while it is 0 no group but the root exists and
+/// allocation paths skip accounting altogether (S10).
+static LIVE_CONTEXTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whether any kmem context exists, i.e. whether accounting can be needed.
+#[inline]
+pub fn accounting_enabled() -> bool {
+    LIVE_CONTEXTS.load(std::sync::atomic::Ordering::Relaxed) != 0
+}
+
+/// A kmem context. Reached only through [`CtxRef`].
+pub(crate) struct KmemContext {
+    /// `Arc::into_raw` of the owner group, or null before the first owner is
+    /// set. Changed only by [`CtxRef::set_owner`] under the hierarchy's
+    /// context lock.
+    owner: AtomicUsize,
+    /// Readers inside a section, by epoch parity.
+    readers: [AtomicUsize; 2],
+    epoch: AtomicUsize,
+    /// References: the owning group's, one per charged kmem allocation, one per
+    /// slab cache, one per charge stock holding it.
+    refcnt: AtomicUsize,
+    /// Position in the owner's list of reparented contexts, `usize::MAX` when
+    /// not listed. Protected by the context lock.
+    pub(crate) list_index: AtomicUsize,
+    /// Link of the deferred destruction queue.
+    next_deferred: AtomicPtr<KmemContext>,
+    pub(crate) common: Arc<Common>,
+}
+
+/// A counted reference to a kmem context.
+pub(crate) struct CtxRef(NonNull<KmemContext>);
+
+// SAFETY: a KmemContext is only atomics and an Arc<Common> (Send + Sync); the
+// owner it points at is a GroupInner, which is Send + Sync. A CtxRef keeps the
+// context alive (counted), so sending or sharing it across threads is sound.
+unsafe impl Send for CtxRef {}
+// SAFETY: as above; every method takes &self and uses atomics only.
+unsafe impl Sync for CtxRef {}
+
+impl CtxRef {
+    /// A new context with no owner yet, holding its first reference.
+    pub(crate) fn new(common: Arc<Common>) -> CtxRef {
+        LIVE_CONTEXTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        common.contexts_live.fetch_add(1, Relaxed);
+        let ctx = Box::new(KmemContext {
+            owner: AtomicUsize::new(0),
+            readers: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            epoch: AtomicUsize::new(0),
+            refcnt: AtomicUsize::new(1),
+            list_index: AtomicUsize::new(usize::MAX),
+            next_deferred: AtomicPtr::new(ptr::null_mut()),
+            common,
+        });
+        CtxRef(NonNull::from(Box::leak(ctx)))
+    }
+
+    pub(crate) fn ctx(&self) -> &KmemContext {
+        // SAFETY: this reference is counted, so the context is not destroyed
+        // (destruction happens only after refcnt reaches 0) while `self` lives.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// The address of the context, for identity comparisons.
+    pub(crate) fn as_ptr(&self) -> *const KmemContext {
+        self.0.as_ptr()
+    }
+
+    /// Give up this reference without dropping it; see [`CtxRef::from_raw`].
+    pub(crate) fn into_raw(self) -> *const KmemContext {
+        let p = self.0.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+
+    /// Take back a reference given up by [`CtxRef::into_raw`].
+    ///
+    /// # Safety
+    /// `p` must come from `into_raw` and be taken back at most once.
+    pub(crate) unsafe fn from_raw(p: *const KmemContext) -> CtxRef {
+        // SAFETY: by the caller's contract p is a live, counted context pointer.
+        CtxRef(unsafe { NonNull::new_unchecked(p as *mut KmemContext) })
+    }
+}
+
+impl Clone for CtxRef {
+    fn clone(&self) -> Self {
+        // Relaxed: a new reference is made from an existing one, which keeps
+        // the context alive; no data is published by the increment.
+        self.ctx().refcnt.fetch_add(1, Relaxed);
+        CtxRef(self.0)
+    }
+}
+
+impl Drop for CtxRef {
+    fn drop(&mut self) {
+        let ctx = self.ctx();
+        // Release orders our last uses of the context before the destruction
+        // that the thread seeing 0 performs after its acquire fence.
+        if ctx.refcnt.fetch_sub(1, Release) != 1 {
+            return;
+        }
+        crate::sync::fence_acquire();
+        // S9: never destroy inline. The push neither allocates nor locks.
+        let queue = &ctx.common.deferred;
+        let node = self.0.as_ptr();
+        let mut head = queue.load(Relaxed);
+        loop {
+            ctx.next_deferred.store(head, Relaxed);
+            match queue.compare_exchange_weak(head, node, Release, Relaxed) {
+                Ok(_) => break,
+                Err(h) => head = h,
+            }
+        }
+        ctx.common.wake_deferred_worker();
+    }
+}
+
+/// Destroy every context on `common`'s deferred queue. Runs in process
+/// context (the deferred worker or a quiesce), never inside an uncharge.
+/// Returns how many were destroyed.
+/// The caller holds an `Arc` on `common`: the contexts destroyed here drop
+/// theirs.
+pub(crate) fn run_deferred(common: &Arc<Common>) -> usize {
+    let mut destroyed = 0;
+    let _ctx_lock = common.ctx_lock.lock();
+    loop {
+        // Take the whole stack at once: no ABA, since nodes are never popped
+        // one by one while others push.
+        let mut node = common.deferred.swap(ptr::null_mut(), Acquire);
+        if node.is_null() {
+            return destroyed;
+        }
+        while !node.is_null() {
+            // SAFETY: nodes on the queue are contexts whose refcnt reached 0;
+            // nobody else references them, and each is on the queue once. We
+            // own the Box from here on.
+            let ctx = unsafe { Box::from_raw(node) };
+            node = ctx.next_deferred.load(Relaxed);
+            destroy(ctx);
+            destroyed += 1;
+        }
+    }
+}
+
+/// The seed's `memcg_kmem_context_destroy_func`, with the context lock held.
+fn destroy(ctx: Box<KmemContext>) {
+    let owner = ctx.owner.load(Acquire) as *const GroupInner;
+    if !owner.is_null() {
+        // SAFETY: the context still holds its counted reference on `owner`;
+        // taking it back here is the one place that reference is dropped.
+        let owner = unsafe { Arc::from_raw(owner) };
+        owner.unlist_context(&ctx);
+        drop(owner);
+    }
+    ctx.common.contexts_live.fetch_sub(1, Relaxed);
+    LIVE_CONTEXTS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+impl KmemContext {
+    /// Run `f` on the group the context currently bills, inside a reader
+    /// section: the group cannot be freed before `f` returns, though it may be
+    /// removed (dying) meanwhile. `f` must not block on the hierarchy's locks.
+    #[inline]
+    pub(crate) fn with_owner<R>(&self, f: impl FnOnce(&Arc<GroupInner>) -> R) -> R {
+        let ctx = self;
+        // Acquire pairs with the writer's epoch flip: a reader that sees the
+        // flip also sees the new owner, so it may count on either index.
+        let e = ctx.epoch.load(Acquire) & 1;
+        ctx.readers[e].fetch_add(1, AcqRel);
+        // A read-modify-write, not a load: if it reads the old owner it is
+        // ordered before the writer's swap, which then synchronizes with it,
+        // so the writer's later check of `readers` sees our increment.
+        let owner = ctx.owner.fetch_add(0, AcqRel) as *const GroupInner;
+        debug_assert!(!owner.is_null(), "kmem context used before it has an owner");
+        // SAFETY: the context holds a counted reference on `owner` (Arc::into_raw),
+        // which a writer drops only after the pointer was replaced and both reader
+        // counters were seen at 0 after the replacement (see set_owner); we are
+        // counted in `readers[e]`, so the group is alive until we leave. The
+        // ManuallyDrop view borrows the context's count without releasing it;
+        // clones made by `f` are counts of their own.
+        let owner = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(owner) });
+        let r = f(&owner);
+        ctx.readers[e].fetch_sub(1, Release);
+        r
+    }
+
+    /// Point the context at `owner`, and wait out every reader that may still
+    /// see the previous owner before dropping the context's reference on it.
+    /// The caller holds the hierarchy's context lock (one writer at a time).
+    pub(crate) fn set_owner(&self, owner: Arc<GroupInner>) {
+        let ctx = self;
+        let new = Arc::into_raw(owner) as usize;
+        let old = ctx.owner.swap(new, AcqRel);
+        // Both counters: a reader that saw `old` incremented one of them
+        // before our swap. Flip first so that readers arriving meanwhile count
+        // on the other index and the one we wait on drains.
+        for _ in 0..2 {
+            let e = ctx.epoch.fetch_add(1, AcqRel) & 1;
+            while ctx.readers[e].load(Acquire) != 0 {
+                spin_wait();
+            }
+        }
+        if old != 0 {
+            // SAFETY: `old` came from Arc::into_raw in a previous set_owner and
+            // is dropped exactly once, here; no reader can still use it (above).
+            drop(unsafe { Arc::from_raw(old as *const GroupInner) });
+        }
+    }
+
+    /// The current owner's address, for identity checks under the context lock.
+    pub(crate) fn owner_ptr(&self) -> *const GroupInner {
+        self.owner.load(Acquire) as *const GroupInner
+    }
+
+}
+
+impl std::ops::Deref for CtxRef {
+    type Target = KmemContext;
+
+    fn deref(&self) -> &KmemContext {
+        self.ctx()
+    }
+}
+
+/// An uncounted pointer to a context, as kept on an owner's list of
+/// reparented contexts. Valid while the context is listed: destruction
+/// unlists it first, under the context lock, which every user of the list holds.
+#[derive(Clone, Copy)]
+pub(crate) struct CtxPtr(NonNull<KmemContext>);
+
+// SAFETY: a CtxPtr is only dereferenced under the context lock while the
+// context is listed (see above); KmemContext itself is Sync.
+unsafe impl Send for CtxPtr {}
+
+impl CtxPtr {
+    pub(crate) fn new(ctx: &KmemContext) -> CtxPtr {
+        CtxPtr(NonNull::from(ctx))
+    }
+
+    pub(crate) fn get(&self) -> &KmemContext {
+        // SAFETY: see the type's contract: listed contexts are alive, and
+        // callers hold the context lock, which destruction needs to unlist.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl std::ops::Deref for CtxPtr {
+    type Target = KmemContext;
+
+    fn deref(&self) -> &KmemContext {
+        self.get()
+    }
+}

@@ -1,0 +1,314 @@
+//! The program-facing handles: [`Hierarchy`] and [`Group`], and the group
+//! lifecycle operations (create, remove, teardown).
+
+use crate::error::{Error, Result};
+use crate::group::{Common, GroupInner, Tree};
+use crate::sync::Arc;
+use crate::task::EnterGuard;
+
+/// A tree of groups with a root, independent of every other hierarchy.
+///
+/// Cloning is cheap and shares the tree. When the last `Hierarchy` and
+/// [`Group`] handle of a tree is dropped, every remaining group is removed as
+/// by `rmdir` (tasks still attached find themselves in a dying group, whose
+/// charges go to the root).
+#[derive(Clone)]
+pub struct Hierarchy {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    common: Arc<Common>,
+    root: Arc<GroupInner>,
+}
+
+/// A handle on one group. Cheap to clone, `Send + Sync`. Holding one keeps a
+/// removed group dying (counted in its ancestors' `nr_dying_descendants`)
+/// until the handle is dropped; it does not keep the group online.
+#[derive(Clone)]
+pub struct Group {
+    inner: Arc<GroupInner>,
+    hierarchy: Hierarchy,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("path", &self.inner.path)
+            .field("removed", &self.inner.is_dying())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Hierarchy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hierarchy")
+            .field("id", &self.shared.common.id)
+            .finish()
+    }
+}
+
+impl Default for Hierarchy {
+    fn default() -> Self {
+        Hierarchy::new()
+    }
+}
+
+impl Hierarchy {
+    /// A new hierarchy holding only its root group.
+    pub fn new() -> Hierarchy {
+        let common = Common::new();
+        let root = GroupInner::new_root(common.clone());
+        common.tree.lock().groups.insert("/".into(), root.clone());
+        #[cfg(not(loom))]
+        Common::start_deferred_worker(&common);
+        Hierarchy {
+            shared: Arc::new(Shared { common, root }),
+        }
+    }
+
+    pub(crate) fn common(&self) -> &Arc<Common> {
+        &self.shared.common
+    }
+
+    /// The root group: not charged, no limits.
+    pub fn root(&self) -> Group {
+        self.group(self.shared.root.clone())
+    }
+
+    fn group(&self, inner: Arc<GroupInner>) -> Group {
+        Group {
+            inner,
+            hierarchy: self.clone(),
+        }
+    }
+
+    /// Create the group `path` (`mkdir`). Its parent must exist.
+    ///
+    /// ```
+    /// let h = memcg::Hierarchy::new();
+    /// h.create("/tenants").unwrap();
+    /// let a = h.create("/tenants/a").unwrap();
+    /// assert_eq!(a.path(), "/tenants/a");
+    /// assert_eq!(h.create("/tenants/a").unwrap_err().kind(), memcg::ErrorKind::Exists);
+    /// ```
+    pub fn create(&self, path: &str) -> Result<Group> {
+        let (parent_path, _name) = split_path(path)?;
+        self.run_deferred();
+        let mut tree = self.common().tree.lock();
+        if tree.groups.contains_key(path) {
+            return Err(Error::Exists(path.into()));
+        }
+        let parent = tree
+            .groups
+            .get(parent_path)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("{parent_path} (the parent of {path})")))?;
+        let id = tree.alloc_id();
+        let inner = GroupInner::new_child(&parent, path.to_string(), id);
+        tree.groups.insert(path.to_string(), inner.clone());
+        drop(tree);
+        Ok(self.group(inner))
+    }
+
+    /// The online group `path`.
+    pub fn get(&self, path: &str) -> Result<Group> {
+        if path != "/" {
+            split_path(path)?;
+        }
+        let inner = self.common().tree.lock().groups.get(path).cloned();
+        inner
+            .map(|g| self.group(g))
+            .ok_or_else(|| Error::NotFound(path.into()))
+    }
+
+    /// Remove the group `path` (`rmdir`): busy while it has children or
+    /// tasks. Its kmem contexts are reparented (one pointer each, no walk over
+    /// objects: S4, S8) and its user pages walked to the parent (S7). The
+    /// group is freed once no handle to it remains (S1).
+    pub fn remove(&self, path: &str) -> Result<()> {
+        if path == "/" {
+            return Err(Error::Invalid("the root group cannot be removed".into()));
+        }
+        split_path(path)?;
+        let mut tree = self.common().tree.lock();
+        let group = tree
+            .groups
+            .get(path)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(path.into()))?;
+        let children = tree.children(path).count();
+        let tasks = group.tasks.lock().len();
+        if children > 0 || tasks > 0 {
+            return Err(Error::Busy {
+                path: path.into(),
+                children,
+                tasks,
+            });
+        }
+        offline(self.common(), &mut tree, &group);
+        drop(tree);
+        drop(group);
+        self.run_deferred();
+        Ok(())
+    }
+
+    /// Read the interface file `file` of group `path`.
+    pub fn read(&self, path: &str, file: &str) -> Result<String> {
+        self.get(path)?.read(file)
+    }
+
+    /// Write `value` to the interface file `file` of group `path`.
+    pub fn write(&self, path: &str, file: &str, value: &str) -> Result<()> {
+        self.get(path)?.write(file, value)
+    }
+
+    /// Drain every thread's charge stock held for this hierarchy and run
+    /// deferred destruction, so that counters are exact: after it, for every
+    /// live group `memory.current == anon + file + kernel`.
+    pub fn quiesce(&self) {
+        crate::stock::drain_all(self.common().id);
+        self.run_deferred();
+    }
+
+    fn run_deferred(&self) {
+        Common::run_deferred(self.common());
+    }
+
+    /// Register a shrinker, called for each group of a subtree under reclaim.
+    pub fn register_shrinker(&self, shrinker: Arc<dyn crate::Shrinker>) {
+        self.common().shrinkers.lock().push(shrinker);
+    }
+
+    /// kmem contexts of this hierarchy not yet destroyed: one per online
+    /// group, plus those of removed groups whose charges are still alive.
+    pub fn live_contexts(&self) -> usize {
+        self.common()
+            .contexts_live
+            .load(crate::sync::Ordering::Relaxed)
+    }
+
+    /// kmem contexts of this hierarchy destroyed so far (by deferred work).
+    pub fn destroyed_contexts(&self) -> usize {
+        self.common()
+            .contexts_destroyed
+            .load(crate::sync::Ordering::Relaxed)
+    }
+}
+
+/// Take `group` offline: the kernel's `css_offline` with the seed's
+/// reparenting. Tree lock held.
+fn offline(common: &Common, tree: &mut Tree, group: &Arc<GroupInner>) {
+    let parent = group.parent.clone().expect("the root is never offlined");
+    tree.groups.remove(&group.path);
+    group.mark_dying();
+    {
+        let _ctx_lock = common.ctx_lock.lock();
+        group.reparent_contexts(&parent);
+    }
+    crate::user::reparent_pages(group, &parent);
+    tree.free_id(group.id);
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Teardown, children before parents: reverse path order.
+        let mut tree = self.common.tree.lock();
+        let groups: Vec<_> = tree
+            .groups
+            .iter()
+            .rev()
+            .filter(|(p, _)| p.as_str() != "/")
+            .map(|(_, g)| g.clone())
+            .collect();
+        for g in &groups {
+            offline(&self.common, &mut tree, g);
+        }
+        tree.groups.clear();
+        drop(tree);
+        drop(groups);
+        Common::run_deferred(&self.common);
+    }
+}
+
+impl Group {
+    /// The group's path.
+    pub fn path(&self) -> String {
+        self.inner.path.clone()
+    }
+
+    /// The group's kmemcg id (recycled after removal, S10).
+    pub fn id(&self) -> usize {
+        self.inner.id
+    }
+
+    /// Whether the group was removed.
+    pub fn is_removed(&self) -> bool {
+        self.inner.is_dying()
+    }
+
+    /// The hierarchy the group belongs to.
+    pub fn hierarchy(&self) -> &Hierarchy {
+        &self.hierarchy
+    }
+
+    /// Attach the calling thread to this group until the guard is dropped,
+    /// which moves it back where it was. Guards nest.
+    pub fn enter(&self) -> Result<EnterGuard> {
+        let previous = crate::task::switch(self.target())?;
+        Ok(EnterGuard::new(previous))
+    }
+
+    /// Move the calling thread into this group for good (until it moves
+    /// again or exits; [`detach`](crate::detach) moves it to the root).
+    pub fn attach(&self) -> Result<()> {
+        crate::task::switch(self.target()).map(drop)
+    }
+
+    fn target(&self) -> Option<&Arc<GroupInner>> {
+        (!self.inner.is_root()).then_some(&self.inner)
+    }
+
+    /// Read an interface file (DESIGN.md §4), e.g. `memory.current`.
+    pub fn read(&self, file: &str) -> Result<String> {
+        crate::files::read(&self.inner, file)
+    }
+
+    /// Write an interface file, e.g. `memory.max`.
+    pub fn write(&self, file: &str, value: &str) -> Result<()> {
+        crate::files::write(&self.inner, file, value)
+    }
+
+    /// How many kmem contexts of removed groups this group bills now: its
+    /// removed descendants whose kmem is still alive (the seed's `ctx->list`).
+    pub fn reparented_contexts(&self) -> usize {
+        self.inner.reparented_contexts()
+    }
+}
+
+/// Check `path` and split it into its parent's path and its name.
+fn split_path(path: &str) -> Result<(&str, &str)> {
+    if path == "/" {
+        return Err(Error::Exists("/ (the root)".into()));
+    }
+    let invalid = |why: &str| Error::Invalid(format!("bad path {path:?}: {why}"));
+    if !path.starts_with('/') {
+        return Err(invalid("paths are absolute, like /a/b"));
+    }
+    let (parent, name) = path.rsplit_once('/').expect("starts with /");
+    for component in path[1..].split('/') {
+        if component.is_empty() {
+            return Err(invalid("empty component"));
+        }
+        if component == "." || component == ".." {
+            return Err(invalid("'.' and '..' are not group names"));
+        }
+        if !component
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        {
+            return Err(invalid("group names use only A-Z a-z 0-9 _ . -"));
+        }
+    }
+    Ok((if parent.is_empty() { "/" } else { parent }, name))
+}

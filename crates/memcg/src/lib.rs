@@ -1,0 +1,78 @@
+//! # memcg: Linux memory cgroups inside a Rust process
+//!
+//! A program builds a tree of groups (tenants, jobs, queries), attaches
+//! threads to them, and every page those threads charge is billed to the
+//! group and all its ancestors, held to their limits, reclaimed under
+//! pressure, and reported through the kernel's cgroup v2 files
+//! (`memory.current`, `memory.max`, `memory.stat`, ...).
+//!
+//! The heart of it is the kernel patch "memcg: reparent kmem context on memcg
+//! offline": a group can be removed while kernel memory it allocated lives
+//! on. Every kmem charge records a tiny *kmem context*, not the group; removal
+//! points the context at the parent, so the group is freed at once and only
+//! the context stays until the last object goes.
+//!
+//! ```
+//! use memcg::{Hierarchy, KmemPages};
+//!
+//! let h = Hierarchy::new();
+//! h.create("/a").unwrap();
+//! let b = h.create("/a/b").unwrap();
+//! let buffers: Vec<KmemPages> = {
+//!     let _in_b = b.enter().unwrap();
+//!     (0..100).map(|_| KmemPages::alloc(4096).unwrap()).collect()
+//! };
+//! drop(b);
+//! h.remove("/a/b").unwrap();
+//! h.quiesce();
+//! // The removed group is gone although its memory lives on (S1)...
+//! assert_eq!(h.read("/a", "cgroup.stat").unwrap(),
+//!            "nr_descendants 0\nnr_dying_descendants 0\n");
+//! // ...and its charges now sit with the parent.
+//! assert_eq!(h.read("/a", "memory.current").unwrap(), "409600\n");
+//! drop(buffers);
+//! assert_eq!(h.read("/a", "memory.current").unwrap(), "0\n");
+//! ```
+//!
+//! Layers, each on the ones before it: the [page counter](page_counter),
+//! groups ([`Hierarchy`], [`Group`]), kmem contexts and per-thread charge
+//! stocks, page-level kmem ([`KmemPages`]), user pages ([`UserPage`]) with
+//! reclaim ([`Shrinker`]).
+
+#![warn(missing_docs)]
+
+mod charge;
+mod context;
+mod error;
+mod files;
+mod group;
+mod hierarchy;
+mod kmem;
+pub mod page_counter;
+mod reclaim;
+mod stats;
+mod stock;
+mod sync;
+mod task;
+mod user;
+
+pub use charge::MAX_RECLAIM_RETRIES;
+pub use context::accounting_enabled;
+pub use error::{Error, ErrorKind, Result};
+pub use files::parse_size;
+pub use group::group_size;
+pub use hierarchy::{Group, Hierarchy};
+pub use kmem::KmemPages;
+pub use reclaim::{ShrinkControl, ShrinkStage, Shrinker};
+pub use stock::CHARGE_BATCH;
+pub use task::{detach, EnterGuard};
+pub use user::{PageKind, UserPage};
+
+/// The page size: counters count pages, files report bytes.
+pub const PAGE_SIZE: usize = 4096;
+
+/// The bytes of one kmem context: what a removed group leaves behind while
+/// its charges live (S3). Compare with [`group_size`].
+pub fn context_size() -> usize {
+    std::mem::size_of::<context::KmemContext>()
+}

@@ -1,0 +1,87 @@
+//! Layer 5b: reclaim. Takes, in order, file pages (oldest first across the
+//! subtree), reclaimable objects through shrinkers, and empty slab pages kept
+//! for reuse (shrinkers of the last stage). anon pages and plain kmem are not
+//! reclaimable.
+
+use crate::group::GroupInner;
+use crate::sync::Arc;
+
+/// Which pass of reclaim a [`Shrinker`] belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ShrinkStage {
+    /// Reclaimable objects (the kernel's dcache and inode caches on list_lru).
+    Objects,
+    /// Empty slab pages kept for reuse.
+    EmptySlabs,
+}
+
+/// What a shrinker is asked to reclaim.
+#[derive(Debug, Clone)]
+pub struct ShrinkControl {
+    /// The kmemcg id of the group whose memory to reclaim.
+    pub group_id: usize,
+    /// The group's path.
+    pub path: String,
+    /// Pages wanted.
+    pub nr_pages: usize,
+}
+
+/// A per-group reclaim callback (the kernel's memcg-aware shrinker).
+///
+/// `scan` frees memory charged to the group (freeing uncharges it) and
+/// returns the pages it uncharged. It runs without any of the hierarchy's
+/// locks held and may free objects, but must not charge.
+pub trait Shrinker: Send + Sync {
+    /// The pass this shrinker belongs to.
+    fn stage(&self) -> ShrinkStage {
+        ShrinkStage::Objects
+    }
+
+    /// Free up to `sc.nr_pages` pages of the group's reclaimable memory.
+    fn scan(&self, sc: &ShrinkControl) -> usize;
+}
+
+/// Reclaim up to `pages` pages from `group` and its online descendants.
+/// Returns the pages reclaimed.
+pub(crate) fn reclaim(group: &GroupInner, pages: usize) -> usize {
+    if pages == 0 {
+        return 0;
+    }
+    let subtree: Vec<Arc<GroupInner>> = {
+        let tree = group.common.tree.lock();
+        let this = tree.groups.get(&group.path).filter(|g| std::ptr::eq(&***g, group));
+        this.into_iter()
+            .chain(tree.descendants(&group.path))
+            .cloned()
+            .collect()
+    };
+    let mut freed = 0;
+    while freed < pages {
+        let oldest = subtree
+            .iter()
+            .filter_map(|g| g.lru.lock().oldest_file().map(|seq| (seq, g)))
+            .min_by_key(|&(seq, _)| seq);
+        let Some((seq, g)) = oldest else { break };
+        if crate::user::reclaim_file_page(g, seq) {
+            freed += 1;
+        }
+    }
+    if freed >= pages {
+        return freed;
+    }
+    let mut shrinkers = group.common.shrinkers.lock().clone();
+    shrinkers.sort_by_key(|s| s.stage());
+    'stages: for s in &shrinkers {
+        for g in &subtree {
+            freed += s.scan(&ShrinkControl {
+                group_id: g.id,
+                path: g.path.clone(),
+                nr_pages: pages - freed,
+            });
+            if freed >= pages {
+                break 'stages;
+            }
+        }
+    }
+    freed
+}

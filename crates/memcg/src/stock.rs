@@ -1,0 +1,193 @@
+//! Per-thread charge stocks (the kernel's `memcg_stock`).
+//!
+//! A stock holds pages already charged through one kmem context, so most
+//! charges take pages from the thread's own stock instead of walking the page
+//! counters. A refill charges [`CHARGE_BATCH`] pages at once.
+//!
+//! Slack, bounded: each thread's stock holds fewer than `CHARGE_BATCH` pages,
+//! which `memory.current` of the stock's group (and ancestors) includes but
+//! `memory.stat` does not. [`drain_all`] returns every stock of a hierarchy,
+//! as the kernel's `drain_all_stock`; a charge that fails at a limit drains
+//! before it reclaims, so limits stop exactly.
+//!
+//! Stocks live in a process-wide registry of slots so that other threads can
+//! drain them; a slot's owner and a drainer serialize on a one-bit lock in the
+//! slot, which is uncontended except while a drain runs. Slots are never
+//! freed: a thread that exits hands its slot to the next new thread.
+
+use crate::context::{CtxRef, KmemContext};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
+
+/// Pages charged per stock refill (the kernel's `MEMCG_CHARGE_BATCH`).
+pub const CHARGE_BATCH: usize = 64;
+
+struct Slot {
+    lock: AtomicBool,
+    in_use: AtomicBool,
+    /// A counted context reference (`CtxRef::into_raw`) or null.
+    ctx: AtomicPtr<KmemContext>,
+    pages: AtomicUsize,
+    next: AtomicPtr<Slot>,
+}
+
+static SLOTS: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
+
+thread_local! {
+    static MY_SLOT: Cell<*const Slot> = const { Cell::new(std::ptr::null()) };
+}
+
+impl Slot {
+    fn lock(&self) {
+        while self
+            .lock
+            .compare_exchange_weak(false, true, Acquire, Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+    }
+
+    fn unlock(&self) {
+        self.lock.store(false, Release);
+    }
+
+    /// Empty the slot, returning its context and pages. Slot lock held.
+    fn take(&self) -> Option<(CtxRef, usize)> {
+        let p = self.ctx.swap(std::ptr::null_mut(), Relaxed);
+        let pages = self.pages.swap(0, Relaxed);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: non-null `ctx` is a reference given up by CtxRef::into_raw in
+        // `refill`, and the swap above took it out of the slot exactly once.
+        Some((unsafe { CtxRef::from_raw(p) }, pages))
+    }
+}
+
+fn my_slot() -> Option<&'static Slot> {
+    MY_SLOT
+        .try_with(|s| {
+            if s.get().is_null() {
+                s.set(claim_slot());
+            }
+            // SAFETY: slots are leaked and never freed, so any slot pointer is
+            // valid for 'static.
+            unsafe { &*s.get() }
+        })
+        .ok()
+}
+
+fn claim_slot() -> *const Slot {
+    let mut p = SLOTS.load(Acquire);
+    while !p.is_null() {
+        // SAFETY: slots are never freed.
+        let slot = unsafe { &*p };
+        if slot
+            .in_use
+            .compare_exchange(false, true, Acquire, Relaxed)
+            .is_ok()
+        {
+            return slot;
+        }
+        p = slot.next.load(Relaxed);
+    }
+    let slot: &'static Slot = Box::leak(Box::new(Slot {
+        lock: AtomicBool::new(false),
+        in_use: AtomicBool::new(true),
+        ctx: AtomicPtr::new(std::ptr::null_mut()),
+        pages: AtomicUsize::new(0),
+        next: AtomicPtr::new(std::ptr::null_mut()),
+    }));
+    let mut head = SLOTS.load(Relaxed);
+    loop {
+        slot.next.store(head, Relaxed);
+        match SLOTS.compare_exchange_weak(head, slot as *const _ as *mut _, Release, Relaxed) {
+            Ok(_) => return slot,
+            Err(h) => head = h,
+        }
+    }
+}
+
+/// Take `pages` from the calling thread's stock if it holds that many for `ctx`.
+pub(crate) fn consume(ctx: &CtxRef, pages: usize) -> bool {
+    let Some(slot) = my_slot() else { return false };
+    slot.lock();
+    let hit = slot.ctx.load(Relaxed) as *const KmemContext == ctx.as_ptr()
+        && slot.pages.load(Relaxed) >= pages;
+    if hit {
+        slot.pages.fetch_sub(pages, Relaxed);
+    }
+    slot.unlock();
+    hit
+}
+
+/// Put `pages` charged through `ctx` into the calling thread's stock,
+/// draining what it held for another context first. Without a stock (thread
+/// teardown), the pages are uncharged at once.
+pub(crate) fn refill(ctx: &CtxRef, pages: usize) {
+    let Some(slot) = my_slot() else {
+        uncharge(ctx, pages);
+        return;
+    };
+    slot.lock();
+    let old = if slot.ctx.load(Relaxed) as *const KmemContext == ctx.as_ptr() {
+        None
+    } else {
+        let old = slot.take();
+        slot.ctx.store(ctx.clone().into_raw() as *mut _, Relaxed);
+        old
+    };
+    slot.pages.fetch_add(pages, Relaxed);
+    let overflow = slot.pages.load(Relaxed) > CHARGE_BATCH;
+    let extra = if overflow { slot.take() } else { None };
+    slot.unlock();
+    for (c, n) in old.into_iter().chain(extra) {
+        uncharge(&c, n);
+    }
+}
+
+fn uncharge(ctx: &CtxRef, pages: usize) {
+    if pages > 0 {
+        ctx.with_owner(|g| g.counter.uncharge(pages));
+    }
+}
+
+/// Return the calling thread's stock (thread exit, tests).
+pub(crate) fn drain_local() {
+    let Ok(p) = MY_SLOT.try_with(|s| s.replace(std::ptr::null())) else {
+        return;
+    };
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: slots are never freed.
+    let slot = unsafe { &*p };
+    slot.lock();
+    let taken = slot.take();
+    slot.unlock();
+    slot.in_use.store(false, Release);
+    if let Some((c, n)) = taken {
+        uncharge(&c, n);
+    }
+}
+
+/// Return every thread's stock held for contexts of the hierarchy `common_id`.
+pub(crate) fn drain_all(common_id: u64) {
+    let mut p = SLOTS.load(Acquire);
+    while !p.is_null() {
+        // SAFETY: slots are never freed.
+        let slot = unsafe { &*p };
+        slot.lock();
+        let ctx = slot.ctx.load(Relaxed);
+        // SAFETY: a non-null ctx in a locked slot is a counted reference the
+        // slot owns; reading its hierarchy id does not outlive the lock.
+        let ours = !ctx.is_null() && unsafe { (&*ctx).common.id } == common_id;
+        let taken = if ours { slot.take() } else { None };
+        slot.unlock();
+        if let Some((c, n)) = taken {
+            uncharge(&c, n);
+        }
+        p = slot.next.load(Relaxed);
+    }
+}
