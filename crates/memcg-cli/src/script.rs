@@ -9,6 +9,9 @@
 //! have to be non-empty tokens (paths absolute). That is what lets a script
 //! state `expect-fail invalid mkdir /a/b@c`: a bad name is data for the engine
 //! to reject, not a mistake in the script.
+//!
+//! One extension of §5: `expect-live SET ~ N TOL` takes a tolerance like
+//! `expect`, since `~` is one of the operators the contract lists.
 
 use std::fmt;
 use std::sync::Arc;
@@ -145,7 +148,7 @@ pub enum Command {
         /// Tolerance in percent; present exactly when `op` is [`Op::Close`].
         tolerance: Option<u64>,
     },
-    /// `expect-live SET OP N`: count the live members of a set.
+    /// `expect-live SET OP N [TOL]`: count the live members of a set.
     ExpectLive {
         /// The set.
         set: String,
@@ -153,6 +156,8 @@ pub enum Command {
         op: Op,
         /// The number of members compared with.
         count: u64,
+        /// Tolerance in percent; present exactly when `op` is [`Op::Close`].
+        tolerance: Option<u64>,
     },
     /// `expect-fail ERROR COMMAND...`: COMMAND must fail with ERROR.
     ExpectFail {
@@ -302,9 +307,10 @@ impl fmt::Display for ErrorName {
     }
 }
 
-/// A script that does not parse: prints as `FILE:LINE: what is wrong`.
+/// A script that does not parse: prints as `FILE:LINE: what is wrong`,
+/// followed by the synopsis of the command when the command is known.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {problem}")]
+#[error("{file}:{line}: {problem}{}", usage.map(|u| format!("; usage: {u}")).unwrap_or_default())]
 pub struct SyntaxError {
     /// The script file.
     pub file: Arc<str>,
@@ -312,6 +318,8 @@ pub struct SyntaxError {
     pub line: usize,
     /// What is wrong with the line.
     pub problem: Problem,
+    /// The synopsis of the command at fault (the inner one of `expect-fail`).
+    pub usage: Option<&'static str>,
 }
 
 /// What is wrong with a line.
@@ -321,30 +329,18 @@ pub enum Problem {
     #[error("unknown command `{0}`")]
     UnknownCommand(String),
     /// An argument is missing.
-    #[error("missing {what}; usage: {usage}")]
-    Missing {
-        /// The argument that is missing.
-        what: &'static str,
-        /// The command's synopsis.
-        usage: &'static str,
-    },
+    #[error("missing {0}")]
+    Missing(&'static str),
     /// More arguments than the command takes.
-    #[error("unexpected `{token}`; usage: {usage}")]
-    Extra {
-        /// The first token too many.
-        token: String,
-        /// The command's synopsis.
-        usage: &'static str,
-    },
+    #[error("unexpected `{0}`")]
+    Extra(String),
     /// A keyword was expected (`as`, `by`, `reclaimable`).
-    #[error("expected `{keyword}`, found `{found}`; usage: {usage}")]
+    #[error("expected `{keyword}`, found `{found}`")]
     Keyword {
         /// The keyword.
         keyword: &'static str,
         /// What was there instead.
         found: String,
-        /// The command's synopsis.
-        usage: &'static str,
     },
     /// Not a SIZE.
     #[error("bad size `{0}`: want an integer with an optional K, M or G suffix")]
@@ -375,14 +371,11 @@ pub enum Problem {
     #[error("bad operator `{0}`: want one of == != < <= > >= ~")]
     Op(String),
     /// `~` without a tolerance.
-    #[error("`~` needs a tolerance in percent: expect PATH FILE ~ VALUE TOL")]
+    #[error("`~` needs a tolerance in percent after the value")]
     MissingTolerance,
     /// A tolerance after an exact operator.
     #[error("a tolerance `{0}` is only allowed after `~`")]
     UnexpectedTolerance(String),
-    /// `~` in `expect-live`, which counts exactly.
-    #[error("`~` is not allowed in expect-live")]
-    CloseInExpectLive,
     /// A `(PATH FILE[:KEY])` reference that is not closed or has the wrong shape.
     #[error("bad reference `{0}`: want (PATH FILE[:KEY])")]
     Reference(String),
@@ -406,10 +399,11 @@ pub fn parse(file: &str, source: &str) -> Result<Script, SyntaxError> {
         }
         let tokens: Vec<&str> = text.split_whitespace().collect();
         let command =
-            parse_command(&tokens, Strictness::Strict).map_err(|problem| SyntaxError {
+            parse_command(&tokens, Strictness::Strict).map_err(|(problem, usage)| SyntaxError {
                 file: file.clone(),
                 line,
                 problem,
+                usage,
             })?;
         statements.push(Statement {
             file: file.clone(),
@@ -453,19 +447,19 @@ enum Strictness {
     Lenient,
 }
 
+/// What is wrong with a command, and the synopsis of the command at fault
+/// (`None` for an unknown command).
+type Flaw = (Problem, Option<&'static str>);
+
 /// The tokens of one command, consumed left to right.
 struct Args<'a> {
     tokens: std::slice::Iter<'a, &'a str>,
-    usage: &'static str,
     strictness: Strictness,
 }
 
 impl<'a> Args<'a> {
     fn next(&mut self, what: &'static str) -> Result<&'a str, Problem> {
-        self.tokens.next().copied().ok_or(Problem::Missing {
-            what,
-            usage: self.usage,
-        })
+        self.tokens.next().copied().ok_or(Problem::Missing(what))
     }
 
     fn peek(&self) -> Option<&'a str> {
@@ -476,13 +470,10 @@ impl<'a> Args<'a> {
         self.tokens.by_ref().copied().collect()
     }
 
-    fn finish(mut self) -> Result<(), Problem> {
+    fn finish(&mut self) -> Result<(), Problem> {
         match self.tokens.next() {
             None => Ok(()),
-            Some(token) => Err(Problem::Extra {
-                token: token.to_string(),
-                usage: self.usage,
-            }),
+            Some(token) => Err(Problem::Extra(token.to_string())),
         }
     }
 
@@ -494,7 +485,6 @@ impl<'a> Args<'a> {
             Err(Problem::Keyword {
                 keyword,
                 found: found.to_string(),
-                usage: self.usage,
             })
         }
     }
@@ -627,13 +617,54 @@ fn parse_value(args: &mut Args<'_>) -> Result<Value, Problem> {
     Ok(Value::Ref(FileRef { path, file, key }))
 }
 
-fn parse_command(tokens: &[&str], strictness: Strictness) -> Result<Command, Problem> {
+fn parse_command(tokens: &[&str], strictness: Strictness) -> Result<Command, Flaw> {
     let (&name, rest) = tokens.split_first().expect("the caller skips blank lines");
+    let usage = usage(name).ok_or_else(|| (Problem::UnknownCommand(name.to_string()), None))?;
     let mut args = Args {
         tokens: rest.iter(),
-        usage: usage(name).ok_or_else(|| Problem::UnknownCommand(name.to_string()))?,
         strictness,
     };
+    if name == "expect-fail" {
+        return parse_expect_fail(&mut args).map_err(|problem| (problem, Some(usage)))?;
+    }
+    parse_arguments(name, &mut args)
+        .and_then(|command| args.finish().map(|()| command))
+        .map_err(|problem| (problem, Some(usage)))
+}
+
+/// `expect-fail ERROR COMMAND...`: the outer result is a problem with ERROR
+/// or a missing COMMAND; the inner one is the inner command's own.
+fn parse_expect_fail(args: &mut Args<'_>) -> Result<Result<Command, Flaw>, Problem> {
+    let token = args.next("ERROR")?;
+    let error = ErrorName::parse(token).ok_or_else(|| Problem::ErrorName(token.to_string()))?;
+    let inner = args.rest();
+    if inner.is_empty() {
+        return Err(Problem::Missing("COMMAND"));
+    }
+    Ok(
+        parse_command(&inner, Strictness::Lenient).map(|command| Command::ExpectFail {
+            error,
+            command: Box::new(command),
+        }),
+    )
+}
+
+/// `[TOL]` after the value of `expect` and `expect-live`: required by `~`,
+/// refused after any other operator.
+fn parse_tolerance(op: Op, args: &mut Args<'_>) -> Result<Option<u64>, Problem> {
+    match (op, args.peek()) {
+        (Op::Close, Some(_)) => args.number("TOL").map(Some),
+        (Op::Close, None) => Err(Problem::MissingTolerance),
+        (_, Some(token)) if parse_digits(token).is_some() => {
+            Err(Problem::UnexpectedTolerance(token.to_string()))
+        }
+        (_, _) => Ok(None),
+    }
+}
+
+/// The arguments of every command but `expect-fail`.
+fn parse_arguments(name: &str, args: &mut Args<'_>) -> Result<Command, Problem> {
+    let strictness = args.strictness;
     let command = match name {
         "mkdir" => Command::Mkdir { path: args.path()? },
         "rmdir" => Command::Rmdir { path: args.path()? },
@@ -707,15 +738,8 @@ fn parse_command(tokens: &[&str], strictness: Strictness) -> Result<Command, Pro
             let path = args.path()?;
             let (file, key) = parse_file_key(args.next("FILE[:KEY]")?, strictness)?;
             let op = args.op()?;
-            let expected = parse_value(&mut args)?;
-            let tolerance = match (op, args.peek()) {
-                (Op::Close, Some(_)) => Some(args.number("TOL")?),
-                (Op::Close, None) => return Err(Problem::MissingTolerance),
-                (_, Some(token)) if parse_digits(token).is_some() => {
-                    return Err(Problem::UnexpectedTolerance(token.to_string()));
-                }
-                (_, _) => None,
-            };
+            let expected = parse_value(args)?;
+            let tolerance = parse_tolerance(op, args)?;
             Command::Expect {
                 actual: FileRef { path, file, key },
                 op,
@@ -726,34 +750,16 @@ fn parse_command(tokens: &[&str], strictness: Strictness) -> Result<Command, Pro
         "expect-live" => {
             let set = args.name("SET")?;
             let op = args.op()?;
-            if op == Op::Close {
-                return Err(Problem::CloseInExpectLive);
-            }
+            let count = args.number("N")?;
             Command::ExpectLive {
                 set,
                 op,
-                count: args.number("N")?,
-            }
-        }
-        "expect-fail" => {
-            let token = args.next("ERROR")?;
-            let error =
-                ErrorName::parse(token).ok_or_else(|| Problem::ErrorName(token.to_string()))?;
-            let inner = args.rest();
-            if inner.is_empty() {
-                return Err(Problem::Missing {
-                    what: "COMMAND",
-                    usage: args.usage,
-                });
-            }
-            Command::ExpectFail {
-                error,
-                command: Box::new(parse_command(&inner, Strictness::Lenient)?),
+                count,
+                tolerance: parse_tolerance(op, args)?,
             }
         }
         _ => unreachable!("usage() knows every command"),
     };
-    args.finish()?;
     Ok(command)
 }
 
@@ -774,7 +780,7 @@ fn usage(command: &str) -> Option<&'static str> {
         "file" => "file TASK SIZE as SET",
         "free" => "free SET [COUNT] [by TASK]",
         "expect" => "expect PATH FILE[:KEY] OP VALUE [TOL]",
-        "expect-live" => "expect-live SET OP N",
+        "expect-live" => "expect-live SET OP N [TOL]",
         "expect-fail" => "expect-fail ERROR COMMAND...",
         _ => return None,
     })
@@ -1096,9 +1102,23 @@ mod tests {
                 set: s("f"),
                 op: Op::Lt,
                 count: 256,
+                tolerance: None,
             }
         );
-        assert_eq!(problem("expect-live f ~ 256 5"), Problem::CloseInExpectLive);
+        assert_eq!(
+            one("expect-live f ~ 256 5"),
+            Command::ExpectLive {
+                set: s("f"),
+                op: Op::Close,
+                count: 256,
+                tolerance: Some(5),
+            }
+        );
+        assert_eq!(problem("expect-live f ~ 256"), Problem::MissingTolerance);
+        assert_eq!(
+            problem("expect-live f == 256 5"),
+            Problem::UnexpectedTolerance(s("5"))
+        );
         assert_eq!(
             problem("expect-live f == 1K"),
             Problem::Number {
@@ -1172,13 +1192,7 @@ mod tests {
             problem("expect-fail oops mkdir /a"),
             Problem::ErrorName(s("oops"))
         );
-        assert_eq!(
-            problem("expect-fail busy"),
-            Problem::Missing {
-                what: "COMMAND",
-                usage: "expect-fail ERROR COMMAND...",
-            }
-        );
+        assert_eq!(problem("expect-fail busy"), Problem::Missing("COMMAND"));
         assert_eq!(
             problem("expect-fail busy frobnicate"),
             Problem::UnknownCommand(s("frobnicate"))
@@ -1187,33 +1201,14 @@ mod tests {
 
     #[test]
     fn arity_is_checked() {
-        assert_eq!(
-            problem("mkdir"),
-            Problem::Missing {
-                what: "PATH",
-                usage: "mkdir PATH",
-            }
-        );
-        assert_eq!(
-            problem("mkdir /a /b"),
-            Problem::Extra {
-                token: s("/b"),
-                usage: "mkdir PATH",
-            }
-        );
-        assert_eq!(
-            problem("kmem t 4K 100"),
-            Problem::Missing {
-                what: "as",
-                usage: "kmem TASK SIZE COUNT as SET",
-            }
-        );
+        assert_eq!(problem("mkdir"), Problem::Missing("PATH"));
+        assert_eq!(problem("mkdir /a /b"), Problem::Extra(s("/b")));
+        assert_eq!(problem("kmem t 4K 100"), Problem::Missing("as"));
         assert_eq!(
             problem("kmem t 4K 100 to k"),
             Problem::Keyword {
                 keyword: "as",
                 found: s("to"),
-                usage: "kmem TASK SIZE COUNT as SET",
             }
         );
         assert_eq!(
@@ -1221,7 +1216,6 @@ mod tests {
             Problem::Keyword {
                 keyword: "by",
                 found: s("on"),
-                usage: "free SET [COUNT] [by TASK]",
             }
         );
         assert_eq!(
@@ -1229,31 +1223,36 @@ mod tests {
             Problem::Keyword {
                 keyword: "reclaimable",
                 found: s("shrinkable"),
-                usage: "cache NAME SIZE [reclaimable]",
             }
         );
+        assert_eq!(problem("write /a memory.max 1 M"), Problem::Extra(s("M")));
+    }
+
+    #[test]
+    fn a_bad_command_is_reported_with_its_synopsis() {
+        let usage = |line: &str| parse("t.mcg", line).unwrap_err().usage;
+        assert_eq!(usage("kmem t 4K as k"), Some("kmem TASK SIZE COUNT as SET"));
+        assert_eq!(usage("free k by"), Some("free SET [COUNT] [by TASK]"));
+        assert_eq!(usage("expect-fail"), Some("expect-fail ERROR COMMAND..."));
+        // Inside expect-fail, the synopsis is the inner command's.
+        assert_eq!(usage("expect-fail busy rmdir"), Some("rmdir PATH"));
+        assert_eq!(usage("mkdri /a"), None);
         assert_eq!(
-            problem("write /a memory.max 1 M"),
-            Problem::Extra {
-                token: s("M"),
-                usage: "write PATH FILE VALUE",
-            }
+            parse("t.mcg", "kmem t 4K as k").unwrap_err().to_string(),
+            "t.mcg:1: bad COUNT `as`: want a non-negative integer; \
+             usage: kmem TASK SIZE COUNT as SET"
+        );
+        assert_eq!(
+            parse("t.mcg", "mkdri /a").unwrap_err().to_string(),
+            "t.mcg:1: unknown command `mkdri`"
         );
     }
 
     #[test]
     fn paths_are_absolute_with_valid_names() {
-        for bad in ["a", "/a/", "//", "/a//b", "/b@", "/ä", ""] {
+        for bad in ["a", "/a/", "//", "/a//b", "/b@", "/ä"] {
             let line = format!("mkdir {bad}");
-            let expected = if bad.is_empty() {
-                Problem::Missing {
-                    what: "PATH",
-                    usage: "mkdir PATH",
-                }
-            } else {
-                Problem::Path(s(bad))
-            };
-            assert_eq!(problem(&line), expected, "{line:?}");
+            assert_eq!(problem(&line), Problem::Path(s(bad)), "{line:?}");
         }
     }
 

@@ -1,0 +1,645 @@
+//! Runs a parsed [`Script`] against the real engine (DESIGN.md §5).
+//!
+//! Every `task` is a real OS thread, named after the task, that attaches
+//! itself to its group. Commands for a task are boxed closures sent to it over
+//! a channel; the script's thread waits for each result, so a script runs
+//! strictly in order while every charge and free happens on the thread the
+//! script names. The script's own thread never leaves the root group.
+//!
+//! A SET owns the objects a script allocated (kmem buffers, user pages) and
+//! frees them oldest first. Reclaim may drop user pages behind the script's
+//! back; such members no longer count and are forgotten when next looked at.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::io::{self, Write};
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+
+use memcg::{Hierarchy, KmemPages, PageKind, UserPage};
+
+use crate::script::{Command, ErrorName, FileRef, Op, Script, Statement, Value};
+
+/// Bytes per page; `anon` and `file` make one SET member per started page.
+const PAGE_SIZE: u64 = memcg::PAGE_SIZE as u64;
+
+/// A command or expectation that failed: prints as
+/// `FILE:LINE: the command: what went wrong`.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {text}: {error}")]
+pub struct Failure {
+    /// The script file.
+    pub file: Arc<str>,
+    /// 1-based line number.
+    pub line: usize,
+    /// The command as written.
+    pub text: String,
+    /// What went wrong.
+    pub error: Box<RunError>,
+}
+
+/// Why one command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The engine refused; `expect-fail` matches these by kind.
+    #[error(transparent)]
+    Engine(#[from] memcg::Error),
+    /// A command named a task that is not running.
+    #[error("no task named `{0}`")]
+    NoTask(String),
+    /// A command named a set that no allocation has created.
+    #[error("no set named `{0}`")]
+    NoSet(String),
+    /// The OS refused to start a task's thread.
+    #[error("cannot start thread `{name}`: {source}")]
+    Spawn {
+        /// The task.
+        name: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// A task's thread panicked; the panic message went to stderr.
+    #[error("task `{0}` died")]
+    TaskDied(String),
+    /// The command is part of the language but not of the engine yet.
+    #[error("slab caches are not supported yet")]
+    SlabUnsupported,
+    /// Printing a `read` failed.
+    #[error("cannot print: {0}")]
+    Output(#[from] io::Error),
+    /// A keyed file lacks the key an expectation names.
+    #[error("{at} has no key `{key}`")]
+    NoKey {
+        /// The file.
+        at: String,
+        /// The key.
+        key: String,
+    },
+    /// A file an expectation reads does not hold a single number or `max`.
+    #[error("{at} is not a number or `max`: {content:?}")]
+    NotANumber {
+        /// The file (and key).
+        at: String,
+        /// What it holds.
+        content: String,
+    },
+    /// `free SET COUNT` with fewer than COUNT live members.
+    #[error("`{set}` has too few live members (got {live}, want >= {count})")]
+    TooFewLive {
+        /// The set.
+        set: String,
+        /// Its live members.
+        live: usize,
+        /// The count asked for.
+        count: u64,
+    },
+    /// An `expect` or `expect-live` that does not hold.
+    #[error("{subject} (got {got}, want {op} {want})")]
+    Mismatch {
+        /// What was measured.
+        subject: String,
+        /// Its value.
+        got: Amount,
+        /// The comparison.
+        op: Op,
+        /// The value compared with, and tolerance or source where needed.
+        want: Want,
+    },
+    /// `expect-fail` around a command that succeeded.
+    #[error("succeeded but must fail (got success, want {0})")]
+    Succeeded(ErrorName),
+    /// `expect-fail` around a command that failed with another kind.
+    #[error("wrong error: {error} (got {got}, want {want})", got = .error.kind().as_str())]
+    WrongError {
+        /// The engine's error.
+        error: memcg::Error,
+        /// The kind required.
+        want: ErrorName,
+    },
+    /// `expect-fail` around a command that failed, but not in the engine.
+    #[error("{error} (want {want})")]
+    NotAnEngineError {
+        /// The failure.
+        error: Box<RunError>,
+        /// The kind required.
+        want: ErrorName,
+    },
+}
+
+/// A value read from an interface file: a number, or `max`, which is greater
+/// than every number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Amount {
+    /// Bytes, or a count for event and stat files that count things.
+    Number(u64),
+    /// No limit.
+    Max,
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Amount::Number(n) => write!(f, "{n}"),
+            Amount::Max => f.write_str("max"),
+        }
+    }
+}
+
+/// The wanted side of a comparison, as printed in a [`RunError::Mismatch`].
+#[derive(Debug)]
+pub struct Want {
+    /// The resolved value.
+    pub value: Amount,
+    /// The tolerance in percent of `~`.
+    pub tolerance: Option<u64>,
+    /// The file the value was read from, for `(PATH FILE[:KEY])`.
+    pub source: Option<Box<FileRef>>,
+}
+
+impl fmt::Display for Want {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.value)?;
+        if let Some(tolerance) = self.tolerance {
+            write!(f, " {tolerance}")?;
+        }
+        if let Some(source) = &self.source {
+            write!(f, " from ({source})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `got OP want` holds; `tolerance` is the percentage of `~`.
+///
+/// `~` is the kernel selftests' `values_close`: `|a - b| <= (a + b) / 100 *
+/// TOL` in integer arithmetic, computed in `u128` so that no sum overflows.
+/// `max` is close only to `max`.
+pub fn holds(got: Amount, op: Op, want: Amount, tolerance: u64) -> bool {
+    match op {
+        Op::Eq => got == want,
+        Op::Ne => got != want,
+        Op::Lt => got < want,
+        Op::Le => got <= want,
+        Op::Gt => got > want,
+        Op::Ge => got >= want,
+        Op::Close => match (got, want) {
+            (Amount::Number(a), Amount::Number(b)) => {
+                let (a, b) = (u128::from(a), u128::from(b));
+                a.abs_diff(b) <= (a + b) / 100 * u128::from(tolerance)
+            }
+            (got, want) => got == want,
+        },
+    }
+}
+
+/// Runs `script` in a fresh [`Hierarchy`], printing what `read` reads to
+/// `out`. Stops at the first failure. All task threads are ended and all SET
+/// members freed before this returns, whatever the outcome.
+pub fn run(script: &Script, out: &mut impl Write) -> Result<(), Failure> {
+    let mut replay = Replay::new(out);
+    for statement in &script.statements {
+        replay
+            .execute(&statement.command)
+            .map_err(|error| failure(statement, error))?;
+    }
+    Ok(())
+}
+
+fn failure(statement: &Statement, error: RunError) -> Failure {
+    Failure {
+        file: statement.file.clone(),
+        line: statement.line,
+        text: statement.text.clone(),
+        error: Box::new(error),
+    }
+}
+
+/// Work for a task thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A running task: a named thread serving [`Job`]s until its channel closes.
+struct Task {
+    jobs: mpsc::Sender<Job>,
+    thread: JoinHandle<()>,
+}
+
+impl Task {
+    /// Starts the thread. It runs jobs in order; when the channel closes it
+    /// leaves its group and ends.
+    fn spawn(name: &str) -> Result<Task, RunError> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let thread = thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                for job in queue {
+                    job();
+                }
+                memcg::detach();
+            })
+            .map_err(|source| RunError::Spawn {
+                name: name.to_string(),
+                source,
+            })?;
+        Ok(Task { jobs, thread })
+    }
+
+    /// Runs `work` on the task's thread and waits for its result.
+    fn run<R: Send + 'static>(
+        &self,
+        name: &str,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, RunError> {
+        let (reply, result) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move || {
+            // The script thread waits on `result`; it is gone only if the
+            // script itself is unwinding, and then nobody wants the value.
+            let _ = reply.send(work());
+        });
+        let died = || RunError::TaskDied(name.to_string());
+        self.jobs.send(job).map_err(|_| died())?;
+        result.recv().map_err(|_| died())
+    }
+
+    /// Closes the channel and waits for the thread to leave its group and end.
+    fn end(self, name: &str) -> Result<(), RunError> {
+        drop(self.jobs);
+        self.thread
+            .join()
+            .map_err(|_| RunError::TaskDied(name.to_string()))
+    }
+}
+
+/// Something a SET owns; dropping it frees it on the dropping thread.
+enum Member {
+    Kmem(#[allow(dead_code, reason = "owned only to be freed when dropped")] KmemPages),
+    Page(UserPage),
+}
+
+impl Member {
+    /// Whether the member still holds memory: reclaim may have dropped a file
+    /// page.
+    fn is_live(&self) -> bool {
+        match self {
+            Member::Kmem(_) => true,
+            Member::Page(page) => page.is_live(),
+        }
+    }
+}
+
+/// The state of one script run.
+struct Replay<'a, W: Write> {
+    hierarchy: Hierarchy,
+    tasks: BTreeMap<String, Task>,
+    sets: HashMap<String, VecDeque<Member>>,
+    out: &'a mut W,
+}
+
+impl<'a, W: Write> Replay<'a, W> {
+    fn new(out: &'a mut W) -> Self {
+        Replay {
+            hierarchy: Hierarchy::new(),
+            tasks: BTreeMap::new(),
+            sets: HashMap::new(),
+            out,
+        }
+    }
+
+    fn execute(&mut self, command: &Command) -> Result<(), RunError> {
+        match command {
+            Command::Mkdir { path } => {
+                self.hierarchy.create(path)?;
+            }
+            Command::Rmdir { path } => self.hierarchy.remove(path)?,
+            Command::Write { path, file, value } => self.hierarchy.write(path, file, value)?,
+            Command::Read { path, file } => {
+                self.hierarchy.quiesce();
+                let content = self.hierarchy.read(path, file)?;
+                self.out.write_all(content.as_bytes())?;
+                self.out.flush()?;
+            }
+            Command::Task { name, path } => self.task(name, path)?,
+            Command::Exit { name } => {
+                let task = self
+                    .tasks
+                    .remove(name)
+                    .ok_or_else(|| RunError::NoTask(name.clone()))?;
+                task.end(name)?;
+            }
+            Command::Cache { .. } | Command::Alloc { .. } => {
+                return Err(RunError::SlabUnsupported);
+            }
+            Command::Kmem {
+                task,
+                size,
+                count,
+                set,
+            } => {
+                // A size beyond the address space cannot be allocated anyway;
+                // saturating lets the engine say so with its own error.
+                let bytes = usize::try_from(*size).unwrap_or(usize::MAX);
+                self.allocate(task, set, *count, move || {
+                    KmemPages::alloc(bytes).map(Member::Kmem)
+                })?;
+            }
+            Command::Anon { task, size, set } => {
+                self.allocate(task, set, size.div_ceil(PAGE_SIZE), || {
+                    UserPage::charge(PageKind::Anon).map(Member::Page)
+                })?;
+            }
+            Command::File { task, size, set } => {
+                self.allocate(task, set, size.div_ceil(PAGE_SIZE), || {
+                    UserPage::charge(PageKind::File).map(Member::Page)
+                })?;
+            }
+            Command::Free { set, count, by } => self.free(set, *count, by.as_deref())?,
+            Command::Expect {
+                actual,
+                op,
+                expected,
+                tolerance,
+            } => self.expect(actual, *op, expected, *tolerance)?,
+            Command::ExpectLive {
+                set,
+                op,
+                count,
+                tolerance,
+            } => {
+                self.hierarchy.quiesce();
+                let live = self.live(set)?;
+                let got = Amount::Number(live as u64);
+                let want = Amount::Number(*count);
+                if !holds(got, *op, want, tolerance.unwrap_or(0)) {
+                    return Err(RunError::Mismatch {
+                        subject: format!("live members of `{set}`"),
+                        got,
+                        op: *op,
+                        want: Want {
+                            value: want,
+                            tolerance: *tolerance,
+                            source: None,
+                        },
+                    });
+                }
+            }
+            Command::ExpectFail { error, command } => {
+                let want = *error;
+                return match self.execute(command) {
+                    Ok(()) => Err(RunError::Succeeded(want)),
+                    Err(RunError::Engine(error)) if error.kind().as_str() == want.as_str() => {
+                        Ok(())
+                    }
+                    Err(RunError::Engine(error)) => Err(RunError::WrongError { error, want }),
+                    Err(other) => Err(RunError::NotAnEngineError {
+                        error: Box::new(other),
+                        want,
+                    }),
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// `task NAME PATH`: moves a running task, or starts one that attaches
+    /// itself. A new thread that cannot attach is ended again.
+    fn task(&mut self, name: &str, path: &str) -> Result<(), RunError> {
+        let group = self.hierarchy.get(path)?;
+        if let Some(task) = self.tasks.get(name) {
+            return Ok(task.run(name, move || group.attach())??);
+        }
+        let task = Task::spawn(name)?;
+        match task.run(name, move || group.attach()) {
+            Ok(Ok(())) => {
+                self.tasks.insert(name.to_string(), task);
+                Ok(())
+            }
+            Ok(Err(error)) => {
+                task.end(name)?;
+                Err(error.into())
+            }
+            Err(error) => {
+                // The thread died; joining only collects its panic.
+                let _ = task.end(name);
+                Err(error)
+            }
+        }
+    }
+
+    /// Makes `count` members on `task`'s thread and appends them to `set`.
+    /// Members made before a failure stay in the set.
+    fn allocate(
+        &mut self,
+        task: &str,
+        set: &str,
+        count: u64,
+        make: impl Fn() -> memcg::Result<Member> + Send + 'static,
+    ) -> Result<(), RunError> {
+        let (made, error) = self.task_ref(task)?.run(task, move || {
+            let mut made = Vec::new();
+            for _ in 0..count {
+                match make() {
+                    Ok(member) => made.push(member),
+                    Err(error) => return (made, Some(error)),
+                }
+            }
+            (made, None)
+        })?;
+        self.sets.entry(set.to_string()).or_default().extend(made);
+        match error {
+            None => Ok(()),
+            Some(error) => Err(error.into()),
+        }
+    }
+
+    /// Frees the oldest `count` (default: all) live members of `set` on
+    /// `by`'s thread (default: this one). Nothing is freed if there are too
+    /// few.
+    fn free(&mut self, set: &str, count: Option<u64>, by: Option<&str>) -> Result<(), RunError> {
+        if let Some(task) = by {
+            self.task_ref(task)?;
+        }
+        let members = self.set(set)?;
+        let live = members.len();
+        let take = match count {
+            None => live,
+            Some(count) => match usize::try_from(count) {
+                Ok(take) if take <= live => take,
+                _ => {
+                    return Err(RunError::TooFewLive {
+                        set: set.to_string(),
+                        live,
+                        count,
+                    });
+                }
+            },
+        };
+        let batch: Vec<Member> = members.drain(..take).collect();
+        match by {
+            None => drop(batch),
+            Some(task) => self.task_ref(task)?.run(task, move || drop(batch))?,
+        }
+        Ok(())
+    }
+
+    /// The live members of `set`, forgetting those reclaim dropped.
+    fn set(&mut self, set: &str) -> Result<&mut VecDeque<Member>, RunError> {
+        let members = self
+            .sets
+            .get_mut(set)
+            .ok_or_else(|| RunError::NoSet(set.to_string()))?;
+        members.retain(Member::is_live);
+        Ok(members)
+    }
+
+    fn live(&mut self, set: &str) -> Result<usize, RunError> {
+        Ok(self.set(set)?.len())
+    }
+
+    fn task_ref(&self, name: &str) -> Result<&Task, RunError> {
+        self.tasks
+            .get(name)
+            .ok_or_else(|| RunError::NoTask(name.to_string()))
+    }
+
+    fn expect(
+        &mut self,
+        actual: &FileRef,
+        op: Op,
+        expected: &Value,
+        tolerance: Option<u64>,
+    ) -> Result<(), RunError> {
+        self.hierarchy.quiesce();
+        let got = self.read_amount(actual)?;
+        let (value, source) = match expected {
+            Value::Size(n) => (Amount::Number(*n), None),
+            Value::Max => (Amount::Max, None),
+            Value::Ref(source) => (self.read_amount(source)?, Some(Box::new(source.clone()))),
+        };
+        if holds(got, op, value, tolerance.unwrap_or(0)) {
+            return Ok(());
+        }
+        Err(RunError::Mismatch {
+            subject: actual.to_string(),
+            got,
+            op,
+            want: Want {
+                value,
+                tolerance,
+                source,
+            },
+        })
+    }
+
+    /// Reads one number (or `max`) from a file, or from a key of a keyed file.
+    fn read_amount(&self, at: &FileRef) -> Result<Amount, RunError> {
+        let content = self.hierarchy.read(&at.path, &at.file)?;
+        let value = match &at.key {
+            None => content.trim(),
+            Some(key) => content
+                .lines()
+                .find_map(|line| {
+                    let (k, v) = line.split_once(' ')?;
+                    (k == key).then(|| v.trim())
+                })
+                .ok_or_else(|| RunError::NoKey {
+                    at: format!("{} {}", at.path, at.file),
+                    key: key.clone(),
+                })?,
+        };
+        match value {
+            "max" => Ok(Amount::Max),
+            number => number
+                .parse()
+                .map(Amount::Number)
+                .map_err(|_| RunError::NotANumber {
+                    at: at.to_string(),
+                    content: content.clone(),
+                }),
+        }
+    }
+}
+
+impl<W: Write> Drop for Replay<'_, W> {
+    /// Ends every task thread (each leaves its group first), then frees what
+    /// the sets still hold, on this thread.
+    fn drop(&mut self) {
+        for (name, task) in std::mem::take(&mut self.tasks) {
+            // A task that died already reported its panic on stderr.
+            let _ = task.end(&name);
+        }
+        self.sets.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const N: fn(u64) -> Amount = Amount::Number;
+
+    #[test]
+    fn max_is_greater_than_every_number() {
+        assert!(holds(Amount::Max, Op::Gt, N(u64::MAX), 0));
+        assert!(holds(N(u64::MAX), Op::Lt, Amount::Max, 0));
+        assert!(holds(Amount::Max, Op::Eq, Amount::Max, 0));
+        assert!(holds(Amount::Max, Op::Ne, N(0), 0));
+    }
+
+    #[test]
+    fn exact_operators_compare_numbers() {
+        let cases = [
+            (Op::Eq, [false, true, false]),
+            (Op::Ne, [true, false, true]),
+            (Op::Lt, [true, false, false]),
+            (Op::Le, [true, true, false]),
+            (Op::Gt, [false, false, true]),
+            (Op::Ge, [false, true, true]),
+        ];
+        for (op, expected) in cases {
+            let got = [1, 2, 3].map(|a| holds(N(a), op, N(2), 0));
+            assert_eq!(got, expected, "{op}");
+        }
+    }
+
+    #[test]
+    fn close_is_values_close_of_the_kernel_selftests() {
+        // (100 + 105) / 100 * 5 = 10 >= 5
+        assert!(holds(N(100), Op::Close, N(105), 5));
+        // (100 + 112) / 100 * 5 = 10 < 12
+        assert!(!holds(N(100), Op::Close, N(112), 5));
+        // Integer division first: (50 + 52) / 100 * 1 = 1 < 2.
+        assert!(!holds(N(50), Op::Close, N(52), 1));
+        assert!(holds(N(30 << 20), Op::Close, N(31 << 20), 5));
+        assert!(holds(N(0), Op::Close, N(0), 0));
+        assert!(!holds(N(0), Op::Close, N(1), 100));
+    }
+
+    #[test]
+    fn close_does_not_overflow() {
+        assert!(holds(N(u64::MAX), Op::Close, N(u64::MAX - 1), 1));
+        assert!(!holds(N(u64::MAX), Op::Close, N(0), 99));
+    }
+
+    #[test]
+    fn max_is_close_only_to_max() {
+        assert!(holds(Amount::Max, Op::Close, Amount::Max, 0));
+        assert!(!holds(Amount::Max, Op::Close, N(u64::MAX), 100));
+    }
+
+    #[test]
+    fn mismatch_prints_got_and_want() {
+        let error = RunError::Mismatch {
+            subject: "/a memory.current".into(),
+            got: N(8192),
+            op: Op::Close,
+            want: Want {
+                value: N(409600),
+                tolerance: Some(5),
+                source: None,
+            },
+        };
+        assert_eq!(
+            error.to_string(),
+            "/a memory.current (got 8192, want ~ 409600 5)"
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! `memcg replay` end to end, through the built binary (DESIGN.md §5).
+//!
+//! Every `examples/*.mcg` is a specification of the engine: each must replay
+//! with exit 0. The other tests pin the command-line contract: exit 2 and
+//! `FILE:LINE:` for a syntax error, exit 1 and `(got X, want OP Y)` for a
+//! failed expectation, `-` for standard input.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The repository's `examples/` directory.
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+/// Runs `memcg replay ARGS...` with `stdin` on standard input.
+fn replay(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_memcg"))
+        .arg("replay")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("memcg starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(stdin.as_bytes())
+        .expect("memcg reads its stdin");
+    child.wait_with_output().expect("memcg ends")
+}
+
+/// Writes `source` to a file named `name` in this test binary's scratch
+/// directory and returns its path.
+fn script_file(name: &str, source: &str) -> String {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, source).expect("scratch directory is writable");
+    path.to_str().expect("scratch path is UTF-8").to_string()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn every_example_replays_successfully() {
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(examples_dir())
+        .expect("examples/ exists")
+        .map(|entry| entry.expect("examples/ is readable").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "mcg"))
+        .collect();
+    examples.sort();
+    assert!(
+        examples.len() >= 5,
+        "expected the examples of the brief, found {examples:?}"
+    );
+    let mut failures = Vec::new();
+    for example in &examples {
+        let output = replay(&[example.to_str().expect("UTF-8 path")], "");
+        if output.status.code() != Some(0) {
+            failures.push(format!(
+                "{}: {:?}\n{}",
+                example.display(),
+                output.status,
+                stderr(&output)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_seed_example_replays() {
+    let seed = examples_dir().join("seed.mcg");
+    let output = replay(&[seed.to_str().expect("UTF-8 path")], "");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[test]
+fn a_syntax_error_exits_2_naming_file_and_line() {
+    let file = script_file("syntax.mcg", "mkdir /a\n# comment\nkmem t 4K as k\n");
+    let output = replay(&[&file], "");
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(
+        message.starts_with(&format!("{file}:3: ")),
+        "message names FILE:LINE: {message}"
+    );
+    assert!(message.contains("kmem TASK SIZE COUNT as SET"), "{message}");
+}
+
+#[test]
+fn no_script_runs_if_any_does_not_parse() {
+    let good = script_file("good.mcg", "read / cgroup.stat\n");
+    let bad = script_file(
+        "bad.mcg",
+        "read / cgroup.stat\nexpect / memory.current ~ 0\n",
+    );
+    let output = replay(&[&good, &bad], "");
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(stdout(&output), "", "nothing ran");
+    assert!(stderr(&output).starts_with(&format!("{bad}:2: ")));
+}
+
+#[test]
+fn a_failed_expectation_exits_1_with_got_and_want() {
+    let file = script_file(
+        "expect.mcg",
+        "mkdir /a\n\nexpect /a memory.current   == 4K  # wrong\nmkdir /b\n",
+    );
+    let output = replay(&[&file], "");
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert_eq!(
+        message.trim_end(),
+        format!(
+            "{file}:3: expect /a memory.current == 4K: /a memory.current (got 0, want == 4096)"
+        )
+    );
+}
+
+#[test]
+fn a_failed_expectation_stops_the_script() {
+    let output = replay(
+        &["-"],
+        "mkdir /a\nexpect /a memory.max != max\nread /a memory.max\n",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stdout(&output),
+        "",
+        "the read after the failure did not run"
+    );
+    assert!(stderr(&output).contains("(got max, want != max)"));
+}
+
+#[test]
+fn a_failed_command_exits_1_naming_the_command() {
+    let output = replay(&["-"], "mkdir /a\nmkdir /a\n");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).starts_with("<stdin>:2: mkdir /a: "),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn dash_reads_the_script_from_stdin() {
+    let output = replay(
+        &["-"],
+        "mkdir /a\nwrite /a memory.max 8K\nread /a memory.max\nread /a memory.high\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "8192\nmax\n", "read prints verbatim");
+}
+
+#[test]
+fn scripts_run_in_order_each_in_a_fresh_hierarchy() {
+    let first = script_file("first.mcg", "mkdir /a\nread /a memory.max\n");
+    let output = replay(&[&first, "-", &first], "mkdir /a\nread /a memory.current\n");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "max\n0\nmax\n");
+}
+
+#[test]
+fn expect_fail_requires_exactly_that_error() {
+    let passes = replay(&["-"], "mkdir /a\nexpect-fail exists mkdir /a\n");
+    assert_eq!(passes.status.code(), Some(0), "{}", stderr(&passes));
+
+    let wrong_kind = replay(&["-"], "mkdir /a\nexpect-fail busy mkdir /a\n");
+    assert_eq!(wrong_kind.status.code(), Some(1));
+    assert!(
+        stderr(&wrong_kind).contains("(got exists, want busy)"),
+        "{}",
+        stderr(&wrong_kind)
+    );
+
+    let succeeded = replay(&["-"], "expect-fail exists mkdir /a\n");
+    assert_eq!(succeeded.status.code(), Some(1));
+    assert!(
+        stderr(&succeeded).contains("(got success, want exists)"),
+        "{}",
+        stderr(&succeeded)
+    );
+}
+
+#[test]
+fn task_commands_run_on_the_named_thread() {
+    // cgroup.procs lists the thread attached to the group, by its name.
+    let output = replay(
+        &["-"],
+        "mkdir /a\ntask worker-1 /a\nread /a cgroup.procs\nexit worker-1\nread /a cgroup.procs\nrmdir /a\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("worker-1"), "{}", stdout(&output));
+}
+
+#[test]
+fn slab_caches_fail_at_run_time_until_supported() {
+    let output = replay(&["-"], "cache dentry 192 reclaimable\n");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("slab caches are not supported yet"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_missing_script_file_exits_2() {
+    let output = replay(&["/nonexistent/script.mcg"], "");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).starts_with("/nonexistent/script.mcg: cannot read"));
+}
