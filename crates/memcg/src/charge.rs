@@ -26,7 +26,7 @@ pub(crate) fn charge(ctx: &CtxRef, pages: usize, stat: Stat, nofail: bool) -> Re
         ctx.with_owner(|g| g.stat_add(stat, pages as isize));
         return Ok(());
     }
-    let mut batch = pages.max(crate::stock::CHARGE_BATCH);
+    let mut batch = pages.max(BATCH);
     let mut counted_max = false;
     let mut drained = false;
     let mut retries = MAX_RECLAIM_RETRIES;
@@ -34,7 +34,13 @@ pub(crate) fn charge(ctx: &CtxRef, pages: usize, stat: Stat, nofail: bool) -> Re
         let over = match try_charge_owner(ctx, batch, stat, pages) {
             Ok(group) => {
                 if batch > pages {
-                    stock_refill(ctx, batch - pages);
+                    // Over a memory.high the batch's slack would hide the
+                    // excess from reclaim: keep the exact charge only.
+                    if over_high(&group) {
+                        group.counter.uncharge(batch - pages);
+                    } else {
+                        stock_refill(ctx, batch - pages);
+                    }
                 }
                 handle_high(&group);
                 return Ok(());
@@ -96,7 +102,7 @@ fn try_charge_owner(
                     g.stat_add(stat, pages as isize);
                     Ok(g.clone())
                 }
-                Err(level) => Err(g.ancestor_arc(level)),
+                Err(level) => Err(GroupInner::ancestor_arc(g, level)),
             })
         });
         match attempt {
@@ -150,6 +156,12 @@ pub(crate) fn handle_high(group: &GroupInner) {
     }
 }
 
+fn over_high(group: &GroupInner) -> bool {
+    group
+        .ancestors()
+        .any(|g| g.counter.usage() > g.counter.high())
+}
+
 pub(crate) fn bytes(pages: usize) -> u64 {
     if pages >= PAGE_COUNTER_MAX {
         u64::MAX
@@ -170,12 +182,18 @@ fn stock_refill(ctx: &CtxRef, pages: usize) {
 
 // Under loom the process-wide stock registry would outlive each model run;
 // the models check the context protocol, so they charge exact amounts.
+#[cfg(not(loom))]
+const BATCH: usize = crate::stock::CHARGE_BATCH;
+
+#[cfg(loom)]
+const BATCH: usize = 1;
+
 #[cfg(loom)]
 fn stock_consume(_: &CtxRef, _: usize) -> bool {
     false
 }
 
 #[cfg(loom)]
-fn stock_refill(ctx: &CtxRef, pages: usize) {
-    ctx.with_owner(|g| g.counter.uncharge(pages));
+fn stock_refill(_: &CtxRef, _: usize) {
+    unreachable!("no batches under loom")
 }

@@ -240,7 +240,6 @@ impl KmemContext {
     pub(crate) fn owner_ptr(&self) -> *const GroupInner {
         self.owner.load(Acquire) as *const GroupInner
     }
-
 }
 
 impl std::ops::Deref for CtxRef {
@@ -278,5 +277,39 @@ impl std::ops::Deref for CtxPtr {
 
     fn deref(&self) -> &KmemContext {
         self.get()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::{Hierarchy, KmemPages};
+
+    /// S9: the last uncharge does not destroy the context inline. Destruction
+    /// needs the context lock; we hold it across the last free, which would
+    /// deadlock if the free destroyed inline.
+    #[test]
+    fn the_last_uncharge_defers_destruction() {
+        let h = Hierarchy::new();
+        let a = h.create("/a").unwrap();
+        let buffer = KmemPages::alloc_for(&a, 4096).unwrap();
+        drop(a);
+        h.remove("/a").unwrap();
+        h.quiesce();
+        let common = h.common().clone();
+        let live = common.contexts_live.load(super::Relaxed);
+        assert_eq!(live, 1);
+        {
+            let _ctx_lock = common.ctx_lock.lock();
+            drop(buffer);
+            assert!(!common.deferred.load(super::Acquire).is_null(), "queued");
+            assert_eq!(
+                common.contexts_live.load(super::Relaxed),
+                1,
+                "not destroyed inline"
+            );
+        }
+        h.quiesce();
+        assert_eq!(common.contexts_live.load(super::Relaxed), 0);
+        assert!(common.deferred.load(super::Acquire).is_null());
     }
 }

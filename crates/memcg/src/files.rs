@@ -11,7 +11,12 @@ use crate::PAGE_SIZE;
 use std::fmt::Write;
 
 /// Files every group has.
-const COMMON_FILES: [&str; 4] = ["memory.current", "memory.stat", "cgroup.stat", "cgroup.procs"];
+const COMMON_FILES: [&str; 4] = [
+    "memory.current",
+    "memory.stat",
+    "cgroup.stat",
+    "cgroup.procs",
+];
 /// Files only non-root groups have.
 const CHILD_FILES: [&str; 6] = [
     "memory.max",
@@ -102,9 +107,7 @@ pub(crate) fn read(g: &GroupInner, file: &str) -> Result<String> {
             } else {
                 g.common.tree.lock().descendants(&g.path).count()
             };
-            let dying = g
-                .nr_dying_descendants
-                .load(crate::sync::Ordering::Relaxed);
+            let dying = g.nr_dying_descendants.load(crate::sync::Ordering::Relaxed);
             format!("nr_descendants {live}\nnr_dying_descendants {dying}\n")
         }
         "cgroup.procs" => g

@@ -145,7 +145,10 @@ impl Tree {
     }
 
     /// Online children of `path`.
-    pub(crate) fn children<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a Arc<GroupInner>> {
+    pub(crate) fn children<'a>(
+        &'a self,
+        path: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<GroupInner>> {
         let parent_depth = depth(path);
         self.descendants(path)
             .filter(move |g| depth(&g.path) == parent_depth + 1)
@@ -249,8 +252,8 @@ impl GroupInner {
     }
 
     /// The ancestor `level` steps up (0 is `self`).
-    pub(crate) fn ancestor_arc(self: &Arc<Self>, level: usize) -> Arc<GroupInner> {
-        let mut g = self.clone();
+    pub(crate) fn ancestor_arc(this: &Arc<Self>, level: usize) -> Arc<GroupInner> {
+        let mut g = this.clone();
         for _ in 0..level {
             g = g.parent.clone().expect("level within the chain");
         }
@@ -295,12 +298,12 @@ impl GroupInner {
     /// S4: move this group's context, and every context reparented to it
     /// earlier, to `parent` (the seed's `memcg_reparent_kmem`). One pointer
     /// switch per context; no object is visited. Context lock held.
-    pub(crate) fn reparent_contexts(self: &Arc<Self>, parent: &Arc<GroupInner>) {
-        let moved = std::mem::take(&mut *self.reparented.lock());
-        let own = self.ctx.as_ref().map(|c| CtxPtr::new(c.ctx()));
+    pub(crate) fn reparent_contexts(this: &Arc<Self>, parent: &Arc<GroupInner>) {
+        let moved = std::mem::take(&mut *this.reparented.lock());
+        let own = this.ctx.as_ref().map(|c| CtxPtr::new(c.ctx()));
         let mut plist = parent.reparented.lock();
         for p in moved.into_iter().chain(own) {
-            debug_assert_eq!(p.owner_ptr(), Arc::as_ptr(self));
+            debug_assert_eq!(p.owner_ptr(), Arc::as_ptr(this));
             p.set_owner(parent.clone());
             p.get().list_index.store(plist.len(), Relaxed);
             plist.push(p);

@@ -27,7 +27,7 @@ struct Shared {
 /// until the handle is dropped; it does not keep the group online.
 #[derive(Clone)]
 pub struct Group {
-    inner: Arc<GroupInner>,
+    pub(crate) inner: Arc<GroupInner>,
     hierarchy: Hierarchy,
 }
 
@@ -204,7 +204,7 @@ fn offline(common: &Common, tree: &mut Tree, group: &Arc<GroupInner>) {
     group.mark_dying();
     {
         let _ctx_lock = common.ctx_lock.lock();
-        group.reparent_contexts(&parent);
+        GroupInner::reparent_contexts(group, &parent);
     }
     crate::user::reparent_pages(group, &parent);
     tree.free_id(group.id);
@@ -277,6 +277,11 @@ impl Group {
     /// Write an interface file, e.g. `memory.max`.
     pub fn write(&self, file: &str, value: &str) -> Result<()> {
         crate::files::write(&self.inner, file, value)
+    }
+
+    /// A counted reference to the group's kmem context (`None` for the root).
+    pub(crate) fn context(&self) -> Option<crate::context::CtxRef> {
+        self.inner.ctx.clone()
     }
 
     /// How many kmem contexts of removed groups this group bills now: its

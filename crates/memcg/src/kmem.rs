@@ -46,17 +46,31 @@ impl KmemPages {
     /// assert_eq!(g.read("memory.current").unwrap(), "12288\n");
     /// ```
     pub fn alloc(bytes: usize) -> Result<KmemPages> {
-        if bytes == 0 {
-            return Err(Error::Invalid("a kmem allocation needs at least one byte".into()));
-        }
-        let pages = bytes.div_ceil(PAGE_SIZE);
-        let layout = Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE)
-            .map_err(|_| Error::Invalid(format!("{bytes} bytes is too large")))?;
         let ctx = if crate::context::accounting_enabled() {
             crate::task::with_current(|g| g.and_then(|g| g.ctx.clone()))
         } else {
             None
         };
+        KmemPages::alloc_charged(bytes, ctx)
+    }
+
+    /// Allocate `bytes` rounded up to whole pages, charged to `group`
+    /// whatever thread calls (the kernel's remote charging with
+    /// `set_active_memcg`). If `group` was removed, the charge goes to the
+    /// live ancestor its kmem context now bills (S5).
+    pub fn alloc_for(group: &crate::Group, bytes: usize) -> Result<KmemPages> {
+        KmemPages::alloc_charged(bytes, group.context())
+    }
+
+    fn alloc_charged(bytes: usize, ctx: Option<CtxRef>) -> Result<KmemPages> {
+        if bytes == 0 {
+            return Err(Error::Invalid(
+                "a kmem allocation needs at least one byte".into(),
+            ));
+        }
+        let pages = bytes.div_ceil(PAGE_SIZE);
+        let layout = Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE)
+            .map_err(|_| Error::Invalid(format!("{bytes} bytes is too large")))?;
         if let Some(ctx) = &ctx {
             crate::charge::charge(ctx, pages, Stat::Kmem, false)?;
         }

@@ -48,6 +48,8 @@ mod files;
 mod group;
 mod hierarchy;
 mod kmem;
+#[cfg(all(test, loom))]
+mod loom_models;
 pub mod page_counter;
 mod reclaim;
 mod stats;
@@ -76,3 +78,7 @@ pub const PAGE_SIZE: usize = 4096;
 pub fn context_size() -> usize {
     std::mem::size_of::<context::KmemContext>()
 }
+
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+struct ReadmeDoctests;

@@ -49,7 +49,10 @@ pub(crate) fn reclaim(group: &GroupInner, pages: usize) -> usize {
     }
     let subtree: Vec<Arc<GroupInner>> = {
         let tree = group.common.tree.lock();
-        let this = tree.groups.get(&group.path).filter(|g| std::ptr::eq(&***g, group));
+        let this = tree
+            .groups
+            .get(&group.path)
+            .filter(|g| std::ptr::eq(&***g, group));
         this.into_iter()
             .chain(tree.descendants(&group.path))
             .cloned()

@@ -50,8 +50,11 @@ pub(crate) enum Event {
     Oom = 2,
 }
 
-pub(crate) const EVENT_NAMES: [(Event, &str); 3] =
-    [(Event::High, "high"), (Event::Max, "max"), (Event::Oom, "oom")];
+pub(crate) const EVENT_NAMES: [(Event, &str); 3] = [
+    (Event::High, "high"),
+    (Event::Max, "max"),
+    (Event::Oom, "oom"),
+];
 
 /// Event counts of one group: `local` for `memory.events.local`, `hier` for
 /// `memory.events` (this group and its descendants).

@@ -113,8 +113,8 @@ fn claim_slot() -> *const Slot {
 pub(crate) fn consume(ctx: &CtxRef, pages: usize) -> bool {
     let Some(slot) = my_slot() else { return false };
     slot.lock();
-    let hit = slot.ctx.load(Relaxed) as *const KmemContext == ctx.as_ptr()
-        && slot.pages.load(Relaxed) >= pages;
+    let hit =
+        std::ptr::eq(slot.ctx.load(Relaxed), ctx.as_ptr()) && slot.pages.load(Relaxed) >= pages;
     if hit {
         slot.pages.fetch_sub(pages, Relaxed);
     }
@@ -131,7 +131,7 @@ pub(crate) fn refill(ctx: &CtxRef, pages: usize) {
         return;
     };
     slot.lock();
-    let old = if slot.ctx.load(Relaxed) as *const KmemContext == ctx.as_ptr() {
+    let old = if std::ptr::eq(slot.ctx.load(Relaxed), ctx.as_ptr()) {
         None
     } else {
         let old = slot.take();

@@ -111,7 +111,9 @@ impl UserPage {
 
     /// Whether the page is still live (false once reclaimed).
     pub fn is_live(&self) -> bool {
-        self.record.as_ref().is_none_or(|r| r.owner.lock().is_some())
+        self.record
+            .as_ref()
+            .is_none_or(|r| r.owner.lock().is_some())
     }
 }
 
@@ -121,7 +123,9 @@ impl Drop for UserPage {
         // The owner may change under us (reparenting): lock the LRU of the
         // group we saw, then check the page is still there.
         loop {
-            let Some(group) = r.owner.lock().clone() else { return };
+            let Some(group) = r.owner.lock().clone() else {
+                return;
+            };
             let mut lru = group.lru.lock();
             let mut owner = r.owner.lock();
             if !owner.as_ref().is_some_and(|o| Arc::ptr_eq(o, &group)) {
@@ -167,7 +171,9 @@ pub(crate) fn reparent_pages(child: &GroupInner, parent: &Arc<GroupInner>) -> us
 /// whether a page was reclaimed.
 pub(crate) fn reclaim_file_page(group: &GroupInner, seq: u64) -> bool {
     let mut lru = group.lru.lock();
-    let Some(rec) = lru.file.remove(&seq) else { return false };
+    let Some(rec) = lru.file.remove(&seq) else {
+        return false;
+    };
     *rec.owner.lock() = None;
     drop(lru);
     uncharge(group, PageKind::File, 1);
