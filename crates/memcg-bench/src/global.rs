@@ -1,0 +1,300 @@
+//! The `std` workload: each allocator as the process's global allocator.
+//!
+//! std's `HashMap`, `String` and `Vec` allocate through the global allocator,
+//! and a process has exactly one. We could time `hashbrown` and
+//! `allocator_api2` collections with an `_in` allocator instead, but there is
+//! no `String` with an allocator parameter, and that would time other
+//! collections than the ones programs use. So the report re-executes itself
+//! once per allocator (`--std-child NAME`, with [`CHOICE_ENV`] naming the same
+//! allocator), and the child's global allocator is [`Dispatch`], which forwards
+//! every call to the allocator chosen once, at the process's first allocation.
+//!
+//! Why the environment and not the flag: the Rust runtime may allocate before
+//! `main` runs, and a block must be freed by the allocator that made it. So the
+//! choice is latched from the environment by the very first allocation, which
+//! reads it with `getenv` (that does not allocate), and never changes after;
+//! the flag only tells `main` what to run, and the child checks both agree.
+//!
+//! The dispatch costs every call one relaxed load and a predictable branch,
+//! the same for every allocator.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::ffi::{c_char, CStr};
+use std::io;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use mimalloc::MiMalloc;
+use snmalloc_rs::SnMalloc;
+use tikv_jemallocator::Jemalloc;
+
+use crate::measure::{ns_per_op, Reps, Spread};
+use crate::workload::{std_map, STD_ENTRIES};
+
+/// The environment variable that names the child's global allocator.
+pub const CHOICE_ENV: &str = "MEMCG_BENCH_GLOBAL";
+/// [`CHOICE_ENV`] as `getenv` takes it.
+const CHOICE_ENV_C: &CStr = c"MEMCG_BENCH_GLOBAL";
+/// The hidden flag that makes the report binary a `std` workload child.
+pub const CHILD_FLAG: &str = "--std-child";
+/// The line prefix of the child's answer on stdout, followed by the min,
+/// median and max ns per entry.
+const ANSWER: &str = "ns_per_op ";
+
+/// An allocator [`Dispatch`] can forward to. Rows for memcg's own global
+/// allocator add a variant here and an arm in each forwarding `match`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum GlobalChoice {
+    /// `std::alloc::System` (glibc malloc here); also what runs when the
+    /// environment names nothing.
+    System = 1,
+    /// `tikv_jemallocator::Jemalloc`.
+    Jemalloc = 2,
+    /// `mimalloc::MiMalloc`.
+    Mimalloc = 3,
+    /// `snmalloc_rs::SnMalloc`.
+    Snmalloc = 4,
+}
+
+impl GlobalChoice {
+    /// Every choice.
+    pub const ALL: [GlobalChoice; 4] = [
+        GlobalChoice::System,
+        GlobalChoice::Jemalloc,
+        GlobalChoice::Mimalloc,
+        GlobalChoice::Snmalloc,
+    ];
+
+    /// The name used in [`CHOICE_ENV`], the child flag and the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            GlobalChoice::System => "system",
+            GlobalChoice::Jemalloc => "jemalloc",
+            GlobalChoice::Mimalloc => "mimalloc",
+            GlobalChoice::Snmalloc => "snmalloc",
+        }
+    }
+
+    fn from_name(name: &[u8]) -> Option<GlobalChoice> {
+        GlobalChoice::ALL
+            .into_iter()
+            .find(|c| c.name().as_bytes() == name)
+    }
+
+    fn from_u8(value: u8) -> GlobalChoice {
+        GlobalChoice::ALL[usize::from(value) - 1]
+    }
+}
+
+const UNSET: u8 = 0;
+static CHOICE: AtomicU8 = AtomicU8::new(UNSET);
+
+/// The allocator this process forwards to, latched on first use.
+#[inline]
+pub fn current() -> GlobalChoice {
+    // Relaxed: the value is a pure function of the environment at startup, so
+    // a thread that still sees UNSET computes and stores the same value.
+    match CHOICE.load(Ordering::Relaxed) {
+        UNSET => latch(),
+        value => GlobalChoice::from_u8(value),
+    }
+}
+
+#[cold]
+fn latch() -> GlobalChoice {
+    extern "C" {
+        fn getenv(name: *const c_char) -> *const c_char;
+    }
+    // SAFETY: the name is NUL-terminated; getenv does not allocate. We get here
+    // on the process's first allocation, before any thread could change the
+    // environment (and this binary never does).
+    let value = unsafe { getenv(CHOICE_ENV_C.as_ptr()) };
+    let choice = if value.is_null() {
+        GlobalChoice::System
+    } else {
+        // SAFETY: getenv returned a NUL-terminated string that lives as long
+        // as the environment is not modified.
+        let name = unsafe { CStr::from_ptr(value) }.to_bytes();
+        // An unknown name falls back to System; the child's check reports it.
+        GlobalChoice::from_name(name).unwrap_or(GlobalChoice::System)
+    };
+    CHOICE.store(choice as u8, Ordering::Relaxed);
+    choice
+}
+
+/// A global allocator that forwards to the allocator named by [`CHOICE_ENV`].
+/// The report binary installs it; nothing else should.
+pub struct Dispatch;
+
+// SAFETY: each call forwards to one allocator's own `GlobalAlloc` impl with
+// the caller's arguments unchanged, and the choice never changes once made, so
+// every block is freed or resized by the allocator that allocated it.
+unsafe impl GlobalAlloc for Dispatch {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded caller contract.
+        unsafe {
+            match current() {
+                GlobalChoice::System => System.alloc(layout),
+                GlobalChoice::Jemalloc => Jemalloc.alloc(layout),
+                GlobalChoice::Mimalloc => MiMalloc.alloc(layout),
+                GlobalChoice::Snmalloc => SnMalloc.alloc(layout),
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded caller contract.
+        unsafe {
+            match current() {
+                GlobalChoice::System => System.alloc_zeroed(layout),
+                GlobalChoice::Jemalloc => Jemalloc.alloc_zeroed(layout),
+                GlobalChoice::Mimalloc => MiMalloc.alloc_zeroed(layout),
+                GlobalChoice::Snmalloc => SnMalloc.alloc_zeroed(layout),
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded caller contract; `ptr` came from the same choice.
+        unsafe {
+            match current() {
+                GlobalChoice::System => System.dealloc(ptr, layout),
+                GlobalChoice::Jemalloc => Jemalloc.dealloc(ptr, layout),
+                GlobalChoice::Mimalloc => MiMalloc.dealloc(ptr, layout),
+                GlobalChoice::Snmalloc => SnMalloc.dealloc(ptr, layout),
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded caller contract; `ptr` came from the same choice.
+        unsafe {
+            match current() {
+                GlobalChoice::System => System.realloc(ptr, layout, new_size),
+                GlobalChoice::Jemalloc => Jemalloc.realloc(ptr, layout, new_size),
+                GlobalChoice::Mimalloc => MiMalloc.realloc(ptr, layout, new_size),
+                GlobalChoice::Snmalloc => SnMalloc.realloc(ptr, layout, new_size),
+            }
+        }
+    }
+}
+
+/// Why a `std` workload child gave no number.
+#[derive(Debug, thiserror::Error)]
+pub enum StdChildError {
+    /// The report binary could not be found or started again.
+    #[error("cannot start the std workload child for {allocator}: {source}")]
+    Spawn {
+        allocator: &'static str,
+        source: io::Error,
+    },
+    /// The child ran but did not succeed.
+    #[error("the std workload child for {allocator} failed: {status}")]
+    Failed {
+        allocator: &'static str,
+        status: std::process::ExitStatus,
+    },
+    /// The child's stdout held no answer line.
+    #[error("the std workload child for {allocator} printed no `{ANSWER}` line: {stdout:?}")]
+    NoAnswer {
+        allocator: &'static str,
+        stdout: String,
+    },
+    /// In the child: the flag and the environment name different allocators.
+    #[error("asked for {requested:?} but the global allocator is {actual} (set {CHOICE_ENV})")]
+    WrongGlobal {
+        requested: String,
+        actual: &'static str,
+    },
+}
+
+/// In the parent: runs the `std` workload in a child with `choice` as its
+/// global allocator and returns the child's ns per entry. `child_args` are
+/// passed on (e.g. `--quick`).
+pub fn run_in_child(choice: GlobalChoice, child_args: &[&str]) -> Result<Spread, StdChildError> {
+    let allocator = choice.name();
+    let exe =
+        std::env::current_exe().map_err(|source| StdChildError::Spawn { allocator, source })?;
+    let output = Command::new(exe)
+        .arg(CHILD_FLAG)
+        .arg(allocator)
+        .args(child_args)
+        .env(CHOICE_ENV, allocator)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|source| StdChildError::Spawn { allocator, source })?;
+    if !output.status.success() {
+        return Err(StdChildError::Failed {
+            allocator,
+            status: output.status,
+        });
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|line| parse_answer(line.strip_prefix(ANSWER)?))
+        .ok_or_else(|| StdChildError::NoAnswer {
+            allocator,
+            stdout: stdout.into_owned(),
+        })
+}
+
+fn parse_answer(numbers: &str) -> Option<Spread> {
+    let mut it = numbers.split_whitespace().map(|n| n.parse::<f64>().ok());
+    let (min, median, max) = (it.next()??, it.next()??, it.next()??);
+    Some(Spread { min, median, max })
+}
+
+/// In the child: checks that the global allocator is the `requested` one,
+/// runs the `std` workload and returns the line to print on stdout.
+pub fn child_answer(requested: &str, reps: Reps) -> Result<String, StdChildError> {
+    let actual = current().name();
+    if actual != requested {
+        return Err(StdChildError::WrongGlobal {
+            requested: requested.to_owned(),
+            actual,
+        });
+    }
+    let entries = STD_ENTRIES as u64;
+    let ns = ns_per_op(reps, entries, || std_map(STD_ENTRIES));
+    Ok(format!("{ANSWER}{} {} {}", ns.min, ns.median, ns.max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_name_is_spelled_once() {
+        assert_eq!(CHOICE_ENV_C.to_str(), Ok(CHOICE_ENV));
+    }
+
+    #[test]
+    fn answer_line_parses_back() {
+        let line = format!("{ANSWER}1.5 2 3.25");
+        let spread = parse_answer(line.strip_prefix(ANSWER).unwrap());
+        assert_eq!(
+            spread,
+            Some(Spread {
+                min: 1.5,
+                median: 2.0,
+                max: 3.25
+            })
+        );
+        assert_eq!(parse_answer("1 2"), None);
+    }
+
+    #[test]
+    fn choices_round_trip_through_names_and_bytes() {
+        for c in GlobalChoice::ALL {
+            assert_eq!(GlobalChoice::from_name(c.name().as_bytes()), Some(c));
+            assert_eq!(GlobalChoice::from_u8(c as u8), c);
+        }
+    }
+}

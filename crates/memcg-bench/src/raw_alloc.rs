@@ -1,0 +1,49 @@
+//! The allocator abstraction the workloads run on.
+
+use std::alloc::{GlobalAlloc, Layout};
+
+/// An allocator the raw workloads can run on: the two calls they make.
+///
+/// # Safety
+///
+/// Implementors promise what `GlobalAlloc` promises: `alloc` returns null or a
+/// block valid for `layout` until it is passed to `dealloc`, and a block may be
+/// freed from any thread (the `remote` workload frees on another thread than
+/// the one that allocated).
+pub unsafe trait RawAlloc: Sync {
+    /// Allocates a block for `layout`; null on failure.
+    ///
+    /// # Safety
+    ///
+    /// `layout` has a non-zero size.
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8;
+
+    /// Frees a block returned by [`RawAlloc::alloc`] on this allocator.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` came from `self.alloc(layout)` with this same `layout` and has not
+    /// been freed yet.
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout);
+}
+
+/// A peer allocator, called through its `GlobalAlloc` impl without being the
+/// process's global allocator.
+pub struct Peer<A>(pub A);
+
+// SAFETY: a `GlobalAlloc` impl makes exactly the promises `RawAlloc` asks for,
+// including freeing from any thread, since a global allocator is shared by all
+// threads; the forwarding below passes the caller's guarantees on unchanged.
+unsafe impl<A: GlobalAlloc + Sync> RawAlloc for Peer<A> {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded caller contract (non-zero size).
+        unsafe { self.0.alloc(layout) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded caller contract (`ptr` is live and from `self.0`).
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+}
