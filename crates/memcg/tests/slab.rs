@@ -270,3 +270,18 @@ fn caches_are_interned_by_name() {
         ErrorKind::Invalid
     );
 }
+
+/// kmalloc classes: every size maps to the smallest class that holds it.
+#[test]
+fn kmalloc_sizes_map_to_the_smallest_fitting_class() {
+    for size in [1, 8, 16, 17, 100, 128, 129, 1000, 4096, 4097, 8192] {
+        let c = SlabCache::kmalloc(size).unwrap();
+        assert!(c.object_size() >= size, "{size}");
+        let smaller = memcg::slab::KMALLOC_SIZES
+            .iter()
+            .filter(|&&s| s < c.object_size())
+            .all(|&s| s < size);
+        assert!(smaller, "{size} -> {}", c.object_size());
+    }
+    assert!(SlabCache::kmalloc(8193).is_none());
+}

@@ -247,3 +247,46 @@ pub(crate) fn reclaim_group(group: &GroupInner, pages: usize, stage: crate::Shri
 pub fn flush_thread_cache() {
     heap::flush_local();
 }
+
+/// The size classes of [`SlabCache::kmalloc`]: 16-byte steps to 128, then
+/// four classes per power of two up to 8 KiB (at most 25% rounding waste).
+pub const KMALLOC_SIZES: [usize; 32] = [
+    16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
+    1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192,
+];
+
+/// The largest size [`SlabCache::kmalloc`] serves.
+pub const KMALLOC_MAX: usize = 8192;
+
+/// Size (in 16-byte steps, rounded up) to class index.
+const KMALLOC_INDEX: [u8; KMALLOC_MAX / 16 + 1] = {
+    let mut t = [0u8; KMALLOC_MAX / 16 + 1];
+    let mut step = 0;
+    let mut class = 0;
+    while step <= KMALLOC_MAX / 16 {
+        while KMALLOC_SIZES[class] < step * 16 {
+            class += 1;
+        }
+        t[step] = class as u8;
+        step += 1;
+    }
+    t
+};
+
+static KMALLOC: std::sync::OnceLock<[SlabCache; 32]> = std::sync::OnceLock::new();
+
+impl SlabCache {
+    /// The general-purpose cache for `size`-byte objects (`kmalloc-N`, the
+    /// size classes the global allocator uses), or `None` above
+    /// [`KMALLOC_MAX`]. Objects are aligned to 16 bytes (8 for size 8 or less).
+    #[inline]
+    pub fn kmalloc(size: usize) -> Option<SlabCache> {
+        let class = *KMALLOC_INDEX.get(size.div_ceil(16))? as usize;
+        let caches = KMALLOC.get_or_init(|| {
+            KMALLOC_SIZES.map(|s| {
+                SlabCache::new(&format!("kmalloc-{s}"), s, false).expect("kmalloc caches are valid")
+            })
+        });
+        Some(caches[class])
+    }
+}
