@@ -33,6 +33,8 @@
 
 pub(crate) mod cache;
 pub(crate) mod heap;
+#[cfg(all(test, loom))]
+mod loom_model;
 pub(crate) mod page;
 pub(crate) mod remote;
 pub(crate) mod segment;
