@@ -35,6 +35,9 @@ pub(crate) struct Common {
     pub(crate) deferred_caches: std::sync::atomic::AtomicPtr<crate::slab::cache::Cache>,
     /// Child slab caches of this hierarchy's groups not yet destroyed.
     pub(crate) caches_live: AtomicUsize,
+    /// Dead child caches not yet destroyed, and the slab pages they hold.
+    pub(crate) dead_caches: AtomicUsize,
+    pub(crate) dead_cache_pages: AtomicUsize,
     /// Slabs the last removal looked at (S8).
     pub(crate) last_removal_slabs: AtomicUsize,
     /// Contexts not yet destroyed.
@@ -59,6 +62,8 @@ impl Common {
             deferred_caches: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
             last_removal_slabs: AtomicUsize::new(0),
             caches_live: AtomicUsize::new(0),
+            dead_caches: AtomicUsize::new(0),
+            dead_cache_pages: AtomicUsize::new(0),
             contexts_live: AtomicUsize::new(0),
             contexts_destroyed: AtomicUsize::new(0),
             lru_clock: AtomicU64::new(0),

@@ -204,12 +204,46 @@ impl Hierarchy {
             .load(crate::sync::Ordering::Relaxed)
     }
 
+    /// What removed groups leave behind now (S3): the contexts and dead
+    /// caches that outlive their groups, and the bytes they pin.
+    pub fn leftovers(&self) -> Leftovers {
+        use crate::sync::Ordering::Relaxed;
+        let c = self.common();
+        let online = c.tree.lock().groups.len() - 1; // the root has no context
+        let dead_contexts = c.contexts_live.load(Relaxed).saturating_sub(online);
+        let dead_caches = c.dead_caches.load(Relaxed);
+        Leftovers {
+            dying_groups: self.shared.root.nr_dying_descendants.load(Relaxed),
+            dead_contexts,
+            dead_caches,
+            dead_cache_slab_bytes: c.dead_cache_pages.load(Relaxed) * crate::PAGE_SIZE,
+            pinned_bytes: dead_contexts * crate::context_size()
+                + dead_caches * crate::slab::cache_size(),
+        }
+    }
+
     /// kmem contexts of this hierarchy destroyed so far (by deferred work).
     pub fn destroyed_contexts(&self) -> usize {
         self.common()
             .contexts_destroyed
             .load(crate::sync::Ordering::Relaxed)
     }
+}
+
+/// What removed groups leave behind, from [`Hierarchy::leftovers`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Leftovers {
+    /// Removed groups still held by a handle (`nr_dying_descendants` of the root).
+    pub dying_groups: usize,
+    /// kmem contexts of removed groups, alive while their charges are.
+    pub dead_contexts: usize,
+    /// Dead slab caches, alive while they hold objects.
+    pub dead_caches: usize,
+    /// Slab bytes held by dead caches (charged to live ancestors).
+    pub dead_cache_slab_bytes: usize,
+    /// Bytes of bookkeeping pinned by removed groups: their contexts and dead
+    /// caches' structs (not the slabs, which hold live objects).
+    pub pinned_bytes: usize,
 }
 
 /// Take `group` offline: the kernel's `css_offline` with the seed's

@@ -66,7 +66,7 @@ pub use context::accounting_enabled;
 pub use error::{Error, ErrorKind, Result};
 pub use files::parse_size;
 pub use group::group_size;
-pub use hierarchy::{Group, Hierarchy};
+pub use hierarchy::{Group, Hierarchy, Leftovers};
 pub use kmem::KmemPages;
 pub use reclaim::{ShrinkControl, ShrinkStage, Shrinker};
 pub use slab::{SlabCache, SlabObject};

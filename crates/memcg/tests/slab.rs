@@ -285,3 +285,28 @@ fn kmalloc_sizes_map_to_the_smallest_fitting_class() {
     }
     assert!(SlabCache::kmalloc(8193).is_none());
 }
+
+/// S3: what a removed group leaves: its context and dead cache, until the
+/// last object goes; then nothing.
+#[test]
+fn leftovers_of_removed_groups_are_reported_and_vanish() {
+    let h = Hierarchy::new();
+    h.create("/a").unwrap();
+    h.create("/a/b").unwrap();
+    let cache = SlabCache::new("test-leftovers", 64, false).unwrap();
+    let objects = alloc_on_task(&h, "/a/b", cache, 100);
+    h.remove("/a/b").unwrap();
+    h.quiesce();
+    let left = h.leftovers();
+    assert_eq!(left.dying_groups, 0);
+    assert_eq!(left.dead_contexts, 1);
+    assert_eq!(left.dead_caches, 1);
+    assert_eq!(left.dead_cache_slab_bytes, 2 * 4096);
+    assert_eq!(
+        left.pinned_bytes,
+        memcg::context_size() + memcg::slab::cache_size()
+    );
+    drop(objects);
+    h.quiesce();
+    assert_eq!(h.leftovers(), memcg::Leftovers::default());
+}

@@ -384,7 +384,13 @@ impl Cache {
             )));
         };
         self.get();
-        self.pages.fetch_add(pages, Relaxed);
+        {
+            let _l = lock(&self.lists);
+            self.pages.fetch_add(pages, Relaxed);
+            if let (true, Some(ctx)) = (self.is_dead(), self.ctx()) {
+                ctx.common.dead_cache_pages.fetch_add(pages, Relaxed);
+            }
+        }
         // SAFETY: a span fresh from the pool is ours alone.
         unsafe { slab.format(self, root.obj_size, tid) };
         Ok(slab)
@@ -432,6 +438,9 @@ impl Cache {
         unsafe { free_span(slab) };
         if let Some(ctx) = self.ctx() {
             crate::charge::uncharge(ctx, pages, self.stat());
+            if self.is_dead() {
+                ctx.common.dead_cache_pages.fetch_sub(pages, Relaxed);
+            }
         }
         self.pages.fetch_sub(pages, Relaxed);
         self.put();
@@ -497,7 +506,14 @@ impl Cache {
     /// slot, and shrink it. Returns the slabs looked at (S8: never the full
     /// ones, so the work does not grow with live objects).
     pub(crate) fn kill(&'static self) -> usize {
-        self.dead.store(true, Release);
+        {
+            let _l = lock(&self.lists);
+            self.dead.store(true, Release);
+            if let Some(ctx) = self.ctx() {
+                ctx.common.dead_caches.fetch_add(1, Relaxed);
+                ctx.common.dead_cache_pages.fetch_add(self.pages(), Relaxed);
+            }
+        }
         if self.root().clear_slot(self.ident().group_id, self) {
             self.put(); // the slot's reference; the caller holds another
         }
@@ -567,6 +583,9 @@ pub(crate) fn run_deferred(common: &Common) -> usize {
             let ident = unsafe { &mut *cache.ident.get() };
             if let Some(ctx) = ident.ctx.take() {
                 ctx.common.caches_live.fetch_sub(1, Relaxed);
+                if cache.is_dead() {
+                    ctx.common.dead_caches.fetch_sub(1, Relaxed);
+                }
                 lock(&ctx.caches).retain(|p| !ptr::eq(p.0, cache));
                 drop(ctx);
             }

@@ -245,6 +245,12 @@ pub(crate) fn reclaim_group(group: &GroupInner, pages: usize, stage: crate::Shri
     freed
 }
 
+/// The bytes of one cache's bookkeeping struct (what a dead cache pins
+/// besides its slabs).
+pub fn cache_size() -> usize {
+    std::mem::size_of::<cache::Cache>()
+}
+
 /// Give the calling thread's slabs back to their caches.
 pub fn flush_thread_cache() {
     heap::flush_local();
