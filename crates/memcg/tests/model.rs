@@ -1,0 +1,1122 @@
+//! DESIGN.md §8: random operation sequences against a reference model, with
+//! every counter compared after every step.
+//!
+//! The model is a tree of group *instances* (a path removed and created again
+//! is a new instance) and a list of objects, each billed to one live group.
+//! Usage, `memory.stat` and `cgroup.stat` are computed from that list; the
+//! model never keeps a counter that could drift. What it encodes:
+//!
+//! - removal bills a group's objects to its parent: kmem by moving the
+//!   context (S4), user pages by walking them (S7); either way an object is
+//!   billed to the nearest live ancestor of the group it was charged in, and
+//!   ancestors' totals do not change;
+//! - a removed group lives on (dying) only while a handle, or a dying
+//!   descendant, holds it (S1); a kmem context lives while its group does or
+//!   a kmem object charged through it does (S3);
+//! - a charge after removal through a retained handle lands on the nearest
+//!   live ancestor (S5); threads in the root charge nothing (S10);
+//! - limits, as charge.rs and files.rs implement them: a charge that would
+//!   push a group above `memory.max` counts one `max` on the nearest such
+//!   group, reclaims file pages of that group's subtree oldest first, retries
+//!   (a retry may fail at a higher ancestor, which is then reclaimed), and
+//!   after [`MAX_RECLAIM_RETRIES`] passes or a pass that frees nothing counts
+//!   `oom` on the group last hit and fails with `Limit`. A charge that fits
+//!   then walks its ancestors nearest first: each above `memory.high` counts
+//!   `high` and is reclaimed toward it. Limit writes reclaim down to the new
+//!   value; `memory.max` counts `oom` when it cannot.
+//!
+//! Charge stocks need no modelling, and the model stays exact: every step
+//! starts after a quiesce, so every stock is empty; a charge that does not
+//! fit as a batch of `CHARGE_BATCH` is retried with its exact size before any
+//! event is counted, and a batch that fits but would leave a group above its
+//! `memory.high` gives its slack back before the high check. So the usage a
+//! limit and a high check see is exactly the model's. That is why every
+//! operation makes at most one charge: a second charge before the quiesce
+//! could find the first one's slack still in the stock, fail its exact-size
+//! try at a limit that the drained usage would meet, and count a `max`
+//! event before draining (as the kernel's `try_charge` does), which no exact
+//! model of drained usage predicts. What the model leaves out: `memory.peak`
+//! (the batch slack raises it; only `peak >= current` is checked), and
+//! writes through the handle of a removed group (see the ignored test at
+//! the end).
+//!
+//! Charges run on a pool of long-lived worker threads, so they are charged
+//! where a real thread's group says; frees run on a worker or the test
+//! thread, whichever the sequence picks.
+
+use memcg::{
+    Error, ErrorKind, Group, Hierarchy, KmemPages, PageKind, UserPage, MAX_RECLAIM_RETRIES,
+    PAGE_SIZE,
+};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::TestCaseError;
+use std::collections::BTreeSet;
+use std::sync::mpsc;
+use std::thread;
+
+const PAGE: u64 = PAGE_SIZE as u64;
+const WORKERS: usize = 3;
+const MAX_DEPTH: usize = 3;
+/// Group names; the last is not a valid name.
+const NAMES: [&str; 4] = ["a", "b", "c", "no good"];
+const HIGH: usize = 0;
+const MAX: usize = 1;
+const OOM: usize = 2;
+const READ_FILES: [&str; 11] = [
+    "memory.current",
+    "memory.stat",
+    "cgroup.stat",
+    "cgroup.procs",
+    "memory.max",
+    "memory.high",
+    "memory.peak",
+    "memory.events",
+    "memory.events.local",
+    "memory.reclaim",
+    "memory.bogus",
+];
+
+// ---------------------------------------------------------------------------
+// Operations
+
+/// Which group an operation targets. Indices pick from lists the model keeps,
+/// so every generated sequence is meaningful whatever ran before.
+#[derive(Debug, Clone)]
+enum Target {
+    Root,
+    /// A live group other than the root (the root when there is none).
+    Live(Index),
+    /// The group a worker is in (as `Live` when that is the root).
+    Worker(usize, Index),
+    /// Any path ever created, or one never created: may be not-found.
+    Ever(Index),
+    /// A retained handle, perhaps of a removed group (a live one if none).
+    Handle(Index),
+}
+
+#[derive(Debug, Clone)]
+enum Limit {
+    Max,
+    Bytes(u64),
+    Kib(u64),
+    /// The group's usage plus this many pages (at least 0) plus `rem` bytes,
+    /// so that limits land where they bite.
+    Near {
+        pages: i64,
+        rem: u64,
+    },
+}
+
+impl Limit {
+    /// The text to write and the limit in pages it sets (rounded down;
+    /// `None`: no limit), for a group using `usage` pages.
+    fn resolve(&self, usage: usize) -> (String, Option<usize>) {
+        match *self {
+            Limit::Max => ("max".into(), None),
+            Limit::Bytes(b) => (b.to_string(), Some((b / PAGE) as usize)),
+            Limit::Kib(k) => (format!("{k}K"), Some((k * 1024 / PAGE) as usize)),
+            Limit::Near { pages, rem } => {
+                let p = (usage as i64 + pages).max(0) as u64;
+                ((p * PAGE + rem).to_string(), Some(p as usize))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// mkdir of a child named `NAMES[name]` under a live group shallower than
+    /// `MAX_DEPTH`, keeping the returned handle or not.
+    Create {
+        parent: Index,
+        name: usize,
+        keep: bool,
+    },
+    /// rmdir of a live group, or of any path ever created (or one never).
+    Remove {
+        path: Target,
+    },
+    DropHandle {
+        handle: Index,
+    },
+    /// Move a worker thread into a group (`Group::attach`).
+    Attach {
+        worker: usize,
+        to: Target,
+    },
+    /// `KmemPages::alloc(bytes)` on a worker: charged to the worker's group.
+    Kmem {
+        worker: usize,
+        bytes: usize,
+    },
+    /// `KmemPages::alloc_for(group, bytes)` on a worker or (`None`) the test thread.
+    KmemFor {
+        by: Option<usize>,
+        group: Target,
+        bytes: usize,
+    },
+    /// `UserPage::charge` on a worker.
+    User {
+        worker: usize,
+        file: bool,
+    },
+    /// Drop an object on a worker or (`None`) the test thread.
+    Free {
+        obj: Index,
+        by: Option<usize>,
+    },
+    SetLimit {
+        max: bool,
+        at: Target,
+        value: Limit,
+    },
+    Reclaim {
+        at: Target,
+        bytes: u64,
+    },
+    Read {
+        at: Target,
+        file: usize,
+    },
+}
+
+fn actor() -> impl Strategy<Value = Option<usize>> {
+    prop_oneof![Just(None), (0..WORKERS).prop_map(Some)]
+}
+
+fn any_target() -> impl Strategy<Value = Target> {
+    prop_oneof![
+        1 => Just(Target::Root),
+        6 => any::<Index>().prop_map(Target::Live),
+        1 => any::<Index>().prop_map(Target::Ever),
+        2 => any::<Index>().prop_map(Target::Handle),
+    ]
+}
+
+fn path_target() -> impl Strategy<Value = Target> {
+    prop_oneof![
+        1 => Just(Target::Root),
+        6 => any::<Index>().prop_map(Target::Live),
+        4 => (0..WORKERS, any::<Index>()).prop_map(|(w, x)| Target::Worker(w, x)),
+        2 => any::<Index>().prop_map(Target::Ever),
+    ]
+}
+
+fn limit() -> impl Strategy<Value = Limit> {
+    prop_oneof![
+        2 => Just(Limit::Max),
+        2 => (0..=24 * PAGE).prop_map(Limit::Bytes),
+        1 => (0..=96u64).prop_map(Limit::Kib),
+        6 => (-3..=5i64, prop_oneof![Just(0), 1..PAGE])
+            .prop_map(|(pages, rem)| Limit::Near { pages, rem }),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (any::<Index>(), prop_oneof![12 => 0..3usize, 1 => Just(3usize)], any::<bool>())
+            .prop_map(|(parent, name, keep)| Op::Create { parent, name, keep }),
+        3 => prop_oneof![
+            1 => Just(Target::Root),
+            8 => any::<Index>().prop_map(Target::Live),
+            2 => any::<Index>().prop_map(Target::Ever),
+        ].prop_map(|path| Op::Remove { path }),
+        1 => any::<Index>().prop_map(|handle| Op::DropHandle { handle }),
+        3 => (0..WORKERS, any_target()).prop_map(|(worker, to)| Op::Attach { worker, to }),
+        3 => (0..WORKERS, 1..=5 * PAGE_SIZE).prop_map(|(worker, bytes)| Op::Kmem { worker, bytes }),
+        2 => (actor(), any_target(), 1..=5 * PAGE_SIZE)
+            .prop_map(|(by, group, bytes)| Op::KmemFor { by, group, bytes }),
+        6 => (0..WORKERS, prop::bool::weighted(0.7))
+            .prop_map(|(worker, file)| Op::User { worker, file }),
+        3 => (any::<Index>(), actor()).prop_map(|(obj, by)| Op::Free { obj, by }),
+        3 => (prop::bool::weighted(0.7), path_target(), limit())
+            .prop_map(|(max, at, value)| Op::SetLimit { max, at, value }),
+        1 => (path_target(), 0..=6 * PAGE).prop_map(|(at, bytes)| Op::Reclaim { at, bytes }),
+        1 => (path_target(), 0..READ_FILES.len()).prop_map(|(at, file)| Op::Read { at, file }),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// The reference model
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Kmem,
+    Anon,
+    File,
+}
+
+#[derive(Debug)]
+struct MGroup {
+    path: String,
+    /// The instance this one was created under; `None` for the root.
+    parent: Option<usize>,
+    live: bool,
+    max: Option<usize>,
+    high: Option<usize>,
+    /// Events by `HIGH`, `MAX`, `OOM`: this group only, and hierarchical.
+    local: [u64; 3],
+    hier: [u64; 3],
+}
+
+#[derive(Debug)]
+struct MObj {
+    kind: Kind,
+    pages: usize,
+    /// The group billed now; `None` when never accounted (made in the root).
+    owner: Option<usize>,
+    /// kmem: the group whose context it was charged through.
+    ctx: Option<usize>,
+    /// File pages: the LRU age, once on the LRU.
+    seq: Option<u64>,
+    reclaimed: bool,
+}
+
+#[derive(Debug)]
+struct Model {
+    /// Every instance ever created; 0 is the root.
+    groups: Vec<MGroup>,
+    /// Parallel to the real objects.
+    objs: Vec<MObj>,
+    /// The group each worker is attached to (0: the root).
+    workers: [usize; WORKERS],
+    /// The instance of each retained handle, parallel to the real handles.
+    handles: Vec<usize>,
+    clock: u64,
+}
+
+/// What an operation must return.
+#[derive(Debug)]
+enum Want {
+    Ok,
+    Kind(ErrorKind),
+    Exact(Error),
+}
+
+impl Model {
+    fn new() -> Model {
+        Model {
+            groups: vec![MGroup {
+                path: "/".into(),
+                parent: None,
+                live: true,
+                max: None,
+                high: None,
+                local: [0; 3],
+                hier: [0; 3],
+            }],
+            objs: Vec::new(),
+            workers: [0; WORKERS],
+            handles: Vec::new(),
+            clock: 0,
+        }
+    }
+
+    /// `i` and its ancestors, nearest first.
+    fn chain(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        std::iter::successors(Some(i), |&g| self.groups[g].parent)
+    }
+
+    fn is_under(&self, i: usize, ancestor: usize) -> bool {
+        self.chain(i).any(|g| g == ancestor)
+    }
+
+    fn depth(&self, i: usize) -> usize {
+        self.chain(i).count() - 1
+    }
+
+    fn live_path(&self, path: &str) -> Option<usize> {
+        self.groups.iter().position(|g| g.live && g.path == path)
+    }
+
+    fn live_sorted(&self) -> Vec<usize> {
+        let mut live: Vec<usize> = (0..self.groups.len())
+            .filter(|&i| self.groups[i].live)
+            .collect();
+        live.sort_by(|&a, &b| self.groups[a].path.cmp(&self.groups[b].path));
+        live
+    }
+
+    fn ever_paths(&self) -> Vec<String> {
+        let mut paths: BTreeSet<String> = self.groups.iter().map(|g| g.path.clone()).collect();
+        paths.insert("/never".into());
+        paths.into_iter().collect()
+    }
+
+    fn nearest_live(&self, i: usize) -> usize {
+        self.chain(i)
+            .find(|&g| self.groups[g].live)
+            .expect("the root is live")
+    }
+
+    /// Pages of `kind` (all kinds: `None`) billed to `a` and its descendants.
+    fn billed(&self, a: usize, kind: Option<Kind>) -> usize {
+        self.objs
+            .iter()
+            .filter(|o| !o.reclaimed && kind.is_none_or(|k| o.kind == k))
+            .filter(|o| o.owner.is_some_and(|w| self.is_under(w, a)))
+            .map(|o| o.pages)
+            .sum()
+    }
+
+    fn usage(&self, a: usize) -> usize {
+        self.billed(a, None)
+    }
+
+    fn event(&mut self, i: usize, e: usize) {
+        self.groups[i].local[e] += 1;
+        let chain: Vec<usize> = self.chain(i).collect();
+        for g in chain {
+            self.groups[g].hier[e] += 1;
+        }
+    }
+
+    /// Reclaim up to `pages` file pages of `g`'s subtree, oldest first
+    /// (reclaim.rs: the global LRU age across the subtree).
+    fn reclaim(&mut self, g: usize, pages: usize) -> usize {
+        let mut freed = 0;
+        while freed < pages {
+            let oldest = (0..self.objs.len())
+                .filter(|&k| {
+                    let o = &self.objs[k];
+                    o.kind == Kind::File
+                        && !o.reclaimed
+                        && o.seq.is_some()
+                        && o.owner.is_some_and(|w| self.is_under(w, g))
+                })
+                .min_by_key(|&k| self.objs[k].seq);
+            let Some(k) = oldest else { break };
+            self.objs[k].reclaimed = true;
+            freed += 1;
+        }
+        freed
+    }
+
+    /// The nearest group from `owner` up whose `memory.max` `pages` more
+    /// would exceed (the page counter's `try_charge`).
+    fn fails_at(&self, owner: usize, pages: usize) -> Option<usize> {
+        self.chain(owner).find(|&g| {
+            self.groups[g]
+                .max
+                .is_some_and(|max| self.usage(g) + pages > max)
+        })
+    }
+
+    /// charge.rs `charge` with empty stocks: on success the object is billed
+    /// to `owner`; on failure, the group whose limit failed it.
+    fn charge(&mut self, owner: usize, obj: MObj) -> Result<(), usize> {
+        let pages = obj.pages;
+        let mut counted_max = false;
+        let mut retries = MAX_RECLAIM_RETRIES;
+        while let Some(over) = self.fails_at(owner, pages) {
+            if !counted_max {
+                self.event(over, MAX);
+                counted_max = true;
+            }
+            if retries > 0 {
+                retries -= 1;
+                if self.reclaim(over, pages) > 0 {
+                    continue;
+                }
+            }
+            self.event(over, OOM);
+            return Err(over);
+        }
+        let user = obj.kind != Kind::Kmem;
+        self.objs.push(MObj {
+            owner: Some(owner),
+            seq: None,
+            ..obj
+        });
+        // `handle_high`: the new page is not on its LRU yet.
+        let chain: Vec<usize> = self.chain(owner).collect();
+        for g in chain {
+            let Some(high) = self.groups[g].high else {
+                continue;
+            };
+            let usage = self.usage(g);
+            if usage > high {
+                self.event(g, HIGH);
+                self.reclaim(g, usage - high);
+            }
+        }
+        if user {
+            self.objs.last_mut().expect("pushed").seq = Some(self.clock);
+            self.clock += 1;
+        }
+        Ok(())
+    }
+
+    /// files.rs `shrink_to`, after a limit write.
+    fn shrink_to(&mut self, g: usize, limit: Option<usize>, is_max: bool) {
+        let Some(limit) = limit else { return };
+        let mut retries = MAX_RECLAIM_RETRIES;
+        loop {
+            let usage = self.usage(g);
+            if usage <= limit {
+                return;
+            }
+            if retries > 0 {
+                retries -= 1;
+                if self.reclaim(g, usage - limit) > 0 {
+                    continue;
+                }
+            }
+            if is_max {
+                self.event(g, OOM);
+            }
+            return;
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        let parent = self.groups[i].parent;
+        self.groups[i].live = false;
+        for o in &mut self.objs {
+            if o.owner == Some(i) {
+                o.owner = parent;
+            }
+        }
+    }
+
+    /// Whether instance `i` is not yet freed: live, or removed but held by a
+    /// handle or by a dying child (a child holds its parent).
+    fn alive(&self, i: usize) -> bool {
+        self.groups[i].live
+            || self.handles.contains(&i)
+            || (0..self.groups.len()).any(|c| self.groups[c].parent == Some(i) && self.alive(c))
+    }
+
+    fn live_descendants(&self, a: usize) -> usize {
+        (0..self.groups.len())
+            .filter(|&i| i != a && self.groups[i].live && self.is_under(i, a))
+            .count()
+    }
+
+    fn dying_descendants(&self, a: usize) -> usize {
+        (0..self.groups.len())
+            .filter(|&i| i != a && !self.groups[i].live && self.alive(i) && self.is_under(i, a))
+            .count()
+    }
+
+    /// S3: one context per live group, plus one per removed group that is
+    /// still held or still has kmem charged through its context.
+    fn contexts(&self) -> usize {
+        (1..self.groups.len())
+            .filter(|&i| {
+                self.alive(i)
+                    || self
+                        .objs
+                        .iter()
+                        .any(|o| o.kind == Kind::Kmem && o.ctx == Some(i))
+            })
+            .count()
+    }
+
+    fn tasks(&self, i: usize) -> usize {
+        self.workers.iter().filter(|&&w| w == i).count()
+    }
+
+    fn path_of(&self, target: &Target) -> String {
+        match target {
+            Target::Root => "/".into(),
+            Target::Worker(w, _) if self.workers[*w] != 0 => {
+                self.groups[self.workers[*w]].path.clone()
+            }
+            Target::Ever(x) => {
+                let paths = self.ever_paths();
+                paths[x.index(paths.len())].clone()
+            }
+            Target::Live(x) | Target::Handle(x) | Target::Worker(_, x) => {
+                let live = &self.live_sorted()[1..];
+                match live.len() {
+                    0 => "/".into(),
+                    n => self.groups[live[x.index(n)]].path.clone(),
+                }
+            }
+        }
+    }
+}
+
+fn events_text(e: [u64; 3]) -> String {
+    format!("high {}\nmax {}\noom {}\n", e[HIGH], e[MAX], e[OOM])
+}
+
+fn limit_text(limit: Option<usize>) -> String {
+    limit.map_or("max\n".into(), |p| format!("{}\n", p as u64 * PAGE))
+}
+
+// ---------------------------------------------------------------------------
+// The real thing: a hierarchy, worker threads, objects and handles
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A long-lived thread that runs closures sent to it, one at a time.
+struct Worker {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    fn spawn(i: usize) -> Worker {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = thread::Builder::new()
+            .name(format!("model-w{i}"))
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .expect("spawn a worker");
+        Worker {
+            jobs: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs
+            .as_ref()
+            .expect("running")
+            .send(job)
+            .expect("worker alive");
+        rx.recv().expect("the job panicked on the worker")
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Obj {
+    Kmem(#[allow(dead_code)] KmemPages),
+    Page(UserPage),
+}
+
+struct Real {
+    // Objects and handles go before the hierarchy and the workers.
+    objs: Vec<Obj>,
+    handles: Vec<Group>,
+    workers: Vec<Worker>,
+    h: Hierarchy,
+}
+
+impl Real {
+    fn on<R: Send + 'static>(
+        &self,
+        by: Option<usize>,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> R {
+        match by {
+            None => f(),
+            Some(w) => self.workers[w].run(f),
+        }
+    }
+}
+
+/// Check `got` against `want`, returning the value on success.
+fn check_outcome<T: std::fmt::Debug>(
+    op: &Op,
+    got: memcg::Result<T>,
+    want: &Want,
+) -> Result<Option<T>, TestCaseError> {
+    match (got, want) {
+        (Ok(v), Want::Ok) => Ok(Some(v)),
+        (Err(e), Want::Kind(k)) if e.kind() == *k => Ok(None),
+        (Err(e), Want::Exact(w)) if e == *w => Ok(None),
+        (got, want) => Err(TestCaseError::fail(format!(
+            "{op:?}: got {got:?}, want {want:?}"
+        ))),
+    }
+}
+
+/// The group a target names: the model's instance (or the error kind the
+/// real side must return), and the real side's handle.
+fn resolve(m: &Model, r: &Real, t: &Target) -> (Result<usize, ErrorKind>, memcg::Result<Group>) {
+    match t {
+        Target::Handle(x) if !m.handles.is_empty() => {
+            let k = x.index(m.handles.len());
+            (Ok(m.handles[k]), Ok(r.handles[k].clone()))
+        }
+        _ => {
+            let path = m.path_of(t);
+            let want = m.live_path(&path).ok_or(ErrorKind::NotFound);
+            (want, r.h.get(&path))
+        }
+    }
+}
+
+fn resolve_matches(
+    op: &Op,
+    want: &Result<usize, ErrorKind>,
+    got: &memcg::Result<Group>,
+) -> Result<(), TestCaseError> {
+    match (want, got) {
+        (Ok(_), Ok(_)) => Ok(()),
+        (Err(k), Err(e)) if e.kind() == *k => Ok(()),
+        _ => Err(TestCaseError::fail(format!(
+            "{op:?}: resolving the group: got {got:?}, want {want:?}"
+        ))),
+    }
+}
+
+/// Run one operation on both sides and compare what it returns.
+fn step(op: &Op, m: &mut Model, r: &mut Real) -> Result<(), TestCaseError> {
+    match op {
+        Op::Create { parent, name, keep } => {
+            let candidates: Vec<usize> = m
+                .live_sorted()
+                .into_iter()
+                .filter(|&i| m.depth(i) < MAX_DEPTH)
+                .collect();
+            let p = candidates[parent.index(candidates.len())];
+            let parent_path = &m.groups[p].path;
+            let path = if p == 0 {
+                format!("/{}", NAMES[*name])
+            } else {
+                format!("{parent_path}/{}", NAMES[*name])
+            };
+            let want = if NAMES[*name].contains(' ') {
+                Want::Kind(ErrorKind::Invalid)
+            } else if m.live_path(&path).is_some() {
+                Want::Kind(ErrorKind::Exists)
+            } else {
+                Want::Ok
+            };
+            if let Some(g) = check_outcome(op, r.h.create(&path), &want)? {
+                let i = m.groups.len();
+                m.groups.push(MGroup {
+                    path,
+                    parent: Some(p),
+                    live: true,
+                    max: None,
+                    high: None,
+                    local: [0; 3],
+                    hier: [0; 3],
+                });
+                if *keep {
+                    m.handles.push(i);
+                    r.handles.push(g);
+                }
+            }
+        }
+        Op::Remove { path } => {
+            let path = &m.path_of(path);
+            let want = match m.live_path(path) {
+                Some(0) => Want::Kind(ErrorKind::Invalid),
+                None => Want::Kind(ErrorKind::NotFound),
+                Some(i) => {
+                    let children = (0..m.groups.len())
+                        .filter(|&c| m.groups[c].live && m.groups[c].parent == Some(i))
+                        .count();
+                    let tasks = m.tasks(i);
+                    if children + tasks > 0 {
+                        Want::Exact(Error::Busy {
+                            path: path.clone(),
+                            children,
+                            tasks,
+                        })
+                    } else {
+                        Want::Ok
+                    }
+                }
+            };
+            if check_outcome(op, r.h.remove(path), &want)?.is_some() {
+                let i = m.live_path(path).expect("was live");
+                m.remove(i);
+            }
+        }
+        Op::DropHandle { handle } => {
+            if !m.handles.is_empty() {
+                let k = handle.index(m.handles.len());
+                m.handles.remove(k);
+                r.handles.remove(k);
+            }
+        }
+        Op::Attach { worker, to } => {
+            let (want, group) = resolve(m, r, to);
+            resolve_matches(op, &want, &group)?;
+            if let (Ok(i), Ok(g)) = (want, group) {
+                let want = if m.groups[i].live {
+                    Want::Ok
+                } else {
+                    Want::Kind(ErrorKind::NotFound)
+                };
+                let got = r.workers[*worker].run(move || g.attach());
+                if check_outcome(op, got, &want)?.is_some() {
+                    m.workers[*worker] = i;
+                }
+            }
+        }
+        Op::Kmem { worker, bytes } => {
+            let group = m.workers[*worker];
+            let bytes = *bytes;
+            let got = r.workers[*worker].run(move || KmemPages::alloc(bytes));
+            charge_both(
+                op,
+                m,
+                r,
+                group,
+                group,
+                Kind::Kmem,
+                bytes,
+                got.map(Obj::Kmem),
+            )?;
+        }
+        Op::KmemFor { by, group, bytes } => {
+            let (want, handle) = resolve(m, r, group);
+            resolve_matches(op, &want, &handle)?;
+            if let (Ok(i), Ok(g)) = (want, handle) {
+                let bytes = *bytes;
+                let got = r.on(*by, move || KmemPages::alloc_for(&g, bytes));
+                let owner = m.nearest_live(i);
+                charge_both(op, m, r, owner, i, Kind::Kmem, bytes, got.map(Obj::Kmem))?;
+            }
+        }
+        Op::User { worker, file } => {
+            let group = m.workers[*worker];
+            let (kind, pk) = if *file {
+                (Kind::File, PageKind::File)
+            } else {
+                (Kind::Anon, PageKind::Anon)
+            };
+            let got = r.workers[*worker].run(move || UserPage::charge(pk));
+            charge_both(op, m, r, group, group, kind, PAGE_SIZE, got.map(Obj::Page))?;
+        }
+        Op::Free { obj, by } => {
+            if !m.objs.is_empty() {
+                let k = obj.index(m.objs.len());
+                m.objs.remove(k);
+                let o = r.objs.remove(k);
+                r.on(*by, move || drop(o));
+            }
+        }
+        Op::SetLimit { max, at, value } => {
+            let path = m.path_of(at);
+            let file = if *max { "memory.max" } else { "memory.high" };
+            let (want, target) = match m.live_path(&path) {
+                None => (Want::Kind(ErrorKind::NotFound), None),
+                Some(0) => (Want::Kind(ErrorKind::Invalid), None),
+                Some(i) => (Want::Ok, Some(i)),
+            };
+            let (text, pages) = value.resolve(target.map_or(0, |i| m.usage(i)));
+            let got = r.h.write(&path, file, &text);
+            if check_outcome(op, got, &want)?.is_some() {
+                let i = target.expect("live");
+                if *max {
+                    m.groups[i].max = pages;
+                } else {
+                    m.groups[i].high = pages;
+                }
+                m.shrink_to(i, pages, *max);
+            }
+        }
+        Op::Reclaim { at, bytes } => {
+            let path = m.path_of(at);
+            let want = match m.live_path(&path) {
+                None => Want::Kind(ErrorKind::NotFound),
+                Some(0) => Want::Kind(ErrorKind::Invalid),
+                Some(i) => {
+                    let pages = (bytes / PAGE) as usize;
+                    if m.reclaim(i, pages) < pages {
+                        Want::Kind(ErrorKind::Again)
+                    } else {
+                        Want::Ok
+                    }
+                }
+            };
+            let got = r.h.write(&path, "memory.reclaim", &bytes.to_string());
+            check_outcome(op, got, &want)?;
+        }
+        Op::Read { at, file } => {
+            let path = m.path_of(at);
+            let file = READ_FILES[*file];
+            let want = match m.live_path(&path) {
+                None => Want::Kind(ErrorKind::NotFound),
+                Some(_) if file == "memory.bogus" => Want::Kind(ErrorKind::NotFound),
+                Some(_) if file == "memory.reclaim" => Want::Kind(ErrorKind::Invalid),
+                Some(0)
+                    if file.starts_with("memory.")
+                        && !["memory.current", "memory.stat"].contains(&file) =>
+                {
+                    Want::Kind(ErrorKind::Invalid)
+                }
+                Some(_) => Want::Ok,
+            };
+            check_outcome(op, r.h.read(&path, file), &want)?;
+        }
+    }
+    Ok(())
+}
+
+/// Compare a charge's outcome with the model's, which charges `owner`
+/// through the context of `ctx` (the root: not accounted).
+#[allow(clippy::too_many_arguments)]
+fn charge_both(
+    op: &Op,
+    m: &mut Model,
+    r: &mut Real,
+    owner: usize,
+    ctx: usize,
+    kind: Kind,
+    bytes: usize,
+    got: memcg::Result<Obj>,
+) -> Result<(), TestCaseError> {
+    let pages = bytes.div_ceil(PAGE_SIZE);
+    let obj = MObj {
+        kind,
+        pages,
+        owner: None,
+        ctx: (kind == Kind::Kmem && ctx != 0).then_some(ctx),
+        seq: None,
+        reclaimed: false,
+    };
+    let want = if owner == 0 {
+        // The root is never limited; a context reparented to it still
+        // charges it (kmem_for a removed top-level group); a root thread does not.
+        if ctx == 0 {
+            m.objs.push(obj);
+        } else {
+            m.charge(0, obj).expect("the root has no limit");
+        }
+        Want::Ok
+    } else {
+        match m.charge(owner, obj) {
+            Ok(()) => Want::Ok,
+            Err(over) => Want::Exact(Error::Limit {
+                path: m.groups[over].path.clone(),
+                pages,
+                max: m.groups[over].max.expect("limited") as u64 * PAGE,
+            }),
+        }
+    };
+    if let Some(o) = check_outcome(op, got, &want)? {
+        r.objs.push(o);
+    }
+    Ok(())
+}
+
+fn key(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no key {key} in {text:?}"))
+        .parse()
+        .expect("a number")
+}
+
+/// Quiesce, then compare every counter of every live group with the model.
+fn compare(op: &Op, m: &Model, r: &Real) -> Result<(), TestCaseError> {
+    r.h.quiesce();
+    for i in m.live_sorted() {
+        let g = &m.groups[i];
+        let path = g.path.as_str();
+        let read = |file: &str| {
+            r.h.read(path, file)
+                .unwrap_or_else(|e| panic!("read {path} {file}: {e}"))
+        };
+        let current: u64 = read("memory.current").trim().parse().expect("a number");
+        let stat = read("memory.stat");
+        let (anon, file, kernel) = (key(&stat, "anon"), key(&stat, "file"), key(&stat, "kernel"));
+        let want = |kind| m.billed(i, Some(kind)) as u64 * PAGE;
+        prop_assert_eq!(
+            current,
+            m.usage(i) as u64 * PAGE,
+            "after {:?}: {} memory.current",
+            op,
+            path
+        );
+        prop_assert_eq!(anon, want(Kind::Anon), "after {:?}: {} anon", op, path);
+        prop_assert_eq!(file, want(Kind::File), "after {:?}: {} file", op, path);
+        prop_assert_eq!(kernel, want(Kind::Kmem), "after {:?}: {} kernel", op, path);
+        prop_assert_eq!(key(&stat, "slab"), 0, "after {:?}: {} slab", op, path);
+        prop_assert_eq!(
+            current,
+            anon + file + kernel,
+            "after {:?}: {} consistency",
+            op,
+            path
+        );
+        prop_assert_eq!(
+            read("cgroup.stat"),
+            format!(
+                "nr_descendants {}\nnr_dying_descendants {}\n",
+                m.live_descendants(i),
+                m.dying_descendants(i)
+            ),
+            "after {:?}: {} cgroup.stat",
+            op,
+            path
+        );
+        if i == 0 {
+            continue;
+        }
+        prop_assert_eq!(
+            read("memory.events"),
+            events_text(g.hier),
+            "after {:?}: {} memory.events",
+            op,
+            path
+        );
+        prop_assert_eq!(
+            read("memory.events.local"),
+            events_text(g.local),
+            "after {:?}: {} memory.events.local",
+            op,
+            path
+        );
+        prop_assert_eq!(
+            read("memory.max"),
+            limit_text(g.max),
+            "after {:?}: {} memory.max",
+            op,
+            path
+        );
+        prop_assert_eq!(
+            read("memory.high"),
+            limit_text(g.high),
+            "after {:?}: {} memory.high",
+            op,
+            path
+        );
+        let peak: u64 = read("memory.peak").trim().parse().expect("a number");
+        prop_assert!(
+            peak >= current,
+            "after {:?}: {} memory.peak {} < current {}",
+            op,
+            path,
+            peak,
+            current
+        );
+        let mut procs: Vec<String> = read("cgroup.procs").lines().map(str::to_string).collect();
+        procs.sort();
+        let want: Vec<String> = (0..WORKERS)
+            .filter(|&w| m.workers[w] == i)
+            .map(|w| format!("model-w{w}"))
+            .collect();
+        prop_assert_eq!(procs, want, "after {:?}: {} cgroup.procs", op, path);
+    }
+    prop_assert_eq!(
+        r.h.live_contexts(),
+        m.contexts(),
+        "after {:?}: live_contexts",
+        op
+    );
+    let leftovers = r.h.leftovers();
+    let online = m.live_sorted().len() - 1;
+    prop_assert_eq!(
+        (leftovers.dying_groups, leftovers.dead_contexts),
+        (m.dying_descendants(0), m.contexts() - online),
+        "after {:?}: leftovers (dying groups, dead contexts)",
+        op
+    );
+    for (k, (mo, ro)) in m.objs.iter().zip(&r.objs).enumerate() {
+        if let Obj::Page(p) = ro {
+            prop_assert_eq!(
+                p.is_live(),
+                !mo.reclaimed,
+                "after {:?}: page {} is_live",
+                op,
+                k
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Run `ops`, comparing after each; then free and remove everything and
+/// check that every counter is back to 0 (S2) and no context is left (S3).
+fn run(ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut m = Model::new();
+    let mut r = Real {
+        objs: Vec::new(),
+        handles: Vec::new(),
+        workers: (0..WORKERS).map(Worker::spawn).collect(),
+        h: Hierarchy::new(),
+    };
+    for op in ops {
+        step(op, &mut m, &mut r)?;
+        compare(op, &m, &r)?;
+    }
+    let objs = std::mem::take(&mut r.objs);
+    for (k, o) in objs.into_iter().enumerate() {
+        r.on((k % (WORKERS + 1)).checked_sub(1), move || drop(o));
+    }
+    for w in &r.workers {
+        w.run(memcg::detach);
+    }
+    let mut live = m.live_sorted();
+    live.reverse();
+    for i in live.into_iter().filter(|&i| i != 0) {
+        r.h.remove(&m.groups[i].path)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+    r.handles.clear();
+    r.h.quiesce();
+    prop_assert_eq!(r.h.read("/", "memory.current").unwrap(), "0\n");
+    let stat = r.h.read("/", "memory.stat").unwrap();
+    prop_assert!(
+        stat.lines().all(|l| l.ends_with(" 0")),
+        "root memory.stat: {}",
+        stat
+    );
+    prop_assert_eq!(
+        r.h.read("/", "cgroup.stat").unwrap(),
+        "nr_descendants 0\nnr_dying_descendants 0\n"
+    );
+    prop_assert_eq!(r.h.live_contexts(), 0);
+    prop_assert_eq!(r.h.leftovers(), memcg::Leftovers::default());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// DESIGN.md §8, S1–S5, S7, S10 and consistency: after every step of a
+    /// random sequence, every live group's counters, stats, events and
+    /// descendant counts equal the reference model's, and after freeing and
+    /// removing everything all counters are 0 and no kmem context is left.
+    #[test]
+    fn every_counter_matches_the_reference_model_after_every_step(
+        ops in prop::collection::vec(op(), 1..=48)
+    ) {
+        run(&ops)?;
+    }
+}
+
+/// Writes through a removed group's handle are outside the model. One of
+/// them reaches the wrong group: reclaim of a removed group walks the live
+/// groups below its *path*, which after the path is reused belong to its
+/// successor. A removed group owns no pages (S7), so it must reclaim nothing.
+#[test]
+#[ignore = "library bug: reclaim through a removed group's handle reclaims the pages of the live group that reused its path"]
+fn reclaim_through_a_removed_groups_handle_leaves_its_successor_alone() {
+    let h = Hierarchy::new();
+    let old = h.create("/a").unwrap();
+    h.remove("/a").unwrap();
+    h.create("/a").unwrap();
+    let b = h.create("/a/b").unwrap();
+    let page = thread::spawn(move || {
+        let _in_b = b.enter().unwrap();
+        UserPage::charge(PageKind::File).unwrap()
+    })
+    .join()
+    .unwrap();
+    let wrote = old.write("memory.reclaim", "4K");
+    h.quiesce();
+    assert!(
+        page.is_live(),
+        "the successor's page was reclaimed ({wrote:?})"
+    );
+    assert_eq!(h.read("/a/b", "memory.current").unwrap(), "4096\n");
+}
