@@ -6,17 +6,27 @@
 //! strictly in order while every charge and free happens on the thread the
 //! script names. The script's own thread never leaves the root group.
 //!
-//! A SET owns the objects a script allocated (kmem buffers, user pages) and
-//! frees them oldest first. Reclaim may drop user pages behind the script's
-//! back; such members no longer count and are forgotten when next looked at.
+//! A SET owns the objects a script allocated (slab objects, kmem buffers,
+//! user pages) and frees them oldest first. Reclaim may drop file pages and
+//! objects of reclaimable caches behind the script's back; such members no
+//! longer count and are forgotten when next looked at.
+//!
+//! Root slab caches are process-wide and interned by name in the library, so
+//! each run gets its own namespace: the script's cache `c` is the library's
+//! `c@RUN`, with RUN unique in the process. Two scripts of one `memcg replay`
+//! may then define `c` with different sizes. Messages speak of `c`.
+//!
+//! The `memcg.*` files of the root (see the script module) are answered here,
+//! from the hierarchy's own counters, not by the engine's interface files.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 
-use memcg::{Hierarchy, KmemPages, PageKind, UserPage};
+use memcg::{Hierarchy, KmemPages, PageKind, SlabCache, SlabObject, UserPage};
 
 use crate::script::{Command, ErrorName, FileRef, Op, Script, Statement, Value};
 
@@ -50,6 +60,9 @@ pub enum RunError {
     /// A command named a set that no allocation has created.
     #[error("no set named `{0}`")]
     NoSet(String),
+    /// `alloc` named a cache that no `cache` command has created.
+    #[error("no cache named `{0}`")]
+    NoCache(String),
     /// The OS refused to start a task's thread.
     #[error("cannot start thread `{name}`: {source}")]
     Spawn {
@@ -61,9 +74,6 @@ pub enum RunError {
     /// A task's thread panicked; the panic message went to stderr.
     #[error("task `{0}` died")]
     TaskDied(String),
-    /// The command is part of the language but not of the engine yet.
-    #[error("slab caches are not supported yet")]
-    SlabUnsupported,
     /// Printing a `read` failed.
     #[error("cannot print: {0}")]
     Output(#[from] io::Error),
@@ -271,25 +281,66 @@ impl Task {
 
 /// Something a SET owns; dropping it frees it on the dropping thread.
 enum Member {
+    Slab(SlabObject),
     Kmem(#[allow(dead_code, reason = "owned only to be freed when dropped")] KmemPages),
     Page(UserPage),
 }
 
 impl Member {
     /// Whether the member still holds memory: reclaim may have dropped a file
-    /// page.
+    /// page or an object of a reclaimable cache.
     fn is_live(&self) -> bool {
         match self {
+            Member::Slab(object) => object.is_live(),
             Member::Kmem(_) => true,
             Member::Page(page) => page.is_live(),
         }
     }
 }
 
+/// Numbers the runs of this process, to give each its own cache namespace.
+static RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// A cache as the script knows it: the library's cache, and the name the
+/// script gave it.
+#[derive(Clone)]
+struct ScriptCache {
+    cache: SlabCache,
+    name: Arc<str>,
+}
+
+impl ScriptCache {
+    fn unqualify(&self, error: memcg::Error) -> memcg::Error {
+        unqualify(error, self.cache.name(), &self.name)
+    }
+}
+
+/// `error` with the library's run-qualified cache name replaced by the
+/// script's name, so that messages speak the script's language.
+fn unqualify(error: memcg::Error, qualified: &str, name: &str) -> memcg::Error {
+    let plain = |text: String| text.replace(qualified, name);
+    match error {
+        memcg::Error::Invalid(text) => memcg::Error::Invalid(plain(text)),
+        memcg::Error::Exists(text) => memcg::Error::Exists(plain(text)),
+        memcg::Error::NotFound(text) => memcg::Error::NotFound(plain(text)),
+        other => other,
+    }
+}
+
+/// The hierarchy-wide diagnostics a script reads as files of the root.
+const ENGINE_FILES: [&str; 3] = [
+    "memcg.live_caches",
+    "memcg.live_contexts",
+    "memcg.last_removal_slabs",
+];
+
 /// The state of one script run.
 struct Replay<'a, W: Write> {
     hierarchy: Hierarchy,
+    /// This run's number, which qualifies its cache names in the library.
+    run: u64,
     tasks: BTreeMap<String, Task>,
+    caches: HashMap<String, ScriptCache>,
     sets: HashMap<String, VecDeque<Member>>,
     out: &'a mut W,
 }
@@ -298,7 +349,9 @@ impl<'a, W: Write> Replay<'a, W> {
     fn new(out: &'a mut W) -> Self {
         Replay {
             hierarchy: Hierarchy::new(),
+            run: RUNS.fetch_add(1, Ordering::Relaxed),
             tasks: BTreeMap::new(),
+            caches: HashMap::new(),
             sets: HashMap::new(),
             out,
         }
@@ -310,10 +363,16 @@ impl<'a, W: Write> Replay<'a, W> {
                 self.hierarchy.create(path)?;
             }
             Command::Rmdir { path } => self.hierarchy.remove(path)?,
-            Command::Write { path, file, value } => self.hierarchy.write(path, file, value)?,
+            Command::Write { path, file, value } => {
+                if ENGINE_FILES.contains(&file.as_str()) {
+                    self.hierarchy.get(path)?;
+                    return Err(memcg::Error::Invalid(format!("{file} is read-only")).into());
+                }
+                self.hierarchy.write(path, file, value)?;
+            }
             Command::Read { path, file } => {
                 self.hierarchy.quiesce();
-                let content = self.hierarchy.read(path, file)?;
+                let content = self.read_file(path, file)?;
                 self.out.write_all(content.as_bytes())?;
                 self.out.flush()?;
             }
@@ -325,8 +384,30 @@ impl<'a, W: Write> Replay<'a, W> {
                     .ok_or_else(|| RunError::NoTask(name.clone()))?;
                 task.end(name)?;
             }
-            Command::Cache { .. } | Command::Alloc { .. } => {
-                return Err(RunError::SlabUnsupported);
+            Command::Cache {
+                name,
+                size,
+                reclaimable,
+            } => self.cache(name, *size, *reclaimable)?,
+            Command::Alloc {
+                task,
+                cache,
+                count,
+                set,
+            } => {
+                self.task_ref(task)?;
+                let cache = self
+                    .caches
+                    .get(cache)
+                    .cloned()
+                    .ok_or_else(|| RunError::NoCache(cache.clone()))?;
+                self.allocate(task, set, *count, move || {
+                    cache
+                        .cache
+                        .alloc()
+                        .map(Member::Slab)
+                        .map_err(|error| cache.unqualify(error))
+                })?;
             }
             Command::Kmem {
                 task,
@@ -422,6 +503,27 @@ impl<'a, W: Write> Replay<'a, W> {
                 Err(error)
             }
         }
+    }
+
+    /// `cache NAME SIZE [reclaimable]`: makes this run's cache NAME, or finds
+    /// it again when the same size and kind were asked for before.
+    fn cache(&mut self, name: &str, size: u64, reclaimable: bool) -> Result<(), RunError> {
+        if size == 0 {
+            return Err(memcg::Error::Invalid(format!(
+                "cache {name}: objects need at least 1 byte"
+            ))
+            .into());
+        }
+        let qualified = format!("{name}@{}", self.run);
+        // A size beyond the address space is too large for a slab anyway;
+        // saturating lets the engine say so with its own error.
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        let name: Arc<str> = Arc::from(name);
+        let cache = SlabCache::new(&qualified, size, reclaimable)
+            .map_err(|error| unqualify(error, &qualified, &name))?;
+        self.caches
+            .insert(name.to_string(), ScriptCache { cache, name });
+        Ok(())
     }
 
     /// Makes `count` members on `task`'s thread and appends them to `set`.
@@ -529,9 +631,31 @@ impl<'a, W: Write> Replay<'a, W> {
         })
     }
 
+    /// Reads an interface file, or one of the `memcg.*` diagnostics of the
+    /// root.
+    fn read_file(&self, path: &str, file: &str) -> Result<String, RunError> {
+        if !ENGINE_FILES.contains(&file) {
+            return Ok(self.hierarchy.read(path, file)?);
+        }
+        if self.hierarchy.get(path)?.path() != "/" {
+            return Err(memcg::Error::Invalid(format!(
+                "{file} counts the whole hierarchy: read it on /, not {path}"
+            ))
+            .into());
+        }
+        let h = &self.hierarchy;
+        let value = match file {
+            "memcg.live_caches" => h.live_caches(),
+            "memcg.live_contexts" => h.live_contexts(),
+            "memcg.last_removal_slabs" => h.last_removal_slabs(),
+            _ => unreachable!("ENGINE_FILES lists every name"),
+        };
+        Ok(format!("{value}\n"))
+    }
+
     /// Reads one number (or `max`) from a file, or from a key of a keyed file.
     fn read_amount(&self, at: &FileRef) -> Result<Amount, RunError> {
-        let content = self.hierarchy.read(&at.path, &at.file)?;
+        let content = self.read_file(&at.path, &at.file)?;
         let value = match &at.key {
             None => content.trim(),
             Some(key) => content

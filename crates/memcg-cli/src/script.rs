@@ -10,8 +10,31 @@
 //! state `expect-fail invalid mkdir /a/b@c`: a bad name is data for the engine
 //! to reject, not a mistake in the script.
 //!
-//! One extension of §5: `expect-live SET ~ N TOL` takes a tolerance like
-//! `expect`, since `~` is one of the operators the contract lists.
+//! Two extensions of §5, neither changing its syntax:
+//!
+//! - `expect-live SET ~ N TOL` takes a tolerance like `expect`, since `~` is
+//!   one of the operators the contract lists.
+//! - The root has three read-only files more, the engine's own diagnostics
+//!   for S1, S3, S6 and S8, readable by `read` and `expect` (also inside a
+//!   `(PATH FILE)` reference) like any other single-number file:
+//!   `memcg.live_caches` (child slab caches not yet destroyed: those of
+//!   online groups, and dead ones still holding objects),
+//!   `memcg.live_contexts` (kmem contexts not yet destroyed: one per online
+//!   group, plus those of removed groups whose charges live on) and
+//!   `memcg.last_removal_slabs` (the slabs the last `rmdir` looked at: never
+//!   the full ones, so it does not grow with live objects). They count the
+//!   whole hierarchy, so they exist on `/` only; on another group they are
+//!   `invalid`, as is writing them. For example
+//!   `expect / memcg.live_caches == 0`. Caveat: the quiesce before a read
+//!   does not yet wait for a cache destruction that the engine's background
+//!   worker has already begun, so right after the last object of a dead
+//!   cache is freed the first two may still count it for a moment.
+//!
+//! Cache names are the script's own: each run has its own namespace, so two
+//! scripts of one `memcg replay` may define `cache c` with different sizes.
+//! Within a run, defining a cache again with the same size and kind is a
+//! no-op, with another size or kind it is `exists`; a SIZE of 0, or one too
+//! large for a slab (over 8K), is `invalid`.
 
 use std::fmt;
 use std::sync::Arc;

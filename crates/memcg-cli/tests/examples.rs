@@ -57,10 +57,20 @@ fn every_example_replays_successfully() {
         .filter(|path| path.extension().is_some_and(|ext| ext == "mcg"))
         .collect();
     examples.sort();
-    assert!(
-        examples.len() >= 5,
-        "expected the examples of the brief, found {examples:?}"
-    );
+    for name in [
+        "errors.mcg",
+        "limits.mcg",
+        "nested.mcg",
+        "reclaimable.mcg",
+        "seed.mcg",
+        "slab.mcg",
+        "user-pages.mcg",
+    ] {
+        assert!(
+            examples.iter().any(|path| path.ends_with(name)),
+            "examples/{name} is missing: found {examples:?}"
+        );
+    }
     let mut failures = Vec::new();
     for example in &examples {
         let output = replay(&[example.to_str().expect("UTF-8 path")], "");
@@ -203,15 +213,102 @@ fn task_commands_run_on_the_named_thread() {
     assert!(stdout(&output).contains("worker-1"), "{}", stdout(&output));
 }
 
+/// §5 `cache NAME SIZE`: a size no slab can hold is the engine's `invalid`.
 #[test]
-fn slab_caches_fail_at_run_time_until_supported() {
-    let output = replay(&["-"], "cache dentry 192 reclaimable\n");
+fn a_cache_of_size_0_or_too_large_is_invalid() {
+    let output = replay(
+        &["-"],
+        "expect-fail invalid cache c 0\n\
+         expect-fail invalid cache c 0 reclaimable\n\
+         expect-fail invalid cache c 9K\n\
+         cache c 8K\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+
+    let output = replay(&["-"], "cache dentry 0\n");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output).trim_end(),
+        "<stdin>:1: cache dentry 0: invalid: cache dentry: objects need at least 1 byte"
+    );
+}
+
+/// Root caches are process-wide in the library; each script run has its own
+/// cache names all the same.
+#[test]
+fn two_scripts_of_one_run_may_define_a_cache_differently() {
+    let small = script_file(
+        "cache-small.mcg",
+        "mkdir /a\ntask t /a\ncache c 64\nalloc t c 65 as s\n\
+         expect /a memory.current == 8K\n",
+    );
+    let large = script_file(
+        "cache-large.mcg",
+        "mkdir /a\ntask t /a\ncache c 256 reclaimable\nalloc t c 65 as s\n\
+         expect /a memory.current == 20K\nexpect /a memory.stat:slab_reclaimable == 20K\n",
+    );
+    let output = replay(&[&small, &large, &small], "");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+/// Within one script a cache name means one cache; messages use the
+/// script's name, not the library's run-qualified one.
+#[test]
+fn redefining_a_cache_differently_in_one_script_is_exists() {
+    let output = replay(
+        &["-"],
+        "cache c 64\ncache c 64\nexpect-fail exists cache c 128\n\
+         expect-fail exists cache c 64 reclaimable\ncache c 128\n",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output).trim_end(),
+        "<stdin>:5: cache c 128: exists: cache c (64 bytes) exists already"
+    );
+}
+
+#[test]
+fn alloc_from_an_unknown_cache_is_a_script_error() {
+    let output = replay(&["-"], "mkdir /a\ntask t /a\nalloc t nope 1 as s\n");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output).trim_end(),
+        "<stdin>:3: alloc t nope 1 as s: no cache named `nope`"
+    );
+    let output = replay(&["-"], "cache c 64\nexpect-fail limit alloc t c 1 as s\n");
     assert_eq!(output.status.code(), Some(1));
     assert!(
-        stderr(&output).contains("slab caches are not supported yet"),
+        stderr(&output).contains("no task named `t` (want limit)"),
         "{}",
         stderr(&output)
     );
+}
+
+/// §5: members made before a failed allocation stay in the SET.
+#[test]
+fn a_failed_alloc_keeps_the_objects_made_so_far() {
+    let output = replay(
+        &["-"],
+        "mkdir /a\nwrite /a memory.max 8K\ntask t /a\ncache c 64\n\
+         expect-fail limit alloc t c 200 as s\nexpect-live s == 128\n\
+         free s by t\nexpect-live s == 0\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[test]
+fn engine_diagnostics_are_read_only_files_of_the_root() {
+    let output = replay(
+        &["-"],
+        "mkdir /a\nread / memcg.live_caches\nread / memcg.live_contexts\n\
+         read / memcg.last_removal_slabs\nexpect / memcg.live_contexts == 1\n\
+         expect-fail invalid read /a memcg.live_caches\n\
+         expect-fail invalid write / memcg.live_caches 0\n\
+         expect-fail not-found read /b memcg.live_caches\n\
+         expect-fail not-found read / memcg.bogus\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "0\n1\n0\n");
 }
 
 #[test]
