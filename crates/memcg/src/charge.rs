@@ -26,6 +26,7 @@ pub(crate) fn charge(ctx: &CtxRef, pages: usize, stat: Stat, nofail: bool) -> Re
         ctx.with_owner(|g| g.stat_add(stat, pages as isize));
         return Ok(());
     }
+    let _internal = crate::global::Internal::enter();
     let mut batch = pages.max(BATCH);
     let mut counted_max = false;
     let mut drained = false;

@@ -154,6 +154,7 @@ impl Drop for CtxRef {
 /// The caller holds an `Arc` on `common`: the contexts destroyed here drop
 /// theirs.
 pub(crate) fn run_deferred(common: &Arc<Common>) -> usize {
+    let _running = common.deferred_lock.lock();
     let mut destroyed = 0;
     loop {
         // Caches first: they hold references on their contexts.

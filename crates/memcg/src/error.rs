@@ -37,7 +37,8 @@ impl ErrorKind {
 }
 
 /// What went wrong, with what a user needs to act on it. An operation that
-/// returns an error changed no state.
+/// returns an error changed no state, except `again` from `memory.reclaim`,
+/// which keeps what it did reclaim (as the kernel's does).
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum Error {
     /// `rmdir` of a group in use.

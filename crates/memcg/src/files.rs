@@ -84,10 +84,8 @@ fn check_file(g: &GroupInner, file: &str) -> Result<()> {
         }
         return Ok(());
     }
-    Err(Error::NotFound(format!(
-        "{}: no interface file {file:?}",
-        g.path
-    )))
+    let dir = if g.is_root() { "" } else { g.path.as_str() };
+    Err(Error::NotFound(format!("interface file {dir}/{file}")))
 }
 
 pub(crate) fn read(g: &GroupInner, file: &str) -> Result<String> {

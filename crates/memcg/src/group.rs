@@ -29,6 +29,9 @@ pub(crate) struct Common {
     /// Serializes owner changes of contexts and their destruction (the seed's
     /// `memcg_slab_mutex`). Taken after `tree`, never on allocation paths.
     pub(crate) ctx_lock: Mutex<()>,
+    /// Held while deferred work runs, so that a quiesce returns only after
+    /// work the background worker had already taken is done.
+    pub(crate) deferred_lock: Mutex<()>,
     /// Contexts whose last reference is gone, to destroy (Treiber stack).
     pub(crate) deferred: AtomicPtr<KmemContext>,
     /// Slab caches whose last reference is gone, to destroy.
@@ -58,6 +61,7 @@ impl Common {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             tree: Mutex::new(Tree::default()),
             ctx_lock: Mutex::new(()),
+            deferred_lock: Mutex::new(()),
             deferred: AtomicPtr::new(std::ptr::null_mut()),
             deferred_caches: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
             last_removal_slabs: AtomicUsize::new(0),
@@ -91,8 +95,9 @@ impl Common {
             .name("memcg-deferred".into())
             .spawn(move || loop {
                 std::thread::park();
+                let _internal = crate::global::Internal::enter();
                 let Some(common) = weak.upgrade() else { return };
-                crate::context::run_deferred(&common);
+                Common::run_deferred(&common);
             });
         // Without a worker, destruction still runs at every quiesce and
         // hierarchy operation; the thread is an optimisation of latency.

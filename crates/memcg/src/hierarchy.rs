@@ -57,6 +57,7 @@ impl Default for Hierarchy {
 impl Hierarchy {
     /// A new hierarchy holding only its root group.
     pub fn new() -> Hierarchy {
+        let _internal = crate::global::Internal::enter();
         let common = Common::new();
         let root = GroupInner::new_root(common.clone());
         common.tree.lock().groups.insert("/".into(), root.clone());
@@ -93,6 +94,7 @@ impl Hierarchy {
     /// assert_eq!(h.create("/tenants/a").unwrap_err().kind(), memcg::ErrorKind::Exists);
     /// ```
     pub fn create(&self, path: &str) -> Result<Group> {
+        let _internal = crate::global::Internal::enter();
         let (parent_path, _name) = split_path(path)?;
         self.run_deferred();
         let mut tree = self.common().tree.lock();
@@ -113,6 +115,7 @@ impl Hierarchy {
 
     /// The online group `path`.
     pub fn get(&self, path: &str) -> Result<Group> {
+        let _internal = crate::global::Internal::enter();
         if path != "/" {
             split_path(path)?;
         }
@@ -127,6 +130,7 @@ impl Hierarchy {
     /// objects: S4, S8) and its user pages walked to the parent (S7). The
     /// group is freed once no handle to it remains (S1).
     pub fn remove(&self, path: &str) -> Result<()> {
+        let _internal = crate::global::Internal::enter();
         if path == "/" {
             return Err(Error::Invalid("the root group cannot be removed".into()));
         }
@@ -167,6 +171,7 @@ impl Hierarchy {
     /// deferred destruction, so that counters are exact: after it, for every
     /// live group `memory.current == anon + file + kernel`.
     pub fn quiesce(&self) {
+        let _internal = crate::global::Internal::enter();
         crate::stock::drain_all(self.common().id);
         self.run_deferred();
     }
@@ -177,6 +182,7 @@ impl Hierarchy {
 
     /// Register a shrinker, called for each group of a subtree under reclaim.
     pub fn register_shrinker(&self, shrinker: Arc<dyn crate::Shrinker>) {
+        let _internal = crate::global::Internal::enter();
         self.common().shrinkers.lock().push(shrinker);
     }
 
@@ -207,6 +213,7 @@ impl Hierarchy {
     /// What removed groups leave behind now (S3): the contexts and dead
     /// caches that outlive their groups, and the bytes they pin.
     pub fn leftovers(&self) -> Leftovers {
+        let _internal = crate::global::Internal::enter();
         use crate::sync::Ordering::Relaxed;
         let c = self.common();
         let online = c.tree.lock().groups.len() - 1; // the root has no context
@@ -266,6 +273,7 @@ fn offline(common: &Common, tree: &mut Tree, group: &Arc<GroupInner>) {
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        let _internal = crate::global::Internal::enter();
         // Teardown, children before parents: reverse path order.
         let mut tree = self.common.tree.lock();
         let groups: Vec<_> = tree
@@ -288,6 +296,7 @@ impl Drop for Shared {
 impl Group {
     /// The group's path.
     pub fn path(&self) -> String {
+        let _internal = crate::global::Internal::enter();
         self.inner.path.clone()
     }
 
@@ -309,6 +318,7 @@ impl Group {
     /// Attach the calling thread to this group until the guard is dropped,
     /// which moves it back where it was. Guards nest.
     pub fn enter(&self) -> Result<EnterGuard> {
+        let _internal = crate::global::Internal::enter();
         let previous = crate::task::switch(self.target())?;
         Ok(EnterGuard::new(previous))
     }
@@ -316,6 +326,7 @@ impl Group {
     /// Move the calling thread into this group for good (until it moves
     /// again or exits; [`detach`](crate::detach) moves it to the root).
     pub fn attach(&self) -> Result<()> {
+        let _internal = crate::global::Internal::enter();
         crate::task::switch(self.target()).map(drop)
     }
 
@@ -325,12 +336,20 @@ impl Group {
 
     /// Read an interface file (DESIGN.md §4), e.g. `memory.current`.
     pub fn read(&self, file: &str) -> Result<String> {
+        let _internal = crate::global::Internal::enter();
         crate::files::read(&self.inner, file)
     }
 
     /// Write an interface file, e.g. `memory.max`.
     pub fn write(&self, file: &str, value: &str) -> Result<()> {
+        let _internal = crate::global::Internal::enter();
         crate::files::write(&self.inner, file, value)
+    }
+
+    /// An allocator charging this group from any thread, failing at its
+    /// limit: `allocator_api2::vec::Vec::new_in(group.allocator())`.
+    pub fn allocator(&self) -> crate::GroupAllocator {
+        crate::GroupAllocator::new(self.clone())
     }
 
     /// A counted reference to the group's kmem context (`None` for the root).

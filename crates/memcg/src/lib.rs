@@ -47,6 +47,7 @@ mod charge;
 mod context;
 mod error;
 mod files;
+mod global;
 mod group;
 mod hierarchy;
 mod kmem;
@@ -65,6 +66,10 @@ pub use charge::MAX_RECLAIM_RETRIES;
 pub use context::accounting_enabled;
 pub use error::{Error, ErrorKind, Result};
 pub use files::parse_size;
+pub use global::{
+    global, limit_policy, set_limit_policy, without_accounting, GroupAllocator, LimitPolicy,
+    MemcgAlloc,
+};
 pub use group::group_size;
 pub use hierarchy::{Group, Hierarchy, Leftovers};
 pub use kmem::KmemPages;

@@ -47,16 +47,19 @@ pub(crate) fn reclaim(group: &GroupInner, pages: usize) -> usize {
     if pages == 0 {
         return 0;
     }
+    let _internal = crate::global::Internal::enter();
     let subtree: Vec<Arc<GroupInner>> = {
         let tree = group.common.tree.lock();
-        let this = tree
-            .groups
-            .get(&group.path)
-            .filter(|g| std::ptr::eq(&***g, group));
-        this.into_iter()
-            .chain(tree.descendants(&group.path))
-            .cloned()
-            .collect()
+        match tree.groups.get(&group.path) {
+            // Online: the group and its online descendants.
+            Some(g) if std::ptr::eq(&**g, group) => std::iter::once(g)
+                .chain(tree.descendants(&group.path))
+                .cloned()
+                .collect(),
+            // Removed (reached through a handle): what it billed has moved
+            // to its parent, and its path may name another group by now.
+            _ => return 0,
+        }
     };
     let mut freed = 0;
     while freed < pages {

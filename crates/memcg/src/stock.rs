@@ -35,6 +35,17 @@ static SLOTS: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
 
 thread_local! {
     static MY_SLOT: Cell<*const Slot> = const { Cell::new(std::ptr::null()) };
+    static EXIT_HOOK: ExitHook = const { ExitHook };
+}
+
+/// Hands the stock back when its thread exits, whether or not the thread
+/// ever attached to a group (a remote charger with `alloc_for` has a stock).
+struct ExitHook;
+
+impl Drop for ExitHook {
+    fn drop(&mut self) {
+        drain_local();
+    }
 }
 
 impl Slot {
@@ -70,6 +81,9 @@ fn my_slot() -> Option<&'static Slot> {
         .try_with(|s| {
             if s.get().is_null() {
                 s.set(claim_slot());
+                // Registering may fail during thread teardown; then the slot
+                // is drained by the next quiesce and stays claimed.
+                let _ = EXIT_HOOK.try_with(|_| {});
             }
             // SAFETY: slots are leaked and never freed, so any slot pointer is
             // valid for 'static.
@@ -79,6 +93,7 @@ fn my_slot() -> Option<&'static Slot> {
 }
 
 fn claim_slot() -> *const Slot {
+    let _internal = crate::global::Internal::enter();
     let mut p = SLOTS.load(Acquire);
     while !p.is_null() {
         // SAFETY: slots are never freed.

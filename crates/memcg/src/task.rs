@@ -23,6 +23,7 @@ struct ExitHook;
 #[cfg(not(loom))]
 impl Drop for ExitHook {
     fn drop(&mut self) {
+        let _internal = crate::global::Internal::enter();
         // Thread exit: leave the group (so it can be removed) and return the
         // stock's pre-charged pages.
         let _ = CURRENT.try_with(|c| {
@@ -99,6 +100,7 @@ fn release(p: *const GroupInner) {
 /// Move the calling thread into `group` (`None`: the root), returning the group
 /// it was in. Fails if `group` was removed.
 pub(crate) fn switch(group: Option<&Arc<GroupInner>>) -> Result<Option<Arc<GroupInner>>> {
+    let _internal = crate::global::Internal::enter();
     let previous = current_group();
     if let Some(g) = group {
         // Checked and registered under the tree lock, so that removal (which

@@ -91,6 +91,7 @@ impl UserPage {
             .as_ref()
             .expect("tasks are attached to non-root groups only");
         crate::charge::charge(ctx, 1, kind.stat(), false)?;
+        let _internal = crate::global::Internal::enter();
         // The charge went to the context's owner: the group itself while it is
         // online (a thread can only be attached to an online group).
         let owner = ctx.with_owner(|g| g.clone());
@@ -120,6 +121,7 @@ impl UserPage {
 impl Drop for UserPage {
     fn drop(&mut self) {
         let Some(r) = &self.record else { return };
+        let _internal = crate::global::Internal::enter();
         // The owner may change under us (reparenting): lock the LRU of the
         // group we saw, then check the page is still there.
         loop {

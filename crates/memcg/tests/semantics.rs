@@ -3,6 +3,13 @@
 use memcg::{ErrorKind, Hierarchy, KmemPages, PageKind, UserPage};
 use std::thread;
 
+/// Spawn a test thread whose own bookkeeping (result vectors, closures) is
+/// not charged when `MemcgAlloc` is the global allocator
+/// (tests/under_memcg_alloc.rs), so the exact numbers below hold there too.
+fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || memcg::without_accounting(f))
+}
+
 fn current(h: &Hierarchy, path: &str) -> u64 {
     h.quiesce();
     h.read(path, "memory.current")
@@ -26,7 +33,7 @@ fn key(h: &Hierarchy, path: &str, file: &str, key: &str) -> u64 {
 /// then end the thread (so the group has no task).
 fn kmem_on_task(h: &Hierarchy, path: &str, n: usize) -> Vec<KmemPages> {
     let g = h.get(path).unwrap();
-    thread::spawn(move || {
+    spawn(move || {
         g.attach().unwrap();
         let v = (0..n).map(|_| KmemPages::alloc(4096).unwrap()).collect();
         memcg::detach();
@@ -38,7 +45,7 @@ fn kmem_on_task(h: &Hierarchy, path: &str, n: usize) -> Vec<KmemPages> {
 
 fn user_pages_on_task(h: &Hierarchy, path: &str, kind: PageKind, n: usize) -> Vec<UserPage> {
     let g = h.get(path).unwrap();
-    thread::spawn(move || {
+    spawn(move || {
         let _in = g.enter().unwrap();
         (0..n).map(|_| UserPage::charge(kind).unwrap()).collect()
     })
@@ -88,7 +95,7 @@ fn uncharges_of_reparented_objects_go_to_the_parent() {
     assert_eq!(current(&h, "/a"), 4 * 4096);
     assert_eq!(current(&h, "/"), 4 * 4096);
     assert_eq!(key(&h, "/a", "memory.stat", "kernel"), 4 * 4096);
-    thread::spawn(move || drop(objects)).join().unwrap();
+    spawn(move || drop(objects)).join().unwrap();
     assert_eq!(current(&h, "/a"), 0);
     assert_eq!(current(&h, "/"), 0);
     assert_eq!(key(&h, "/", "memory.stat", "kernel"), 0);
@@ -172,7 +179,7 @@ fn charges_racing_with_removal_keep_counters_exact() {
         let b = h.create("/a/b").unwrap();
         let charger = {
             let b = b.clone();
-            thread::spawn(move || {
+            spawn(move || {
                 (0..200)
                     .map(|_| KmemPages::alloc_for(&b, 4096).unwrap())
                     .collect::<Vec<_>>()
@@ -269,7 +276,7 @@ fn a_stock_precharges_a_batch_and_drains_on_quiesce() {
     let g = a.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let t = thread::spawn(move || {
+    let t = spawn(move || {
         let _in = g.enter().unwrap();
         let page = KmemPages::alloc(4096).unwrap();
         tx.send(()).unwrap();
@@ -294,7 +301,7 @@ fn a_charge_over_max_reclaims_file_pages_then_fails() {
     h.create("/a/b").unwrap();
     h.write("/a", "memory.max", "40K").unwrap();
     let b = h.get("/a/b").unwrap();
-    let (file, anon, err) = thread::spawn(move || {
+    let (file, anon, err) = spawn(move || {
         let _in = b.enter().unwrap();
         let file: Vec<_> = (0..4)
             .map(|_| UserPage::charge(PageKind::File).unwrap())
@@ -324,7 +331,7 @@ fn crossing_high_counts_an_event_and_reclaims() {
     let h = Hierarchy::new();
     let a = h.create("/a").unwrap();
     h.write("/a", "memory.high", "100K").unwrap();
-    let pages = thread::spawn(move || {
+    let pages = spawn(move || {
         let _in = a.enter().unwrap();
         (0..40)
             .map(|_| UserPage::charge(PageKind::File).unwrap())
@@ -427,7 +434,7 @@ fn enter_guards_nest() {
     let h = Hierarchy::new();
     let a = h.create("/a").unwrap();
     let b = h.create("/b").unwrap();
-    thread::spawn(move || {
+    spawn(move || {
         let _in_a = a.enter().unwrap();
         let x = KmemPages::alloc(4096).unwrap();
         let y = {

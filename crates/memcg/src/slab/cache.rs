@@ -350,8 +350,9 @@ impl Cache {
     }
 
     /// A slab with free objects for thread `tid`: a partial one, an empty
-    /// one, or a new one (charged). Owned by `tid` on return.
-    pub(crate) fn refill(&'static self, tid: usize) -> Result<&'static Slab> {
+    /// one, or a new one (charged; forced over a limit when `nofail`). Owned
+    /// by `tid` on return.
+    pub(crate) fn refill(&'static self, tid: usize, nofail: bool) -> Result<&'static Slab> {
         {
             let mut l = lock(&self.lists);
             if let Some(s) = l.partial.first().or_else(|| l.empty.first()) {
@@ -365,14 +366,14 @@ impl Cache {
                 return Ok(s);
             }
         }
-        self.new_slab(tid)
+        self.new_slab(tid, nofail)
     }
 
-    fn new_slab(&'static self, tid: usize) -> Result<&'static Slab> {
+    fn new_slab(&'static self, tid: usize, nofail: bool) -> Result<&'static Slab> {
         let root = self.root();
         let pages = (1 << SPAN_SHIFTS[root.pool]) / crate::PAGE_SIZE;
         if let Some(ctx) = self.ctx() {
-            crate::charge::charge(ctx, pages, self.stat(), false)?;
+            crate::charge::charge(ctx, pages, self.stat(), nofail)?;
         }
         let Some(slab) = alloc_span(root.pool) else {
             if let Some(ctx) = self.ctx() {
@@ -556,6 +557,7 @@ impl Cache {
                     unsafe { super::heap::free(addr as *mut u8) };
                 }
             }
+            super::heap::trim_local();
             freed += self.shrink(EMPTY_KEEP).1;
         }
         freed

@@ -1,5 +1,7 @@
 //! The allocation fast paths: a thread-local heap holding, per root cache,
 //! the slab the thread allocates from, bound to the thread's current group.
+//! A second heap serves [`Group::allocator`](crate::Group::allocator)
+//! handles, bound to the last handle's group.
 //!
 //! `alloc` pops the current slab's free list; `free` pushes onto it when the
 //! calling thread owns the object's slab, or onto the slab's remote-free list
@@ -26,17 +28,28 @@ struct Heap {
     caches: [Cell<*const Cache>; MAX_ROOTS],
     /// Whether the exit hook is registered.
     hooked: Cell<bool>,
+    /// Set once the thread's exit hook ran: allocations made later (by other
+    /// thread-local destructors) must not keep slabs owned by a dying thread.
+    exited: Cell<bool>,
 }
 
-thread_local! {
-    static HEAP: Heap = const {
+impl Heap {
+    const fn new() -> Heap {
         Heap {
             bound: Cell::new(ptr::null()),
             slabs: [const { Cell::new(ptr::null()) }; MAX_ROOTS],
             caches: [const { Cell::new(ptr::null()) }; MAX_ROOTS],
             hooked: Cell::new(false),
+            exited: Cell::new(false),
         }
-    };
+    }
+}
+
+thread_local! {
+    /// The heap of the thread's current group.
+    static HEAP: Heap = const { Heap::new() };
+    /// The heap of `Group::allocator` handles.
+    static HANDLE_HEAP: Heap = const { Heap::new() };
 }
 
 struct ExitHook;
@@ -45,7 +58,12 @@ impl Drop for ExitHook {
     fn drop(&mut self) {
         // Thread exit: hand the slabs back to their caches, so that remote
         // frees of their objects are collected and dead caches can die.
-        let _ = HEAP.try_with(flush);
+        for heap in [&HEAP, &HANDLE_HEAP] {
+            let _ = heap.try_with(|h| {
+                flush(h);
+                h.exited.set(true);
+            });
+        }
     }
 }
 
@@ -60,21 +78,44 @@ pub(crate) fn thread_id() -> usize {
     HEAP.with(|h| h as *const Heap as usize)
 }
 
-/// Allocate an object of `root`'s size, charged to the calling thread's group.
+/// Allocate an object of `root`'s size, charged to the calling thread's
+/// group; over a limit, fail, or charge anyway when `nofail`.
 #[inline]
-pub(crate) fn alloc(root: &'static RootCache) -> Result<NonNull<u8>> {
+pub(crate) fn alloc(root: &'static RootCache, nofail: bool) -> Result<NonNull<u8>> {
     HEAP.with(|h| {
-        if h.bound.get() == crate::task::current_ptr() {
-            let s = h.slabs[root.index].get();
-            // SAFETY: a non-null slab in our heap is owned by this thread,
-            // so its free list is ours.
-            if let Some(obj) = unsafe { s.as_ref().and_then(|s| s.pop()) } {
-                // SAFETY: pop returns object addresses, never null.
-                return Ok(unsafe { NonNull::new_unchecked(obj) });
-            }
+        let target = crate::task::current_ptr();
+        if let Some(obj) = pop(h, root, target) {
+            return Ok(obj);
         }
-        alloc_slow(h, root)
+        alloc_slow(h, root, target, nofail, crate::task::current_group)
     })
+}
+
+/// Allocate an object of `root`'s size charged to `group`, whatever the
+/// calling thread's group.
+#[inline]
+pub(crate) fn alloc_for(root: &'static RootCache, group: &Arc<GroupInner>) -> Result<NonNull<u8>> {
+    HANDLE_HEAP.with(|h| {
+        let target = Arc::as_ptr(group);
+        if let Some(obj) = pop(h, root, target) {
+            return Ok(obj);
+        }
+        alloc_slow(h, root, target, false, || Some(group.clone()))
+    })
+}
+
+/// The fast path: pop the current slab of a heap bound to `target`.
+#[inline(always)]
+fn pop(h: &Heap, root: &'static RootCache, target: *const GroupInner) -> Option<NonNull<u8>> {
+    if h.bound.get() != target {
+        return None;
+    }
+    let s = h.slabs[root.index].get();
+    // SAFETY: a non-null slab in our heap is owned by this thread, so its
+    // free list is ours.
+    let obj = unsafe { s.as_ref()?.pop()? };
+    // SAFETY: pop returns object addresses, never null.
+    Some(unsafe { NonNull::new_unchecked(obj) })
 }
 
 /// Free an object allocated by [`alloc`], from any thread.
@@ -105,16 +146,33 @@ fn free_remote(slab: &'static Slab, obj: *mut u8) {
 }
 
 #[cold]
-fn alloc_slow(h: &Heap, root: &'static RootCache) -> Result<NonNull<u8>> {
+fn alloc_slow(
+    h: &Heap,
+    root: &'static RootCache,
+    target: *const GroupInner,
+    nofail: bool,
+    target_arc: impl FnOnce() -> Option<Arc<GroupInner>>,
+) -> Result<NonNull<u8>> {
+    let _internal = crate::global::Internal::enter();
     if !h.hooked.get() {
         h.hooked.set(true);
-        EXIT_HOOK.with(|_| {});
+        if EXIT_HOOK.try_with(|_| {}).is_err() {
+            h.exited.set(true);
+        }
     }
-    let current = crate::task::current_ptr();
-    if h.bound.get() != current {
+    if h.bound.get() != target {
         flush(h);
-        bind(h);
+        h.bound.set(target_arc().map_or(ptr::null(), Arc::into_raw));
     }
+    let result = refill_and_pop(h, root, nofail);
+    if h.exited.get() {
+        // A thread past its exit hook keeps nothing.
+        flush(h);
+    }
+    result
+}
+
+fn refill_and_pop(h: &Heap, root: &'static RootCache, nofail: bool) -> Result<NonNull<u8>> {
     let tid = h as *const Heap as usize;
     let i = root.index;
     // SAFETY: slabs in our heap are live slabs we own.
@@ -149,18 +207,12 @@ fn alloc_slow(h: &Heap, root: &'static RootCache) -> Result<NonNull<u8>> {
             c
         }
     };
-    let slab = cache.refill(tid)?;
+    let slab = cache.refill(tid, nofail)?;
     h.slabs[i].set(slab);
     // SAFETY: refill returns a slab we own, with free objects.
     let obj = unsafe { slab.pop() }.expect("a refilled slab has free objects");
     // SAFETY: objects are never at address 0.
     Ok(unsafe { NonNull::new_unchecked(obj) })
-}
-
-/// Bind the heap to the calling thread's current group.
-fn bind(h: &Heap) {
-    let group = crate::task::current_group();
-    h.bound.set(group.map_or(ptr::null(), Arc::into_raw));
 }
 
 /// Give every slab and cache back and unbind.
@@ -188,5 +240,33 @@ fn flush(h: &Heap) {
 /// Give the calling thread's slabs back (before it changes group for good,
 /// or so that a test sees caches settle).
 pub(crate) fn flush_local() {
+    let _internal = crate::global::Internal::enter();
     let _ = HEAP.try_with(flush);
+    let _ = HANDLE_HEAP.try_with(flush);
+}
+
+/// Give back the calling thread's current slabs that are empty (reclaim just
+/// freed their objects), so that shrinking can release them.
+pub(crate) fn trim_local() {
+    for heap in [&HEAP, &HANDLE_HEAP] {
+        let _ = heap.try_with(|h| {
+            for cell in &h.slabs {
+                // SAFETY: slabs in our heap are live slabs we own.
+                let Some(s) = (unsafe { cell.get().as_ref() }) else {
+                    continue;
+                };
+                // SAFETY: we own the slab; collect first so `used` is exact.
+                if unsafe {
+                    s.collect(true);
+                    s.used()
+                } == 0
+                {
+                    cell.set(ptr::null());
+                    // SAFETY: we own it and give it back; the heap keeps its
+                    // counted reference on the cache.
+                    unsafe { s.cache().release(s) };
+                }
+            }
+        });
+    }
 }

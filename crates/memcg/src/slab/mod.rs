@@ -73,6 +73,12 @@ impl SlabCache {
         if name.is_empty() {
             return Err(Error::Invalid("a cache needs a name".into()));
         }
+        if object_size == 0 {
+            return Err(Error::Invalid(format!(
+                "cache {name}: objects need at least one byte"
+            )));
+        }
+        let _internal = crate::global::Internal::enter();
         Ok(SlabCache {
             root: cache::root_cache(name, object_size, reclaimable)?,
         })
@@ -102,7 +108,8 @@ impl SlabCache {
     /// Dropping the handle frees it, from any thread. In a reclaimable cache
     /// the object is on its group's LRU and reclaim may free it first.
     pub fn alloc(&self) -> Result<SlabObject> {
-        let ptr = heap::alloc(self.root)?;
+        let ptr = heap::alloc(self.root, false)?;
+        let _internal = crate::global::Internal::enter();
         let record = self.root.reclaimable.then(|| {
             // SAFETY: a live object of ours.
             let slab = unsafe {
@@ -117,7 +124,20 @@ impl SlabCache {
     /// handle, no LRU. Free it with [`SlabCache::free_raw`].
     #[inline]
     pub fn alloc_raw(&self) -> Result<NonNull<u8>> {
-        heap::alloc(self.root)
+        heap::alloc(self.root, false)
+    }
+
+    /// Allocate on the fast path, forcing the charge over a limit when
+    /// `nofail` (the global allocator's overcharge policy).
+    #[inline]
+    pub(crate) fn alloc_charged(&self, nofail: bool) -> Result<NonNull<u8>> {
+        heap::alloc(self.root, nofail)
+    }
+
+    /// Allocate charged to `group`, whatever the calling thread's group.
+    #[inline]
+    pub(crate) fn alloc_for(&self, group: &std::sync::Arc<GroupInner>) -> Result<NonNull<u8>> {
+        heap::alloc_for(self.root, group)
     }
 
     /// Free an object made by [`alloc_raw`](Self::alloc_raw), from any thread.
@@ -187,6 +207,7 @@ impl Drop for SlabObject {
     fn drop(&mut self) {
         let addr = self.ptr.as_ptr();
         if let Some(rec) = &self.record {
+            let _internal = crate::global::Internal::enter();
             let taken = std::mem::take(&mut *rec.addr.lock().unwrap_or_else(|e| e.into_inner()));
             if taken == 0 {
                 return; // reclaimed
@@ -235,7 +256,10 @@ pub(crate) fn reclaim_group(group: &GroupInner, pages: usize, stage: crate::Shri
                     c.scan_objects(pages - freed)
                 }
                 crate::ShrinkStage::Objects => 0,
-                crate::ShrinkStage::EmptySlabs => c.shrink(0).1,
+                crate::ShrinkStage::EmptySlabs => {
+                    heap::trim_local();
+                    c.shrink(0).1
+                }
             };
         }
     }
@@ -283,6 +307,18 @@ const KMALLOC_INDEX: [u8; KMALLOC_MAX / 16 + 1] = {
 
 static KMALLOC: std::sync::OnceLock<[SlabCache; 32]> = std::sync::OnceLock::new();
 
+/// Make the kmalloc caches, internal: making them allocates, and the global
+/// allocator must not come back here for it.
+#[cold]
+fn kmalloc_init() -> &'static [SlabCache; 32] {
+    let _internal = crate::global::Internal::enter();
+    KMALLOC.get_or_init(|| {
+        KMALLOC_SIZES.map(|s| {
+            SlabCache::new(&format!("kmalloc-{s}"), s, false).expect("kmalloc caches are valid")
+        })
+    })
+}
+
 impl SlabCache {
     /// The general-purpose cache for `size`-byte objects (`kmalloc-N`, the
     /// size classes the global allocator uses), or `None` above
@@ -290,11 +326,10 @@ impl SlabCache {
     #[inline]
     pub fn kmalloc(size: usize) -> Option<SlabCache> {
         let class = *KMALLOC_INDEX.get(size.div_ceil(16))? as usize;
-        let caches = KMALLOC.get_or_init(|| {
-            KMALLOC_SIZES.map(|s| {
-                SlabCache::new(&format!("kmalloc-{s}"), s, false).expect("kmalloc caches are valid")
-            })
-        });
+        let caches = match KMALLOC.get() {
+            Some(caches) => caches,
+            None => kmalloc_init(),
+        };
         Some(caches[class])
     }
 }

@@ -1,0 +1,439 @@
+//! Layer 6: memcg for any Rust program. [`MemcgAlloc`] is a global allocator
+//! that charges every allocation to the calling thread's group; the
+//! [`Internal`] guard keeps the library's own bookkeeping out of it.
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static A: memcg::MemcgAlloc = memcg::MemcgAlloc;
+//!
+//! let tenant = memcg::global().create("/tenant").unwrap();
+//! tenant.write("memory.max", "64M").unwrap();
+//! let _in_tenant = tenant.enter().unwrap();
+//! let v = vec![0u8; 1 << 20]; // charged to /tenant
+//! # drop(v);
+//! ```
+//!
+//! Small sizes (up to [`KMALLOC_MAX`](crate::slab::KMALLOC_MAX)) come from the
+//! slab size classes; larger ones are page-level kmem mapped from the OS,
+//! whose context is recorded in a page map (not in a header).
+//!
+//! Re-entrancy: while memcg itself runs (a slow path, a hierarchy operation,
+//! reclaim, deferred work) the thread is *internal*, and allocations go to
+//! the system allocator, uncharged, taking no lock of ours. Frees tell the
+//! three kinds apart by address: slab segments and large mappings are ours
+//! (both found in lock-free maps), anything else is the system's.
+
+use crate::context::CtxRef;
+use crate::slab::{segment, SlabCache, KMALLOC_MAX};
+use crate::stats::Stat;
+use crate::PAGE_SIZE;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering::*};
+
+thread_local! {
+    static INTERNAL: Cell<u32> = const { Cell::new(0) };
+}
+
+/// While alive, the thread's allocations bypass memcg (system allocator, not
+/// charged). Held by every memcg path that may allocate under its own locks.
+pub(crate) struct Internal(());
+
+impl Internal {
+    pub(crate) fn enter() -> Internal {
+        let _ = INTERNAL.try_with(|c| c.set(c.get() + 1));
+        Internal(())
+    }
+}
+
+impl Drop for Internal {
+    fn drop(&mut self) {
+        let _ = INTERNAL.try_with(|c| c.set(c.get() - 1));
+    }
+}
+
+#[inline]
+fn is_internal() -> bool {
+    INTERNAL.try_with(|c| c.get() != 0).unwrap_or(true)
+}
+
+/// Run `f` with the global allocator not charging the calling thread's
+/// allocations (they go to the system allocator), as kernel allocations
+/// without `__GFP_ACCOUNT`. Explicit charges (kmem pages, user pages, slab
+/// caches, group allocators) still count.
+pub fn without_accounting<R>(f: impl FnOnce() -> R) -> R {
+    let _internal = Internal::enter();
+    f()
+}
+
+/// What the global allocator does when a charge would exceed `memory.max`
+/// and reclaim cannot make room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitPolicy {
+    /// Charge anyway, past the limit, counting the `max` and `oom` events
+    /// (the kernel's `__GFP_NOFAIL`). The default: a Rust global allocator
+    /// that returns null aborts the process, and most programs would rather
+    /// see the group over its limit in `memory.events` than die; use
+    /// [`Group::allocator`](crate::Group::allocator) for hard limits.
+    Overcharge,
+    /// Return null: Rust then calls `handle_alloc_error`, which aborts.
+    Fail,
+}
+
+static POLICY: AtomicU8 = AtomicU8::new(0);
+
+/// Set the global allocator's [`LimitPolicy`].
+pub fn set_limit_policy(policy: LimitPolicy) {
+    POLICY.store(policy as u8, Relaxed);
+}
+
+/// The global allocator's [`LimitPolicy`].
+pub fn limit_policy() -> LimitPolicy {
+    match POLICY.load(Relaxed) {
+        0 => LimitPolicy::Overcharge,
+        _ => LimitPolicy::Fail,
+    }
+}
+
+/// The process-wide hierarchy that [`MemcgAlloc`] charges: a thread in one
+/// of its groups (by [`Group::enter`](crate::Group::enter) or
+/// [`attach`](crate::Group::attach)) is charged there.
+pub fn global() -> &'static crate::Hierarchy {
+    static GLOBAL: std::sync::OnceLock<crate::Hierarchy> = std::sync::OnceLock::new();
+    GLOBAL.get_or_init(|| {
+        let _internal = Internal::enter();
+        crate::Hierarchy::new()
+    })
+}
+
+/// The memcg global allocator. See the [module docs](self).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemcgAlloc;
+
+/// The size class serving `layout`, if a slab one does.
+#[inline]
+fn small_class(layout: Layout) -> Option<SlabCache> {
+    if layout.align() <= 16 {
+        SlabCache::kmalloc(layout.size())
+    } else if layout.align() <= KMALLOC_MAX {
+        // Power-of-two classes from 64 up are aligned to their size.
+        SlabCache::kmalloc(
+            layout
+                .size()
+                .max(layout.align())
+                .next_power_of_two()
+                .max(64),
+        )
+    } else {
+        None
+    }
+}
+
+// SAFETY: every block returned is either a slab object of at least
+// layout.size() bytes aligned to layout.align() (see small_class), a fresh
+// mapping of whole pages aligned as asked, or the system allocator's; dealloc
+// routes each back to where it came from by its address.
+unsafe impl GlobalAlloc for MemcgAlloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if is_internal() {
+            // SAFETY: forwarded; layout is valid.
+            return unsafe { System.alloc(layout) };
+        }
+        let nofail = limit_policy() == LimitPolicy::Overcharge;
+        match small_class(layout) {
+            Some(class) => class
+                .alloc_charged(nofail)
+                .map_or(ptr::null_mut(), |p| p.as_ptr()),
+            None => large_alloc(layout, nofail, None),
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract: ptr came from this allocator.
+        unsafe { free_any(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if is_internal() {
+            // SAFETY: forwarded.
+            return unsafe { System.alloc_zeroed(layout) };
+        }
+        // SAFETY: forwarded.
+        let p = unsafe { self.alloc(layout) };
+        if !p.is_null() && is_slab(p) {
+            // SAFETY: a slab object of at least layout.size() bytes.
+            unsafe { ptr::write_bytes(p, 0, layout.size()) };
+        }
+        // Large blocks are fresh mappings: zero already.
+        p
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // In place when the block already fits: same slab class, or the same
+        // number of pages of a large mapping.
+        // SAFETY: the new layout is valid by GlobalAlloc's contract.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        if is_slab(ptr) {
+            if let (Some(old), Some(new)) = (small_class(layout), small_class(new_layout)) {
+                if old.slot_size() == new.slot_size() {
+                    return ptr;
+                }
+            }
+        } else if large::lookup(ptr as usize).is_some()
+            && layout.size().div_ceil(PAGE_SIZE) == new_size.div_ceil(PAGE_SIZE)
+            && new_size > KMALLOC_MAX
+        {
+            return ptr;
+        }
+        // SAFETY: forwarded.
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            // SAFETY: both blocks are valid for the smaller size; distinct.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        new
+    }
+}
+
+#[inline]
+fn is_slab(p: *mut u8) -> bool {
+    segment::is_slab_address(p as usize)
+}
+
+/// Free a block from any of the three sources.
+///
+/// # Safety
+/// `ptr` came from [`MemcgAlloc`] (or a [`GroupAllocator`]) with `layout`.
+pub(crate) unsafe fn free_any(ptr: *mut u8, layout: Layout) {
+    if is_slab(ptr) {
+        // SAFETY: a slab object of ours, freed once.
+        unsafe { crate::slab::heap::free(ptr) };
+    } else if let Some(entry) = large::take(ptr as usize) {
+        // SAFETY: a live large block of ours with this layout.
+        unsafe { large_free(ptr, layout, entry) };
+    } else {
+        // SAFETY: allocated by System while internal.
+        unsafe { System.dealloc(ptr, layout) };
+    }
+}
+
+/// Allocate a large block: whole pages from the OS, charged through the
+/// calling thread's group's context (or `ctx` if given).
+pub(crate) fn large_alloc(layout: Layout, nofail: bool, ctx: Option<CtxRef>) -> *mut u8 {
+    let _internal = Internal::enter();
+    let ctx = ctx.or_else(|| {
+        if crate::context::accounting_enabled() {
+            crate::task::with_current(|g| g.and_then(|g| g.ctx.clone()))
+        } else {
+            None
+        }
+    });
+    let pages = layout.size().max(1).div_ceil(PAGE_SIZE);
+    if let Some(ctx) = &ctx {
+        if crate::charge::charge(ctx, pages, Stat::Kmem, nofail).is_err() {
+            return ptr::null_mut();
+        }
+    }
+    let align = layout.align().max(PAGE_SIZE);
+    let len = pages * PAGE_SIZE;
+    let map_len = len + align - PAGE_SIZE;
+    // SAFETY: an anonymous private mapping; the misaligned head and the
+    // tail beyond `len` are unmapped at once.
+    let p = unsafe {
+        let raw = libc::mmap(
+            ptr::null_mut(),
+            map_len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if raw == libc::MAP_FAILED {
+            if let Some(ctx) = &ctx {
+                crate::charge::uncharge(ctx, pages, Stat::Kmem);
+            }
+            return ptr::null_mut();
+        }
+        let raw = raw as usize;
+        let start = (raw + align - 1) & !(align - 1);
+        if start > raw {
+            libc::munmap(raw as *mut libc::c_void, start - raw);
+        }
+        let end = raw + map_len;
+        if end > start + len {
+            libc::munmap((start + len) as *mut libc::c_void, end - start - len);
+        }
+        start
+    };
+    large::insert(p, ctx);
+    p as *mut u8
+}
+
+/// # Safety
+/// `ptr` is a live large block with `layout`, just taken from the map.
+unsafe fn large_free(ptr: *mut u8, layout: Layout, ctx: Option<CtxRef>) {
+    let pages = layout.size().max(1).div_ceil(PAGE_SIZE);
+    // SAFETY: the block's pages were mapped by large_alloc with this length.
+    unsafe { libc::munmap(ptr as *mut libc::c_void, pages * PAGE_SIZE) };
+    if let Some(ctx) = ctx {
+        let _internal = Internal::enter();
+        crate::charge::uncharge(&ctx, pages, Stat::Kmem);
+    }
+}
+
+/// The page map of large blocks: for the first page of each, the context it
+/// was charged through (a counted reference) or a mark for "not charged".
+/// Two levels, lock-free: 1 GiB regions, then 4 KiB pages.
+mod large {
+    use super::*;
+
+    const REGION_SHIFT: usize = 30;
+    const PAGES_PER_REGION: usize = 1 << (REGION_SHIFT - 12);
+    const UNCHARGED: usize = 1;
+
+    static REGIONS: [AtomicPtr<AtomicUsize>; 1 << (47 - REGION_SHIFT)] =
+        [const { AtomicPtr::new(ptr::null_mut()) }; 1 << (47 - REGION_SHIFT)];
+
+    fn slot(addr: usize, create: bool) -> Option<&'static AtomicUsize> {
+        let region = REGIONS.get(addr >> REGION_SHIFT)?;
+        let mut table = region.load(Acquire);
+        if table.is_null() {
+            if !create {
+                return None;
+            }
+            let bytes = PAGES_PER_REGION * std::mem::size_of::<AtomicUsize>();
+            // SAFETY: an anonymous mapping: zeroed memory is a valid array of
+            // AtomicUsize (all 0); it is never unmapped.
+            let fresh = unsafe {
+                libc::mmap(
+                    ptr::null_mut(),
+                    bytes,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if fresh == libc::MAP_FAILED {
+                return None;
+            }
+            let fresh = fresh as *mut AtomicUsize;
+            match region.compare_exchange(ptr::null_mut(), fresh, AcqRel, Acquire) {
+                Ok(_) => table = fresh,
+                Err(won) => {
+                    // SAFETY: our mapping lost the race and was never shared.
+                    unsafe { libc::munmap(fresh as *mut libc::c_void, bytes) };
+                    table = won;
+                }
+            }
+        }
+        let page = (addr >> 12) & (PAGES_PER_REGION - 1);
+        // SAFETY: the table has PAGES_PER_REGION entries and lives forever.
+        Some(unsafe { &*table.add(page) })
+    }
+
+    pub(super) fn insert(addr: usize, ctx: Option<CtxRef>) {
+        let value = ctx.map_or(UNCHARGED, |c| c.into_raw() as usize);
+        slot(addr, true)
+            .expect("the page map has room for every user address")
+            .store(value, Release);
+    }
+
+    /// Whether `addr` starts a live large block.
+    pub(super) fn lookup(addr: usize) -> Option<()> {
+        (slot(addr, false)?.load(Acquire) != 0).then_some(())
+    }
+
+    /// Take the entry of the large block at `addr`: `None` if there is none,
+    /// `Some(ctx)` (ctx `None` when uncharged) otherwise.
+    pub(super) fn take(addr: usize) -> Option<Option<CtxRef>> {
+        if addr & (PAGE_SIZE - 1) != 0 {
+            return None;
+        }
+        let value = slot(addr, false)?.swap(0, AcqRel);
+        match value {
+            0 => None,
+            UNCHARGED => Some(None),
+            // SAFETY: stored by insert from CtxRef::into_raw, taken once.
+            p => Some(Some(unsafe { CtxRef::from_raw(p as *const _) })),
+        }
+    }
+}
+
+/// An [`Allocator`](allocator_api2::alloc::Allocator) that charges one group,
+/// whatever thread calls it, and fails with `AllocError` at the group's
+/// limit (after reclaim): hard per-group limits for collections.
+/// Made by [`Group::allocator`](crate::Group::allocator).
+///
+/// Each thread allocating through handles keeps, for the last group it used
+/// that way, its current slab of each size class: after that group is
+/// removed they return to its (dead) caches when the thread allocates
+/// through another group's handle, exits, or calls
+/// [`flush_thread_cache`](crate::slab::flush_thread_cache).
+///
+/// ```
+/// use allocator_api2::vec::Vec;
+///
+/// let h = memcg::Hierarchy::new();
+/// let tenant = h.create("/tenant").unwrap();
+/// tenant.write("memory.max", "64K").unwrap();
+/// let mut v: Vec<u8, _> = Vec::new_in(tenant.allocator());
+/// v.extend_from_slice(&[1; 32 * 1024]);
+/// assert!(v.try_reserve(1 << 20).is_err()); // over memory.max
+/// h.quiesce();
+/// assert_eq!(tenant.read("memory.current").unwrap(), "32768\n");
+/// ```
+#[derive(Clone, Debug)]
+pub struct GroupAllocator {
+    group: crate::Group,
+}
+
+impl GroupAllocator {
+    pub(crate) fn new(group: crate::Group) -> GroupAllocator {
+        GroupAllocator { group }
+    }
+
+    /// The group charged.
+    pub fn group(&self) -> &crate::Group {
+        &self.group
+    }
+}
+
+// SAFETY: blocks come from the slab classes or large mappings, sized and
+// aligned for the layout (see small_class and large_alloc), valid until
+// deallocated, and any handle of the same group may free them (frees go by
+// address, not by handle).
+unsafe impl allocator_api2::alloc::Allocator for GroupAllocator {
+    fn allocate(
+        &self,
+        layout: Layout,
+    ) -> Result<std::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        use allocator_api2::alloc::AllocError;
+        let p = if layout.size() == 0 {
+            // A dangling, aligned pointer: nothing to charge.
+            std::ptr::NonNull::new(layout.align() as *mut u8).ok_or(AllocError)?
+        } else {
+            match small_class(layout) {
+                Some(class) => class.alloc_for(&self.group.inner).map_err(|_| AllocError)?,
+                None => {
+                    let p = large_alloc(layout, false, self.group.context());
+                    std::ptr::NonNull::new(p).ok_or(AllocError)?
+                }
+            }
+        };
+        Ok(std::ptr::NonNull::slice_from_raw_parts(p, layout.size()))
+    }
+
+    unsafe fn deallocate(&self, ptr: std::ptr::NonNull<u8>, layout: Layout) {
+        if layout.size() != 0 {
+            // SAFETY: allocated by `allocate` with this layout.
+            unsafe { free_any(ptr.as_ptr(), layout) }
+        }
+    }
+}
