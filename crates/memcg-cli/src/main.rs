@@ -5,9 +5,13 @@
 //! runs in a fresh hierarchy. Exit status: 0 when every script succeeds, 1
 //! when a command or expectation fails, 2 when a script cannot be read or
 //! does not parse.
+//!
+//! `memcg sim [SCENARIO]` runs a workload on the real engine and reports
+//! what dying groups cost (see the `sim` module).
 
 mod replay;
 mod script;
+mod sim;
 
 use std::io::{self, Read};
 use std::process::ExitCode;
@@ -30,6 +34,8 @@ enum Commands {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<String>,
     },
+    /// Run a workload on the real engine and report what dying groups cost.
+    Sim(sim::SimArgs),
 }
 
 /// Why `memcg` stops.
@@ -61,7 +67,10 @@ impl CliError {
 }
 
 fn main() -> ExitCode {
-    let Commands::Replay { files } = Cli::parse().command;
+    let files = match Cli::parse().command {
+        Commands::Replay { files } => files,
+        Commands::Sim(args) => return sim::main(args),
+    };
     match replay_files(&files) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

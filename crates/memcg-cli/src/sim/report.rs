@@ -1,0 +1,278 @@
+//! What a run produces: the summary (a table for people, JSON for programs),
+//! every sample (CSV), and the series to plot; and how each is written.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::plot::Panel;
+
+/// The outcome of one scenario run.
+pub(crate) struct Report {
+    /// The title of the plot and of `report.md`.
+    pub(crate) title: String,
+    /// The summary as JSON, fields in the order of the summary's struct;
+    /// always has `drift_bytes`.
+    pub(crate) summary: String,
+    /// The summary for people.
+    pub(crate) tables: Vec<Table>,
+    /// What the columns and numbers mean, for `report.md`.
+    pub(crate) notes: Vec<String>,
+    /// Every sample. Columns ending in `_ns` are timings; the rest is
+    /// determined by the scenario and the seed.
+    pub(crate) samples: Samples,
+    /// The plot's panels.
+    pub(crate) panels: Vec<Panel>,
+    /// Invariants the run saw broken (drift not 0, ...). Empty on success.
+    pub(crate) failures: Vec<String>,
+}
+
+/// A table of rows under headers, printed aligned or as Markdown.
+pub(crate) struct Table {
+    pub(crate) headers: Vec<String>,
+    pub(crate) rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub(crate) fn new(headers: &[&str]) -> Table {
+        Table {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
+        debug_assert_eq!(cells.len(), self.headers.len());
+        self.rows.push(cells);
+    }
+
+    fn widths(&self) -> Vec<usize> {
+        (0..self.headers.len())
+            .map(|i| {
+                self.rows
+                    .iter()
+                    .map(|r| r[i].chars().count())
+                    .chain([self.headers[i].chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// Whether every cell of column `i` is a number (with a unit at most).
+    fn numeric(&self, i: usize) -> bool {
+        self.rows.iter().all(|r| looks_numeric(&r[i]))
+    }
+
+    /// Aligned columns for a terminal: numeric columns right, others left.
+    pub(crate) fn to_text(&self) -> String {
+        let widths = self.widths();
+        let numeric: Vec<bool> = (0..widths.len()).map(|i| self.numeric(i)).collect();
+        let mut out = String::new();
+        let line = |out: &mut String, cells: &[String]| {
+            let mut s = String::new();
+            for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+                if i > 0 {
+                    s.push_str("  ");
+                }
+                if numeric[i] {
+                    let _ = write!(s, "{cell:>w$}");
+                } else {
+                    let _ = write!(s, "{cell:<w$}");
+                }
+            }
+            out.push_str(s.trim_end());
+            out.push('\n');
+        };
+        line(&mut out, &self.headers);
+        let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
+        line(&mut out, &rule);
+        for row in &self.rows {
+            line(&mut out, row);
+        }
+        out
+    }
+
+    pub(crate) fn to_markdown(&self) -> String {
+        let mut out = format!("| {} |\n", self.headers.join(" | "));
+        let align: Vec<&str> = (0..self.headers.len())
+            .map(|i| if self.numeric(i) { "---:" } else { "---" })
+            .collect();
+        let _ = writeln!(out, "| {} |", align.join(" | "));
+        for row in &self.rows {
+            let cells: Vec<String> = row.iter().map(|c| c.replace('|', "\\|")).collect();
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
+        }
+        out
+    }
+}
+
+/// A number with at most a short unit: `2000`, `-3`, `0 B`, `12.5 µs`,
+/// `1.05x`; `-` stands for no value.
+fn looks_numeric(cell: &str) -> bool {
+    let mut words = cell.split(' ');
+    let number = words.next().unwrap_or("");
+    let unit = words.next().unwrap_or("");
+    cell == "-"
+        || (words.next().is_none()
+            && unit.chars().count() <= 3
+            && number.trim_end_matches('x').parse::<f64>().is_ok())
+}
+
+/// Samples: named columns of integers, one row per sample.
+pub(crate) struct Samples {
+    pub(crate) columns: Vec<&'static str>,
+    pub(crate) rows: Vec<Vec<i128>>,
+}
+
+impl Samples {
+    pub(crate) fn new(columns: &[&'static str]) -> Samples {
+        Samples {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, row: Vec<i128>) {
+        debug_assert_eq!(row.len(), self.columns.len());
+        self.rows.push(row);
+    }
+
+    /// The column `name` as (x, y) points against the column `x`.
+    pub(crate) fn series(&self, x: &str, name: &str) -> Vec<(f64, f64)> {
+        let xi = self.index(x);
+        let yi = self.index(name);
+        self.rows
+            .iter()
+            .map(|r| (r[xi] as f64, r[yi] as f64))
+            .collect()
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.columns
+            .iter()
+            .position(|c| *c == name)
+            .unwrap_or_else(|| panic!("no sample column {name}"))
+    }
+
+    pub(crate) fn to_csv(&self) -> String {
+        let mut out = self.columns.join(",");
+        out.push('\n');
+        for row in &self.rows {
+            let cells: Vec<String> = row.iter().map(i128::to_string).collect();
+            out.push_str(&cells.join(","));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+impl Report {
+    /// The summary for a terminal.
+    pub(crate) fn to_text(&self) -> String {
+        let mut out = String::new();
+        for (i, table) in self.tables.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str(&table.to_text());
+        }
+        out
+    }
+
+    /// `report.md`: the command, the summary, what the numbers mean.
+    pub(crate) fn to_markdown(&self, command: &str) -> String {
+        let mut out = format!(
+            "# {}\n\n```sh\n{command}\n```\n\n![plot](report.svg)\n\n",
+            self.title
+        );
+        for table in &self.tables {
+            out.push_str(&table.to_markdown());
+            out.push('\n');
+        }
+        if !self.notes.is_empty() {
+            out.push_str("## What the numbers mean\n\n");
+            for note in &self.notes {
+                let _ = writeln!(out, "- {note}");
+            }
+            out.push('\n');
+        }
+        out.push_str("## Checks\n\n");
+        if self.failures.is_empty() {
+            out.push_str("Every invariant held (drift 0 at every sample and at the end).\n");
+        } else {
+            for failure in &self.failures {
+                let _ = writeln!(out, "- FAILED: {failure}");
+            }
+        }
+        out
+    }
+
+    /// Write `report.svg`, `samples.csv` and `report.md` into `dir`.
+    pub(crate) fn write(&self, dir: &Path, command: &str) -> Result<(), String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let write = |name: &str, content: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, content).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        write("samples.csv", self.samples.to_csv())?;
+        write("report.md", self.to_markdown(command))?;
+        let svg = dir.join("report.svg");
+        super::plot::render(&svg, &self.title, &self.panels)
+            .map_err(|e| format!("{}: {e}", svg.display()))
+    }
+}
+
+/// Bytes for people: `512 B`, `3.2 KiB`, `41.0 MiB`.
+pub(crate) fn human_bytes(bytes: f64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes;
+    let mut unit = 0;
+    while v.abs() >= 1024.0 && unit + 1 < units.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{v:.0} {}", units[0])
+    } else {
+        format!("{v:.1} {}", units[unit])
+    }
+}
+
+/// Nanoseconds for people: `850 ns`, `12.3 µs`, `4.1 ms`, `2.0 s`.
+pub(crate) fn human_ns(ns: f64) -> String {
+    if ns < 1e3 {
+        format!("{ns:.0} ns")
+    } else if ns < 1e6 {
+        format!("{:.1} µs", ns / 1e3)
+    } else if ns < 1e9 {
+        format!("{:.1} ms", ns / 1e6)
+    } else {
+        format!("{:.2} s", ns / 1e9)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_numbers_right() {
+        let mut t = Table::new(&["metric", "value"]);
+        t.row(vec!["rounds".into(), "2000".into()]);
+        t.row(vec!["drift".into(), "0 B".into()]);
+        assert_eq!(
+            t.to_text(),
+            "metric  value\n------  -----\nrounds   2000\ndrift     0 B\n"
+        );
+        t.row(vec!["jobs".into(), "2 x 3 threads".into()]);
+        assert!(t.to_text().contains("\nrounds  2000\n"), "{}", t.to_text());
+        assert!(t.to_markdown().contains("| --- | --- |"));
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_bytes(512.0), "512 B");
+        assert_eq!(human_bytes(3.0 * 1024.0 * 1024.0), "3.0 MiB");
+        assert_eq!(human_ns(12_345.0), "12.3 µs");
+    }
+}

@@ -1,0 +1,522 @@
+//! Scenarios: the built-in `churn` and `removal-cost`, and TOML files that
+//! set any of their parameters.
+//!
+//! A file names its kind with `scenario = "churn"` or
+//! `scenario = "removal-cost"`; every other key is optional and defaults to
+//! the built-in's value (see `examples/*.toml`). Keys are checked strictly: an
+//! unknown key, a value of the wrong type or out of range is an error that
+//! names the file, the line and the key, as `FILE:LINE: cache[1].size: ...`.
+//! toml reports errors with byte spans; a second, spanned parse of the same
+//! text maps a span back to the key it belongs to, and a key to its line.
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// A scenario to run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Scenario {
+    /// Jobs come and go, leaving objects behind.
+    Churn(Churn),
+    /// Removal time against what the removed group leaves behind.
+    RemovalCost(RemovalCost),
+}
+
+impl Scenario {
+    /// Scale the scenario to `rounds` (the `--rounds` option).
+    pub(crate) fn set_rounds(&mut self, rounds: usize) {
+        match self {
+            Scenario::Churn(c) => c.rounds = rounds,
+            Scenario::RemovalCost(r) => r.rounds = rounds,
+        }
+    }
+}
+
+/// `churn`: R rounds of mkdir, allocate on T threads, rmdir while some of
+/// the objects live on (the kernel developers' 2000 mkdir/rmdir reproducer,
+/// on a container host).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Churn {
+    /// The kind, `churn` (a file must say it).
+    pub(crate) scenario: String,
+    /// Jobs: each round creates one group and removes it.
+    pub(crate) rounds: usize,
+    /// Threads per job, each entering the job's group.
+    pub(crate) threads: usize,
+    /// Sample the engine every this many rounds.
+    pub(crate) sample_every: usize,
+    /// Groups the jobs are created under, in turn (made with their ancestors).
+    pub(crate) parents: Vec<String>,
+    /// The fraction of each thread's objects, kmem buffers and anon pages
+    /// that outlives its job.
+    pub(crate) survive: f64,
+    /// How many rounds a survivor lives after its job, drawn uniformly from
+    /// `[min, max]`.
+    pub(crate) lifetime: [usize; 2],
+    /// The fraction of due survivors freed by the threads of the job running
+    /// then (threads of another group); the simulator's own thread, in the
+    /// root, frees the rest.
+    pub(crate) freed_by_jobs: f64,
+    /// Page-level kmem buffers each thread allocates per job.
+    pub(crate) kmem: Kmem,
+    /// Anon pages each thread charges per job.
+    pub(crate) anon_pages: usize,
+    /// The slab caches each thread allocates from (TOML: `[[cache]]`).
+    #[serde(rename = "cache")]
+    pub(crate) caches: Vec<CacheSpec>,
+}
+
+/// Page-level kmem buffers per thread and job.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Kmem {
+    /// Buffers per thread and job.
+    pub(crate) count: usize,
+    /// Bytes per buffer, rounded up to whole pages.
+    pub(crate) size: usize,
+}
+
+impl Default for Kmem {
+    fn default() -> Self {
+        Kmem {
+            count: 4,
+            size: 8192,
+        }
+    }
+}
+
+/// One slab cache of a churn scenario.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CacheSpec {
+    /// The cache's name (the library's cache is `sim/NAME`).
+    pub(crate) name: String,
+    /// Object size in bytes, at most 8192.
+    pub(crate) size: usize,
+    /// Whether reclaim may free its objects (dentries, inodes).
+    #[serde(default)]
+    pub(crate) reclaimable: bool,
+    /// Objects each thread allocates per job.
+    pub(crate) objects: usize,
+}
+
+impl Default for Churn {
+    fn default() -> Self {
+        let cache = |name: &str, size, reclaimable, objects| CacheSpec {
+            name: name.into(),
+            size,
+            reclaimable,
+            objects,
+        };
+        Churn {
+            scenario: "churn".into(),
+            rounds: 2000,
+            threads: 2,
+            sample_every: 10,
+            parents: vec!["/host/batch".into(), "/host/web".into()],
+            survive: 0.02,
+            lifetime: [1, 400],
+            freed_by_jobs: 0.5,
+            kmem: Kmem::default(),
+            anon_pages: 4,
+            caches: vec![
+                cache("dentry", 192, true, 256),
+                cache("inode", 600, true, 64),
+                cache("kmalloc-64", 64, false, 512),
+                cache("task", 1024, false, 8),
+            ],
+        }
+    }
+}
+
+/// `removal-cost`: the time to remove a group against how many kmem
+/// objects (S8: constant) or user pages (S7: linear) it leaves behind.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RemovalCost {
+    /// The kind, `removal-cost` (a file must say it).
+    pub(crate) scenario: String,
+    /// Repetitions of every measurement; the report gives the median.
+    pub(crate) rounds: usize,
+    /// Live slab objects in the removed group, one measurement each.
+    pub(crate) objects: Vec<usize>,
+    /// Their size in bytes.
+    pub(crate) object_size: usize,
+    /// Anon pages in the removed group, one measurement each.
+    pub(crate) anon_pages: Vec<usize>,
+}
+
+impl Default for RemovalCost {
+    fn default() -> Self {
+        RemovalCost {
+            scenario: "removal-cost".into(),
+            rounds: 5,
+            objects: vec![1, 10, 100, 1_000, 10_000, 100_000, 1_000_000],
+            object_size: 64,
+            anon_pages: vec![1, 10, 100, 1_000, 10_000, 100_000],
+        }
+    }
+}
+
+/// Why a scenario cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ScenarioError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source} (built-in scenarios: churn, removal-cost)")]
+    Read {
+        /// The file as named on the command line.
+        file: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid scenario.
+    #[error("{file}:{line}: {field}: {message}")]
+    Invalid {
+        /// The file as named on the command line.
+        file: String,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// The key, as a path: `threads`, `kmem.size`, `cache[1].name`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The scenario `arg` names: a built-in, or else a TOML file.
+pub(crate) fn load(arg: &str) -> Result<Scenario, ScenarioError> {
+    match arg {
+        "churn" => return Ok(Scenario::Churn(Churn::default())),
+        "removal-cost" => return Ok(Scenario::RemovalCost(RemovalCost::default())),
+        _ => {}
+    }
+    let text = std::fs::read_to_string(arg).map_err(|source| ScenarioError::Read {
+        file: arg.to_string(),
+        source,
+    })?;
+    parse(arg, &text)
+}
+
+/// Parse the scenario file `file` whose content is `text`.
+pub(crate) fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
+    let doc = Doc::parse(file, text)?;
+    let kind = doc.root.get_ref().get("scenario").ok_or_else(|| {
+        doc.error_at(
+            0,
+            "scenario",
+            "missing: the file must name its kind, `scenario = \"churn\"` or \
+             `scenario = \"removal-cost\"`",
+        )
+    })?;
+    let scenario = match kind.get_ref().as_str() {
+        Some("churn") => Scenario::Churn(doc.deserialize()?),
+        Some("removal-cost") => Scenario::RemovalCost(doc.deserialize()?),
+        _ => {
+            return Err(doc.error_at(
+                kind.span().start,
+                "scenario",
+                "unknown kind: use \"churn\" or \"removal-cost\"",
+            ))
+        }
+    };
+    let problems = match &scenario {
+        Scenario::Churn(c) => check_churn(c),
+        Scenario::RemovalCost(r) => check_removal_cost(r),
+    };
+    match problems.into_iter().next() {
+        Some((field, message)) => Err(doc.error_for(&field, &message)),
+        None => Ok(scenario),
+    }
+}
+
+/// A problem with a value: its key path and what is wrong.
+type Problem = (String, String);
+
+fn check_churn(c: &Churn) -> Vec<Problem> {
+    let mut p = Vec::new();
+    let mut bad = |field: &str, message: String| p.push((field.to_string(), message));
+    if c.rounds == 0 {
+        bad("rounds", "must be at least 1".into());
+    }
+    if !(1..=64).contains(&c.threads) {
+        bad("threads", format!("{} threads: use 1 to 64", c.threads));
+    }
+    if c.sample_every == 0 {
+        bad("sample_every", "must be at least 1".into());
+    }
+    if c.parents.is_empty() {
+        bad("parents", "name at least one group, like \"/host\"".into());
+    }
+    for (i, parent) in c.parents.iter().enumerate() {
+        if let Err(why) = check_path(parent) {
+            bad(&format!("parents[{i}]"), why);
+        }
+    }
+    if !(0.0..=1.0).contains(&c.survive) {
+        bad(
+            "survive",
+            format!("{} is not a fraction in [0, 1]", c.survive),
+        );
+    }
+    if !(0.0..=1.0).contains(&c.freed_by_jobs) {
+        bad(
+            "freed_by_jobs",
+            format!("{} is not a fraction in [0, 1]", c.freed_by_jobs),
+        );
+    }
+    let [lo, hi] = c.lifetime;
+    if lo == 0 || lo > hi || hi > 1_000_000 {
+        bad(
+            "lifetime",
+            format!("[{lo}, {hi}]: want [min, max] rounds with 1 <= min <= max <= 1000000"),
+        );
+    }
+    if c.kmem.count > 0 && !(1..=1 << 20).contains(&c.kmem.size) {
+        bad("kmem.size", format!("{} bytes: use 1 to 1M", c.kmem.size));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, cache) in c.caches.iter().enumerate() {
+        if cache.name.is_empty() || !names.insert(cache.name.as_str()) {
+            bad(
+                &format!("cache[{i}].name"),
+                format!("{:?}: every cache needs a name of its own", cache.name),
+            );
+        }
+        if !(1..=memcg::slab::KMALLOC_MAX).contains(&cache.size) {
+            bad(
+                &format!("cache[{i}].size"),
+                format!(
+                    "{} bytes: slab objects are 1 to {} bytes",
+                    cache.size,
+                    memcg::slab::KMALLOC_MAX
+                ),
+            );
+        }
+    }
+    p
+}
+
+fn check_removal_cost(r: &RemovalCost) -> Vec<Problem> {
+    let mut p = Vec::new();
+    let mut bad = |field: &str, message: String| p.push((field.to_string(), message));
+    if r.rounds == 0 {
+        bad("rounds", "must be at least 1".into());
+    }
+    if !(1..=memcg::slab::KMALLOC_MAX).contains(&r.object_size) {
+        bad(
+            "object_size",
+            format!(
+                "{} bytes: slab objects are 1 to {} bytes",
+                r.object_size,
+                memcg::slab::KMALLOC_MAX
+            ),
+        );
+    }
+    for (key, counts) in [("objects", &r.objects), ("anon_pages", &r.anon_pages)] {
+        if let Some(i) = counts.iter().position(|&n| !(1..=10_000_000).contains(&n)) {
+            bad(
+                &format!("{key}[{i}]"),
+                format!("{}: counts are 1 to 10000000", counts[i]),
+            );
+        }
+    }
+    p
+}
+
+/// A parent path the way `mkdir` takes it: absolute, not the root, names of
+/// `[A-Za-z0-9_.-]`.
+fn check_path(path: &str) -> Result<(), String> {
+    let ok = path.len() > 1
+        && path.starts_with('/')
+        && path[1..].split('/').all(|name| {
+            !name.is_empty()
+                && name != "."
+                && name != ".."
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{path:?} is not a group path like \"/host/batch\" (names of A-Z a-z 0-9 _ . -)"
+        ))
+    }
+}
+
+/// A scenario file, parsed once with spans to name keys and lines.
+struct Doc<'a> {
+    file: &'a str,
+    text: &'a str,
+    root: Spanned<DeTable<'a>>,
+    /// Every key of the document: its path, its span and its value's span.
+    keys: Vec<(String, Range<usize>, Range<usize>)>,
+}
+
+impl<'a> Doc<'a> {
+    fn parse(file: &'a str, text: &'a str) -> Result<Doc<'a>, ScenarioError> {
+        let root = DeTable::parse(text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start);
+            ScenarioError::Invalid {
+                file: file.into(),
+                line: line_of(text, at),
+                field: "syntax".into(),
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        let mut keys = Vec::new();
+        collect_keys(root.get_ref(), "", &mut keys);
+        Ok(Doc {
+            file,
+            text,
+            root,
+            keys,
+        })
+    }
+
+    /// Deserialize the whole document into `T`, naming the key of an error.
+    fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T, ScenarioError> {
+        toml::from_str(self.text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start);
+            let field = self.key_at(at);
+            self.error_at(at, &field, e.message().trim())
+        })
+    }
+
+    /// The innermost key whose name or value covers byte `at`, or `(top
+    /// level)`.
+    fn key_at(&self, at: usize) -> String {
+        self.keys
+            .iter()
+            .filter(|(_, key, value)| key.contains(&at) || value.contains(&at))
+            .min_by_key(|(_, key, value)| {
+                // The innermost: the narrowest value (a key's own name wins).
+                if key.contains(&at) {
+                    0
+                } else {
+                    value.len()
+                }
+            })
+            .map_or_else(|| "(top level)".into(), |(path, _, _)| path.clone())
+    }
+
+    fn error_at(&self, at: usize, field: &str, message: &str) -> ScenarioError {
+        ScenarioError::Invalid {
+            file: self.file.into(),
+            line: line_of(self.text, at),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An error about the key `field`, at its line (or the line of the
+    /// nearest enclosing key the file has, for a defaulted one).
+    fn error_for(&self, field: &str, message: &str) -> ScenarioError {
+        let mut path = field;
+        let at = loop {
+            if let Some((_, key, _)) = self.keys.iter().find(|(p, _, _)| p == path) {
+                break key.start;
+            }
+            match path.rfind(['.', '[']) {
+                Some(i) => path = &path[..i],
+                None => break 0,
+            }
+        };
+        self.error_at(at, field, message)
+    }
+}
+
+/// Record every key under `table` (paths start with `prefix`).
+fn collect_keys(
+    table: &DeTable<'_>,
+    prefix: &str,
+    out: &mut Vec<(String, Range<usize>, Range<usize>)>,
+) {
+    for (key, value) in table.iter() {
+        let path = if prefix.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", key.get_ref())
+        };
+        out.push((path.clone(), key.span(), value.span()));
+        collect_value(value.get_ref(), &path, out);
+    }
+}
+
+fn collect_value(
+    value: &DeValue<'_>,
+    path: &str,
+    out: &mut Vec<(String, Range<usize>, Range<usize>)>,
+) {
+    match value {
+        DeValue::Table(t) => collect_keys(t, path, out),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let item_path = format!("{path}[{i}]");
+                out.push((item_path.clone(), item.span(), item.span()));
+                collect_value(item.get_ref(), &item_path, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The 1-based line of byte `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: &str) -> String {
+        parse("s.toml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_file_sets_some_keys_and_defaults_the_rest() {
+        let s = parse("s.toml", "scenario = \"churn\"\nthreads = 3\n").unwrap();
+        let Scenario::Churn(c) = s else {
+            panic!("a churn scenario")
+        };
+        assert_eq!(c.threads, 3);
+        assert_eq!(c.rounds, Churn::default().rounds);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_key() {
+        assert_eq!(
+            error("scenario = \"churn\"\n\nthreads = \"two\"\n"),
+            "s.toml:3: threads: invalid type: string \"two\", expected usize"
+        );
+        let unknown = error("scenario = \"churn\"\nthread = 2\n");
+        assert!(
+            unknown.starts_with("s.toml:2: thread: unknown field `thread`"),
+            "{unknown}"
+        );
+        let nested = error(
+            "scenario = \"churn\"\n[[cache]]\nname = \"a\"\nsize = 8\nobjects = 1\n\
+             [[cache]]\nname = \"b\"\nsize = 9000\nobjects = 1\n",
+        );
+        assert!(
+            nested.starts_with("s.toml:8: cache[1].size: 9000 bytes"),
+            "{nested}"
+        );
+        let missing = error("scenario = \"churn\"\n[[cache]]\nname = \"a\"\nobjects = 1\n");
+        assert!(missing.contains("missing field `size`"), "{missing}");
+        assert!(missing.starts_with("s.toml:2: cache[0]"), "{missing}");
+        assert!(error("threads = 2\n").starts_with("s.toml:1: scenario: missing"));
+        assert!(error("scenario = \"x\"\n").starts_with("s.toml:1: scenario: unknown kind"));
+        assert!(error("scenario = \"churn\"\nthreads = \n").starts_with("s.toml:2: syntax:"));
+    }
+}
