@@ -27,8 +27,17 @@ struct Tenant {
 }
 
 enum Request {
-    Put { tenant: String, key: String, len: usize, reply: mpsc::Sender<Result<(), String>> },
-    Get { tenant: String, key: String, reply: mpsc::Sender<Option<Arc<Vec<u8>>>> },
+    Put {
+        tenant: String,
+        key: String,
+        len: usize,
+        reply: mpsc::Sender<Result<(), String>>,
+    },
+    Get {
+        tenant: String,
+        key: String,
+        reply: mpsc::Sender<Option<Arc<Vec<u8>>>>,
+    },
 }
 
 type Tenants = Arc<Mutex<HashMap<String, Arc<Tenant>>>>;
@@ -39,9 +48,16 @@ fn bytes(g: &Group, file: &str) -> u64 {
 
 fn serve(tenants: Tenants, rx: Arc<Mutex<mpsc::Receiver<Request>>>) {
     loop {
-        let Ok(req) = rx.lock().unwrap().recv() else { return };
+        let Ok(req) = rx.lock().unwrap().recv() else {
+            return;
+        };
         match req {
-            Request::Put { tenant, key, len, reply } => {
+            Request::Put {
+                tenant,
+                key,
+                len,
+                reply,
+            } => {
                 let t = tenants.lock().unwrap().get(&tenant).cloned();
                 let Some(t) = t else {
                     let _ = reply.send(Err(format!("no tenant {tenant}")));
@@ -78,7 +94,10 @@ fn main() {
         group.write("memory.max", max).unwrap();
         tenants.lock().unwrap().insert(
             name.to_string(),
-            Arc::new(Tenant { group, map: Mutex::new(HashMap::new()) }),
+            Arc::new(Tenant {
+                group,
+                map: Mutex::new(HashMap::new()),
+            }),
         );
     }
     let (tx, rx) = mpsc::channel();
@@ -96,7 +115,13 @@ fn main() {
         for tenant in ["acme", "globex", "initech"] {
             let (reply, answer) = mpsc::channel();
             let key = format!("k{i}");
-            tx.send(Request::Put { tenant: tenant.into(), key, len: 64 << 10, reply }).unwrap();
+            tx.send(Request::Put {
+                tenant: tenant.into(),
+                key,
+                len: 64 << 10,
+                reply,
+            })
+            .unwrap();
             if answer.recv().unwrap().is_err() {
                 *refused.entry(tenant).or_default() += 1;
             }
@@ -116,7 +141,12 @@ fn main() {
 
     // A reader holds one of globex's values; then globex is deleted.
     let (reply, answer) = mpsc::channel();
-    tx.send(Request::Get { tenant: "globex".into(), key: "k3".into(), reply }).unwrap();
+    tx.send(Request::Get {
+        tenant: "globex".into(),
+        key: "k3".into(),
+        reply,
+    })
+    .unwrap();
     let held = answer.recv().unwrap().expect("globex has k3");
     let globex = tenants.lock().unwrap().remove("globex").unwrap();
     let group = globex.group.clone();
@@ -125,7 +155,12 @@ fn main() {
     h.remove("/tenants/globex").unwrap();
     h.quiesce();
     println!("\nglobex deleted while a reader holds one 64 KiB value:");
-    println!("  /tenants cgroup.stat: {}", h.read("/tenants", "cgroup.stat").unwrap().replace('\n', " "));
+    println!(
+        "  /tenants cgroup.stat: {}",
+        h.read("/tenants", "cgroup.stat")
+            .unwrap()
+            .replace('\n', " ")
+    );
     println!("  /tenants memory.stat:");
     for line in h.read("/tenants", "memory.stat").unwrap().lines() {
         println!("    {line}");
