@@ -466,9 +466,7 @@ impl<'a, W: Write> Replay<'a, W> {
                 let want = *error;
                 return match self.execute(command) {
                     Ok(()) => Err(RunError::Succeeded(want)),
-                    Err(RunError::Engine(error)) if error.kind().as_str() == want.as_str() => {
-                        Ok(())
-                    }
+                    Err(RunError::Engine(error)) if error.kind() == want => Ok(()),
                     Err(RunError::Engine(error)) => Err(RunError::WrongError { error, want }),
                     Err(other) => Err(RunError::NotAnEngineError {
                         error: Box::new(other),

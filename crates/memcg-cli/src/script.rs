@@ -279,56 +279,7 @@ impl fmt::Display for Op {
 }
 
 /// The ERROR of `expect-fail`: the engine's error kinds, by their script names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorName {
-    /// `busy`: the group has children or tasks.
-    Busy,
-    /// `exists`: the group already exists.
-    Exists,
-    /// `not-found`: no such group or file.
-    NotFound,
-    /// `invalid`: a read-only file, a malformed value, a bad name, limits on
-    /// the root, `rmdir /`.
-    Invalid,
-    /// `limit`: a charge failed after reclaim.
-    Limit,
-    /// `again`: reclaim could not free enough.
-    Again,
-}
-
-impl ErrorName {
-    const ALL: [ErrorName; 6] = [
-        ErrorName::Busy,
-        ErrorName::Exists,
-        ErrorName::NotFound,
-        ErrorName::Invalid,
-        ErrorName::Limit,
-        ErrorName::Again,
-    ];
-
-    /// The name as written in scripts; the same spelling as the engine's
-    /// `ErrorKind::as_str`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorName::Busy => "busy",
-            ErrorName::Exists => "exists",
-            ErrorName::NotFound => "not-found",
-            ErrorName::Invalid => "invalid",
-            ErrorName::Limit => "limit",
-            ErrorName::Again => "again",
-        }
-    }
-
-    fn parse(token: &str) -> Option<ErrorName> {
-        Self::ALL.into_iter().find(|e| e.as_str() == token)
-    }
-}
-
-impl fmt::Display for ErrorName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use memcg::ErrorKind as ErrorName;
 
 /// A script that does not parse: prints as `FILE:LINE: what is wrong`,
 /// followed by the synopsis of the command when the command is known.
@@ -659,7 +610,7 @@ fn parse_command(tokens: &[&str], strictness: Strictness) -> Result<Command, Fla
 /// or a missing COMMAND; the inner one is the inner command's own.
 fn parse_expect_fail(args: &mut Args<'_>) -> Result<Result<Command, Flaw>, Problem> {
     let token = args.next("ERROR")?;
-    let error = ErrorName::parse(token).ok_or_else(|| Problem::ErrorName(token.to_string()))?;
+    let error = ErrorName::from_name(token).ok_or_else(|| Problem::ErrorName(token.to_string()))?;
     let inner = args.rest();
     if inner.is_empty() {
         return Err(Problem::Missing("COMMAND"));

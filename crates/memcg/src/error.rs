@@ -23,6 +23,21 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in the order DESIGN.md §5 lists them.
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::Busy,
+        ErrorKind::Exists,
+        ErrorKind::NotFound,
+        ErrorKind::Invalid,
+        ErrorKind::Limit,
+        ErrorKind::Again,
+    ];
+
+    /// The kind a script names (`busy`, `not-found`, ...).
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// The name scripts use: `busy`, `exists`, `not-found`, `invalid`, `limit`, `again`.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -80,6 +95,12 @@ pub enum Error {
         /// Bytes reclaimed.
         reclaimed: u64,
     },
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Error {
