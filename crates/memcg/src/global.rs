@@ -141,12 +141,9 @@ unsafe impl GlobalAlloc for MemcgAlloc {
             // SAFETY: forwarded; layout is valid.
             return unsafe { System.alloc(layout) };
         }
-        let nofail = limit_policy() == LimitPolicy::Overcharge;
         match small_class(layout) {
-            Some(class) => class
-                .alloc_charged(nofail)
-                .map_or(ptr::null_mut(), |p| p.as_ptr()),
-            None => large_alloc(layout, nofail, None),
+            Some(class) => class.alloc_global().map_or(ptr::null_mut(), |p| p.as_ptr()),
+            None => large_alloc(layout, limit_policy() == LimitPolicy::Overcharge, None),
         }
     }
 

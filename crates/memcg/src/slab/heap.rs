@@ -79,14 +79,16 @@ pub(crate) fn thread_id() -> usize {
 }
 
 /// Allocate an object of `root`'s size, charged to the calling thread's
-/// group; over a limit, fail, or charge anyway when `nofail`.
+/// group. Over a limit: fail, or, for the global allocator (`global`),
+/// follow its [`LimitPolicy`](crate::LimitPolicy), read on the slow path only.
 #[inline]
-pub(crate) fn alloc(root: &'static RootCache, nofail: bool) -> Result<NonNull<u8>> {
+pub(crate) fn alloc(root: &'static RootCache, global: bool) -> Result<NonNull<u8>> {
     HEAP.with(|h| {
         let target = crate::task::current_ptr();
         if let Some(obj) = pop(h, root, target) {
             return Ok(obj);
         }
+        let nofail = global && crate::limit_policy() == crate::LimitPolicy::Overcharge;
         alloc_slow(h, root, target, nofail, crate::task::current_group)
     })
 }

@@ -127,11 +127,11 @@ impl SlabCache {
         heap::alloc(self.root, false)
     }
 
-    /// Allocate on the fast path, forcing the charge over a limit when
-    /// `nofail` (the global allocator's overcharge policy).
+    /// Allocate for the global allocator: over a limit, its
+    /// [`LimitPolicy`](crate::LimitPolicy) decides.
     #[inline]
-    pub(crate) fn alloc_charged(&self, nofail: bool) -> Result<NonNull<u8>> {
-        heap::alloc(self.root, nofail)
+    pub(crate) fn alloc_global(&self) -> Result<NonNull<u8>> {
+        heap::alloc(self.root, true)
     }
 
     /// Allocate charged to `group`, whatever the calling thread's group.
