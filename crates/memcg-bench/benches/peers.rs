@@ -1,4 +1,5 @@
-//! Criterion benches of the raw workloads over the peers.
+//! Criterion benches of the raw workloads over the peers and memcg's own rows
+//! (`memcg`, charged to a group, and `memcg-root`).
 //!
 //! `cargo bench -p memcg-bench` runs them with criterion's statistics; the
 //! report binary (`cargo run --release -p memcg-bench`) is the side-by-side
@@ -10,16 +11,16 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use memcg_bench::{peers, Workload};
+use memcg_bench::{contenders, Workload};
 
-/// Benchmarks `w` on every peer, each iteration being one op of `w`.
+/// Benchmarks `w` on every contender, each iteration being one op of `w`.
 fn bench_workload(c: &mut Criterion, w: Workload) {
     let mut group = c.benchmark_group(w.name());
-    for peer in peers() {
-        group.bench_function(BenchmarkId::from_parameter(peer.name()), |b| {
+    for contender in contenders() {
+        group.bench_function(BenchmarkId::from_parameter(contender.name()), |b| {
             // Timing is done by the workload itself, which leaves its setup
             // (churn's live set) out of the time.
-            b.iter_custom(|iters| peer.run_raw(w, iters).expect("a raw workload"));
+            b.iter_custom(|iters| contender.run_raw(w, iters).expect("a raw workload"));
         });
     }
     group.finish();
@@ -35,7 +36,7 @@ fn churn(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short runs: 2 workloads x 4 peers stay around a minute on 2 cores.
+    // Short runs: 2 workloads x 6 rows stay under two minutes on 2 cores.
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));

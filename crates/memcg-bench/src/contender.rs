@@ -9,6 +9,7 @@ use tikv_jemallocator::Jemalloc;
 
 use crate::global::GlobalChoice;
 use crate::raw_alloc::{Peer, RawAlloc};
+use crate::slab_alloc::MemcgSlab;
 use crate::workload::{self, Workload};
 
 /// Whether a contender counts toward "the fastest peer" of a workload.
@@ -101,12 +102,21 @@ pub fn contenders() -> Vec<Contender> {
     all
 }
 
-/// memcg's own configurations, measured against the peers: `memcg` (charged to
-/// a non-root group), `memcg-root` and `memcg (global allocator)` go here, as
-/// [`Role::Own`] contenders, once crates/memcg has an allocator. A global one
-/// also needs a [`GlobalChoice`] variant for the `std` workload.
+/// The row of memcg charged to a non-root group.
+pub const MEMCG: &str = "memcg";
+/// The row of memcg with the thread in the root group (accounting bypassed).
+pub const MEMCG_ROOT: &str = "memcg-root";
+
+/// memcg's own configurations, measured against the peers: [`MEMCG`] (the
+/// allocating thread charges a non-root group) and [`MEMCG_ROOT`] (it stays in
+/// the root), both on the kmalloc caches ([`MemcgSlab`]). A row for memcg as
+/// the global allocator would also need a [`GlobalChoice`] variant for the
+/// `std` workload.
 pub fn own() -> Vec<Contender> {
-    Vec::new()
+    vec![
+        Contender::raw(MEMCG, Role::Own, MemcgSlab::charged()),
+        Contender::raw(MEMCG_ROOT, Role::Own, MemcgSlab::root()),
+    ]
 }
 
 /// The peers of DESIGN.md §7, in report order.

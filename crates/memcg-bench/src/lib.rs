@@ -8,22 +8,27 @@
 //! The peers — system, jemalloc, mimalloc, snmalloc — are called through their
 //! own `GlobalAlloc` impls on static instances; none of them is installed as this
 //! crate's `#[global_allocator]`. The ratio column of the report divides every
-//! row by the fastest *peer* of its workload, so rows for memcg's own allocator
-//! (`memcg`, `memcg-root`, `memcg (global allocator)`) are added as contenders
-//! with [`Role::Own`] and need no change to the workloads or the report.
+//! row by the fastest *peer* of its workload; memcg's own rows are contenders
+//! with [`Role::Own`]: `memcg` and `memcg-root`, memcg's kmalloc caches with
+//! the allocating thread in a group or in the root ([`MemcgSlab`]). A workload
+//! lets the allocator attach each allocating thread to its group
+//! ([`RawAlloc::enter_allocating_thread`]) before timing it.
+//!
+//! Beside the ns/op table, the report measures what only memcg has:
+//! removal time by live objects ([`removal`]), slab utilization with many
+//! groups churning ([`utilization`]) and the bytes a dead group pins
+//! ([`footprint`]), each next to its DESIGN.md §7 target ([`report`]).
 //!
 //! Each workload is generic over [`RawAlloc`], so it is monomorphized per
 //! allocator: the calls being timed are direct calls, not calls through a
 //! vtable. Only the per-repetition entry point of a contender is dynamic.
 //!
-//! A new row is one [`Contender`]; here the system allocator stands in for
-//! one of ours:
+//! A new row is one [`Contender`]:
 //!
 //! ```
-//! use memcg_bench::{Contender, Peer, Role, Workload};
-//! use std::alloc::System;
+//! use memcg_bench::{Contender, MemcgSlab, Role, Workload};
 //!
-//! let ours = Contender::raw("memcg", Role::Own, Peer(System));
+//! let ours = Contender::raw("memcg", Role::Own, MemcgSlab::charged());
 //! let took = ours.run_raw(Workload::Churn, 1_000).expect("churn is a raw workload");
 //! assert!(took.as_nanos() > 0);
 //! assert!(!ours.runs(Workload::Std)); // no global allocator choice given
@@ -34,14 +39,19 @@
 
 pub mod affinity;
 pub mod contender;
+pub mod footprint;
 pub mod global;
 pub mod measure;
 pub mod raw_alloc;
+pub mod removal;
 pub mod report;
 pub mod ring;
 pub mod rng;
+pub mod slab_alloc;
+pub mod utilization;
 pub mod workload;
 
 pub use contender::{contenders, peers, Contender, Role};
 pub use raw_alloc::{Peer, RawAlloc};
+pub use slab_alloc::MemcgSlab;
 pub use workload::Workload;

@@ -25,6 +25,14 @@ pub unsafe trait RawAlloc: Sync {
     /// `ptr` came from `self.alloc(layout)` with this same `layout` and has not
     /// been freed yet.
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout);
+
+    /// Called by a workload on each thread that allocates, before that
+    /// thread's timed loop; the thread keeps the guard until it is done.
+    /// memcg's `memcg` row attaches the thread to its group here; every other
+    /// allocator leaves the thread where it is (the default).
+    fn enter_allocating_thread(&self) -> Option<memcg::EnterGuard> {
+        None
+    }
 }
 
 /// A peer allocator, called through its `GlobalAlloc` impl without being the

@@ -1,8 +1,11 @@
-//! The markdown table and the machine it was measured on.
+//! The report's markdown tables, DESIGN.md §7's targets next to the figures,
+//! and the machine it was measured on.
 
 use std::fmt::Write as _;
 
-use crate::contender::Role;
+use crate::contender::{Role, MEMCG, MEMCG_ROOT};
+use crate::removal::{self, Caches, Case, Removal};
+use crate::utilization::{self, Utilization};
 use crate::workload::Workload;
 
 /// One measured row.
@@ -14,14 +17,16 @@ pub struct Row {
     pub allocator: &'static str,
     /// Whether the row counts toward the fastest peer.
     pub role: Role,
-    /// Median nanoseconds per operation.
+    /// Median nanoseconds per operation (NaN if it panicked).
     pub ns_per_op: f64,
+    /// The panic message, if the allocator panicked on this workload.
+    pub panicked: Option<String>,
 }
 
 /// The fastest peer's ns/op for `w`, if any peer ran it.
 fn fastest_peer(rows: &[Row], w: Workload) -> Option<f64> {
     rows.iter()
-        .filter(|r| r.workload == w && r.role == Role::Peer)
+        .filter(|r| r.workload == w && r.role == Role::Peer && r.panicked.is_none())
         .map(|r| r.ns_per_op)
         .min_by(f64::total_cmp)
 }
@@ -33,6 +38,15 @@ pub fn table(rows: &[Row]) -> String {
         "| workload | allocator | ns/op | ratio to fastest peer |\n|---|---|---:|---:|\n",
     );
     for r in rows {
+        if let Some(msg) = &r.panicked {
+            let _ = writeln!(
+                out,
+                "| {} | {} | panicked: {msg} | — |",
+                r.workload.name(),
+                r.allocator
+            );
+            continue;
+        }
         let ratio = match fastest_peer(rows, r.workload) {
             Some(best) => format!("{:.2}", r.ns_per_op / best),
             None => "—".to_owned(),
@@ -46,6 +60,279 @@ pub fn table(rows: &[Row]) -> String {
             ratio
         );
     }
+    out
+}
+
+/// The ns/op of `allocator` on `w` if it ran: `Err` with the panic message
+/// if it panicked.
+fn ns_of<'r>(rows: &'r [Row], w: Workload, allocator: &str) -> Option<Result<f64, &'r str>> {
+    rows.iter()
+        .find(|r| r.workload == w && r.allocator == allocator)
+        .map(|r| match &r.panicked {
+            Some(msg) => Err(msg.as_str()),
+            None => Ok(r.ns_per_op),
+        })
+}
+
+/// A §7 goal on a figure: at most, or at least, a bound.
+#[derive(Clone, Copy, Debug)]
+enum Goal {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+impl Goal {
+    fn verdict(self, figure: f64) -> String {
+        match self {
+            Goal::AtMost(bound) if figure <= bound => "met".to_owned(),
+            Goal::AtMost(bound) => {
+                format!(
+                    "missed: {:.0}% over the goal",
+                    (figure / bound - 1.0) * 100.0
+                )
+            }
+            Goal::AtLeast(bound) if figure >= bound => "met".to_owned(),
+            Goal::AtLeast(bound) => {
+                format!(
+                    "missed: {:.1} points under the goal",
+                    (bound - figure) * 100.0
+                )
+            }
+        }
+    }
+}
+
+/// DESIGN.md §7 "accounting on vs off": [`MEMCG`] over [`MEMCG_ROOT`] for
+/// every raw workload both ran; the goal is at most 3% apart.
+pub fn accounting(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| workload | memcg ns/op | memcg-root ns/op | on / off | §7 goal | verdict |\n\
+         |---|---:|---:|---:|---|---|\n",
+    );
+    for w in Workload::ALL {
+        let (Some(on), Some(off)) = (ns_of(rows, w, MEMCG), ns_of(rows, w, MEMCG_ROOT)) else {
+            continue;
+        };
+        let (on, off) = match (on, off) {
+            (Ok(on), Ok(off)) => (on, off),
+            (Err(msg), _) | (_, Err(msg)) => {
+                let _ = writeln!(
+                    out,
+                    "| {} | — | — | — | within 3% | not measured: panicked: {msg} |",
+                    w.name()
+                );
+                continue;
+            }
+        };
+        let ratio = on / off;
+        // "At most 3% apart" either way: a charged row 3% *faster* is as
+        // suspicious as one 3% slower.
+        let apart = ratio.max(1.0 / ratio) - 1.0;
+        let verdict = if apart <= 0.03 {
+            "met".to_owned()
+        } else {
+            format!("missed: {:.1}% apart", apart * 100.0)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {on:.1} | {off:.1} | {ratio:.3} | within 3% | {verdict} |",
+            w.name(),
+        );
+    }
+    out
+}
+
+/// DESIGN.md §7 for the raw workloads: the `memcg` row over the fastest peer.
+pub fn raw_targets(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| workload | memcg / fastest peer | §7 goal | verdict |\n|---|---:|---|---|\n",
+    );
+    for (w, bound, goal) in [
+        (Workload::Single64, 1.0, "no slower than the fastest peer"),
+        (Workload::Churn, 1.0, "no slower than the fastest peer"),
+        (Workload::Remote, 2.0, "within 2x of the fastest peer"),
+    ] {
+        let (Some(ours), Some(best)) = (ns_of(rows, w, MEMCG), fastest_peer(rows, w)) else {
+            continue;
+        };
+        let ours = match ours {
+            Ok(ns) => ns,
+            Err(msg) => {
+                let _ = writeln!(
+                    out,
+                    "| {} | — | {goal} | not measured: panicked: {msg} |",
+                    w.name()
+                );
+                continue;
+            }
+        };
+        let ratio = ours / best;
+        let _ = writeln!(
+            out,
+            "| {} | {ratio:.2} | {goal} | {} |",
+            w.name(),
+            Goal::AtMost(bound).verdict(ratio)
+        );
+    }
+    out
+}
+
+/// DESIGN.md §7 removal: every case's median time, its spread and the slabs
+/// the removal looked at, then, per cache condition, the ratio of the live
+/// case to the empty one (the §7 figure) and to the one with few objects.
+pub fn removal(removals: &[Removal]) -> String {
+    let mut out = String::from(
+        "| CPU caches | group removed | µs (median) | min – max | slabs looked at |\n\
+         |---|---|---:|---:|---:|\n",
+    );
+    for r in removals {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} | {:.1} – {:.1} | {} |",
+            r.caches.label(),
+            r.case.label(),
+            r.micros.median,
+            r.micros.min,
+            r.micros.max,
+            r.slabs_looked_at
+        );
+    }
+    out.push_str("\n| CPU caches | ratio | value | goal | verdict |\n|---|---|---:|---|---|\n");
+    for caches in Caches::ALL {
+        let median = |case| {
+            removals
+                .iter()
+                .find(|r| r.case == case && r.caches == caches)
+                .map(|r| r.micros.median)
+        };
+        let (Some(live), Some(empty), Some(few)) =
+            (median(Case::Live), median(Case::Empty), median(Case::Few))
+        else {
+            continue;
+        };
+        let _ = write!(
+            out,
+            "| {c} | {} / none (the §7 figure) | {:.2} | within 1.5x (§7) | {} |\n\
+             | {c} | {} / {} (same cache, 1000x the objects) | {:.2} | no growth (S8) | {} |\n",
+            removal::LIVE_OBJECTS,
+            live / empty,
+            Goal::AtMost(1.5).verdict(live / empty),
+            removal::LIVE_OBJECTS,
+            removal::FEW_OBJECTS,
+            live / few,
+            Goal::AtMost(1.5).verdict(live / few),
+            c = caches.label(),
+        );
+    }
+    out
+}
+
+/// DESIGN.md §7 slab utilization, with rounding separated from slab waste.
+pub fn utilization(u: &Utilization) -> String {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut out = format!(
+        "{} groups, {} live objects of {}–{} bytes, {} threads, {} rounds of {} \
+         replacements per group\n\n",
+        utilization::GROUPS,
+        u.objects,
+        utilization::SIZES.0,
+        utilization::SIZES.1,
+        utilization::THREADS,
+        utilization::ROUNDS,
+        utilization::REPLACEMENTS_PER_VISIT
+    );
+    out.push_str("| bytes | MiB |\n|---|---:|\n");
+    let _ = writeln!(
+        out,
+        "| requested by live objects | {:.2} |",
+        mib(u.requested_bytes)
+    );
+    let _ = writeln!(
+        out,
+        "| live objects at slot size | {:.2} |",
+        mib(u.slot_bytes)
+    );
+    let _ = writeln!(
+        out,
+        "| `slab`, summed over groups | {:.2} |",
+        mib(u.slab_bytes)
+    );
+    out.push_str("\n| utilization | value | §7 goal | verdict |\n|---|---:|---|---|\n");
+    let _ = writeln!(
+        out,
+        "| requested / slab (the §7 figure) | {:.1}% | at least 85% | {} |",
+        u.of_requested() * 100.0,
+        Goal::AtLeast(0.85).verdict(u.of_requested())
+    );
+    let _ = writeln!(
+        out,
+        "| slot / slab (slab-level waste only) | {:.1}% | | |",
+        u.of_slots() * 100.0
+    );
+    let _ = writeln!(
+        out,
+        "| requested / slot (size-class rounding only) | {:.1}% | | |",
+        u.in_slots() * 100.0
+    );
+    let _ = writeln!(
+        out,
+        "| requested / fewest slabs (the best per-group caches can do) | {:.1}% | | |",
+        u.best_possible() * 100.0
+    );
+    let _ = writeln!(
+        out,
+        "| requested / slab after reclaiming empty slabs | {:.1}% | | |",
+        u.requested_bytes as f64 / u.slab_bytes_after_reclaim as f64 * 100.0
+    );
+    out
+}
+
+/// DESIGN.md §7 "bytes pinned by a dead group": what the group removed with
+/// live objects left behind (its kmem context and dead caches, not the slabs
+/// holding the objects), against the size of a group: measured on the heap
+/// (`group_heap`, see [`crate::footprint`]) when possible, else the library's
+/// own estimate.
+pub fn pinned(removals: &[Removal], group_heap: Option<f64>) -> String {
+    let estimate = memcg::group_size();
+    let mut out = format!(
+        "| bytes | value |\n|---|---:|\n\
+         | `memcg::group_size()` (the library's estimate of a group) | {estimate} |\n"
+    );
+    if let Some(heap) = group_heap {
+        let _ = writeln!(
+            out,
+            "| heap of one online group, measured (glibc `mallinfo2`, 1000 groups) | {heap:.0} |"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| `memcg::context_size()` | {} |",
+        memcg::context_size()
+    );
+    let Some(live) = removals.iter().find(|r| r.case == Case::Live) else {
+        return out;
+    };
+    let l = live.leftovers;
+    let (group, of_what) = match group_heap {
+        Some(heap) => (heap, "measured group"),
+        None => (estimate as f64, "`group_size()`"),
+    };
+    let ratio = l.pinned_bytes as f64 / group;
+    let _ = write!(
+        out,
+        "| pinned after removing the group with {} live objects \
+         ({} context, {} dead cache; `Hierarchy::leftovers`) | {} |\n\
+         | slab bytes still held by the dead cache (charged to the parent) | {} |\n\n\
+         | ratio | value | §7 goal | verdict |\n|---|---:|---|---|\n\
+         | pinned / {of_what} | {ratio:.3} (1/{:.1}) | under 1/100 | {} |\n",
+        removal::LIVE_OBJECTS,
+        l.dead_contexts,
+        l.dead_caches,
+        l.pinned_bytes,
+        l.dead_cache_slab_bytes,
+        1.0 / ratio,
+        Goal::AtMost(0.01).verdict(ratio)
+    );
     out
 }
 
@@ -91,6 +378,7 @@ mod tests {
             allocator,
             role,
             ns_per_op,
+            panicked: None,
         }
     }
 
@@ -107,5 +395,52 @@ mod tests {
         assert!(t.contains("| single64 | b | 10.0 | 1.00 |"), "{t}");
         assert!(t.contains("| single64 | ours | 5.0 | 0.50 |"), "{t}");
         assert!(t.contains("| churn | a | 40.0 | 1.00 |"), "{t}");
+    }
+
+    #[test]
+    fn accounting_compares_charged_with_root_either_way() {
+        let rows = [
+            row(Workload::Single64, MEMCG, Role::Own, 10.4),
+            row(Workload::Single64, MEMCG_ROOT, Role::Own, 10.0),
+            row(Workload::Churn, MEMCG, Role::Own, 9.0),
+            row(Workload::Churn, MEMCG_ROOT, Role::Own, 10.0),
+        ];
+        let t = accounting(&rows);
+        assert!(
+            t.contains("| single64 | 10.4 | 10.0 | 1.040 | within 3% | missed: 4.0% apart |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| churn | 9.0 | 10.0 | 0.900 | within 3% | missed: 11.1% apart |"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn a_panicked_row_has_no_number_and_no_say_in_the_fastest_peer() {
+        let mut broken = row(Workload::Remote, "b", Role::Peer, f64::NAN);
+        broken.panicked = Some("boom".into());
+        let mut ours = row(Workload::Remote, MEMCG, Role::Own, f64::NAN);
+        ours.panicked = Some("a refilled slab has free objects".into());
+        let rows = [row(Workload::Remote, "a", Role::Peer, 40.0), broken, ours];
+        let t = table(&rows);
+        assert!(t.contains("| remote | a | 40.0 | 1.00 |"), "{t}");
+        assert!(t.contains("| remote | b | panicked: boom | — |"), "{t}");
+        let targets = raw_targets(&rows);
+        assert!(
+            targets.contains("not measured: panicked: a refilled slab has free objects"),
+            "{targets}"
+        );
+    }
+
+    #[test]
+    fn goals_say_by_how_much_they_are_missed() {
+        assert_eq!(Goal::AtMost(1.0).verdict(1.0), "met");
+        assert_eq!(Goal::AtMost(2.0).verdict(3.0), "missed: 50% over the goal");
+        assert_eq!(Goal::AtLeast(0.85).verdict(0.9), "met");
+        assert_eq!(
+            Goal::AtLeast(0.85).verdict(0.8),
+            "missed: 5.0 points under the goal"
+        );
     }
 }

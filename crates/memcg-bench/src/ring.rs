@@ -5,10 +5,14 @@
 //! futex wake per batch costs more than the 64 allocations in it, so the
 //! workload would time the channel. Here both sides spin briefly and then
 //! yield, and a batch is published with one release store.
+//!
+//! The producer closes the ring when it is done, also when it panics, so a
+//! consumer waiting for objects that will never come stops instead of
+//! spinning forever.
 
 use std::cell::UnsafeCell;
 use std::hint::spin_loop;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
 /// An index on its own cache line pair, so the producer's and the consumer's
@@ -23,6 +27,8 @@ pub struct Ring {
     head: Padded,
     /// Next position the producer writes; written only by the producer.
     tail: Padded,
+    /// Set by the producer when it will publish nothing more.
+    closed: AtomicBool,
 }
 
 // SAFETY: a slot is written only by the producer while its position is in
@@ -54,7 +60,15 @@ impl Ring {
                 .collect(),
             head: Padded(AtomicUsize::new(0)),
             tail: Padded(AtomicUsize::new(0)),
+            closed: AtomicBool::new(false),
         }
+    }
+
+    /// Producer side: nothing more will be published. Pointers already
+    /// published are still handed to the consumer.
+    pub fn close(&self) {
+        // Release: orders the producer's last `tail` store before the flag.
+        self.closed.store(true, Ordering::Release);
     }
 
     /// Producer side: waits for `len` free slots, fills them with `fill(i)` for
@@ -84,7 +98,8 @@ impl Ring {
     }
 
     /// Consumer side: waits until some pointers are published, passes each to
-    /// `take`, frees their slots, and returns how many there were.
+    /// `take`, frees their slots, and returns how many there were: 0 only
+    /// once the ring is closed and empty.
     ///
     /// # Safety
     ///
@@ -98,6 +113,15 @@ impl Ring {
         let tail = loop {
             let tail = self.tail.0.load(Ordering::Acquire);
             if tail != head {
+                break tail;
+            }
+            // Acquire: pairs with `close`; the load of `tail` after it then
+            // sees the producer's last publication.
+            if self.closed.load(Ordering::Acquire) {
+                let tail = self.tail.0.load(Ordering::Acquire);
+                if tail == head {
+                    return 0;
+                }
                 break tail;
             }
             wait(&mut spins);
@@ -130,6 +154,7 @@ mod tests {
                     unsafe { ring.push_batch(len, |i| (next + i) as *mut u8) };
                     next += len;
                 }
+                ring.close();
             });
             let mut expected = 1;
             while expected <= total {
@@ -141,6 +166,22 @@ mod tests {
                     })
                 };
             }
+            // SAFETY: the only consumer.
+            assert_eq!(unsafe { ring.pop_all(|_| panic!("nothing left")) }, 0);
         });
+    }
+
+    #[test]
+    fn a_closed_empty_ring_stops_its_consumer() {
+        let ring = Ring::new(4);
+        // SAFETY: the only producer and consumer, one after the other.
+        unsafe { ring.push_batch(2, |i| (i + 1) as *mut u8) };
+        ring.close();
+        let mut got = Vec::new();
+        // SAFETY: the only consumer.
+        assert_eq!(unsafe { ring.pop_all(|p| got.push(p as usize)) }, 2);
+        // SAFETY: as above.
+        assert_eq!(unsafe { ring.pop_all(|_| panic!("empty")) }, 0);
+        assert_eq!(got, [1, 2]);
     }
 }

@@ -85,6 +85,7 @@ fn alloc_touched<A: RawAlloc>(a: &A, layout: Layout, byte: u8) -> *mut u8 {
 
 /// `ops` alloc+free pairs of one 64-byte object on one thread.
 pub fn single64<A: RawAlloc>(a: &A, ops: u64) -> Duration {
+    let _entered = a.enter_allocating_thread();
     let start = Instant::now();
     for i in 0..ops {
         let ptr = black_box(alloc_touched(a, OBJECT_64, i as u8));
@@ -102,6 +103,7 @@ fn churn_layout(rng: &mut XorShift) -> Layout {
 /// `ops` random replacements in a set of [`CHURN_LIVE`] live objects of
 /// 16–256 bytes. Filling and emptying the set are not timed.
 pub fn churn<A: RawAlloc>(a: &A, ops: u64) -> Duration {
+    let _entered = a.enter_allocating_thread();
     let mut rng = XorShift::new(CHURN_SEED);
     let mut live: Vec<(*mut u8, Layout)> = (0..CHURN_LIVE)
         .map(|i| {
@@ -131,21 +133,37 @@ pub fn churn<A: RawAlloc>(a: &A, ops: u64) -> Duration {
 /// without waiting on each other.
 const REMOTE_RING: usize = 16 * REMOTE_BATCH;
 
+/// Closes the ring when the producer is done, also when it unwinds.
+struct CloseOnDrop<'a>(&'a Ring);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// `objects` 64-byte objects allocated on one thread and freed on another,
 /// handed over in batches of [`REMOTE_BATCH`] through a [`Ring`]. The two
 /// threads are pinned to two different cores when the process may use two
-/// (see [`crate::affinity`]). Timed from the producer's first allocation to
-/// the consumer's last free; spawning and pinning the threads is not timed.
+/// (see [`crate::affinity`]). Only the producer enters the allocator's group
+/// ([`RawAlloc::enter_allocating_thread`]): the consumer just frees. Timed
+/// from the producer's first allocation to the consumer's last free;
+/// spawning, pinning and entering are not timed. A panic on either thread is
+/// passed on to the caller with its own message.
 pub fn remote<A: RawAlloc>(a: &A, objects: u64) -> Duration {
     let ring = Ring::new(REMOTE_RING);
     let ready = Barrier::new(2);
     let cpus = affinity::two_cpus();
     thread::scope(|s| {
         let producer = s.spawn(|| {
+            let _close = CloseOnDrop(&ring);
             if let Some([cpu, _]) = cpus {
                 affinity::pin_current_thread(cpu);
             }
             ready.wait();
+            // After the barrier, so that a failure here cannot leave the
+            // consumer waiting at it.
+            let _entered = a.enter_allocating_thread();
             let start = Instant::now();
             let mut sent = 0;
             while sent < objects {
@@ -170,12 +188,20 @@ pub fn remote<A: RawAlloc>(a: &A, objects: u64) -> Duration {
                 // SAFETY: this is the ring's only consumer. Each pointer was
                 // allocated with `OBJECT_64` by the producer, which gave it up
                 // when it published it; it is freed once, here.
-                freed += unsafe { ring.pop_all(|ptr| a.dealloc(ptr, OBJECT_64)) } as u64;
+                let n = unsafe { ring.pop_all(|ptr| a.dealloc(ptr, OBJECT_64)) };
+                if n == 0 {
+                    break; // the producer stopped early: its join says why
+                }
+                freed += n as u64;
             }
             Instant::now()
         });
-        let start = producer.join().expect("producer panicked");
-        let end = consumer.join().expect("consumer panicked");
+        let start = producer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let end = consumer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         end - start
     })
 }

@@ -1,0 +1,275 @@
+//! Slab utilization with many groups churning (DESIGN.md §7).
+//!
+//! [`GROUPS`] groups each keep [`LIVE_PER_GROUP`] kmalloc objects of random
+//! sizes (16–256 bytes) alive and replace them at random, as the churn
+//! workload does, but spread over groups: [`THREADS`] threads take the groups
+//! in turn, entering each for a visit of [`REPLACEMENTS_PER_VISIT`]
+//! replacements, and the groups move to another thread every round, so
+//! objects are also freed by threads that did not allocate them.
+//!
+//! At the end, after [`Hierarchy::quiesce`], utilization is the bytes asked
+//! for by the live objects over the `slab` bytes the groups are charged
+//! (`memory.stat`, summed over the groups). The same live objects counted
+//! at their slot sizes (the kmalloc class they were rounded up to) separate
+//! the two kinds of waste: rounding inside a slot (internal fragmentation)
+//! and slab-level waste (free slots in partial and empty slabs, span tails).
+//!
+//! Two more figures locate the slab-level waste. The *fewest* slabs that
+//! could hold the live objects — every (group, size class) cache's slabs full
+//! but its last — is the floor per-group caches impose; the slab size of each
+//! class is measured with a probe group holding one object. And writing
+//! `memory.reclaim` to every group frees the empty slabs caches keep for
+//! reuse (these caches are not reclaimable, so nothing else goes): what is
+//! left is live objects in partially used slabs.
+
+use std::collections::BTreeMap;
+use std::sync::{Barrier, Mutex};
+use std::thread;
+
+use memcg::{Group, Hierarchy, SlabCache};
+
+use crate::rng::XorShift;
+
+/// Groups churning at once.
+pub const GROUPS: usize = 100;
+/// Live objects each group keeps.
+pub const LIVE_PER_GROUP: usize = 1_000;
+/// Threads that take the groups in turn.
+pub const THREADS: usize = 4;
+/// Rounds: in each, every group is visited once, by a different thread than
+/// in the round before.
+pub const ROUNDS: usize = 10;
+/// Random replacements per visit of a group.
+pub const REPLACEMENTS_PER_VISIT: usize = 1_000;
+/// Smallest and largest object sizes, as in the churn workload.
+pub const SIZES: (usize, usize) = (16, 256);
+
+const SEED: u64 = 0x6d65_6d63_6775_7469; // "memcguti"
+
+/// What the groups hold and what they are charged, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Utilization {
+    /// Live objects over all groups.
+    pub objects: usize,
+    /// The sizes the live objects were asked for.
+    pub requested_bytes: u64,
+    /// The live objects at their slot sizes.
+    pub slot_bytes: u64,
+    /// `slab` of `memory.stat`, summed over the groups.
+    pub slab_bytes: u64,
+    /// The fewest slab bytes that hold the live objects with per-group
+    /// caches: each (group, class) cache's slabs full but its last.
+    pub min_slab_bytes: u64,
+    /// `slab` summed over the groups after `memory.reclaim` freed the empty
+    /// slabs the caches kept.
+    pub slab_bytes_after_reclaim: u64,
+}
+
+impl Utilization {
+    /// Requested bytes over charged slab bytes: the §7 figure.
+    pub fn of_requested(&self) -> f64 {
+        self.requested_bytes as f64 / self.slab_bytes as f64
+    }
+
+    /// Slot bytes over charged slab bytes: slab-level waste alone.
+    pub fn of_slots(&self) -> f64 {
+        self.slot_bytes as f64 / self.slab_bytes as f64
+    }
+
+    /// Requested bytes over slot bytes: rounding to size classes alone.
+    pub fn in_slots(&self) -> f64 {
+        self.requested_bytes as f64 / self.slot_bytes as f64
+    }
+
+    /// Requested bytes over the fewest slab bytes: the best per-group caches
+    /// could do with these objects.
+    pub fn best_possible(&self) -> f64 {
+        self.requested_bytes as f64 / self.min_slab_bytes as f64
+    }
+}
+
+/// One group and its live objects, as `(address, requested size)`.
+struct Tenant {
+    group: Group,
+    live: Mutex<Vec<(usize, usize)>>,
+}
+
+/// Runs the churn over [`GROUPS`] groups of a fresh hierarchy and measures
+/// the utilization it leaves.
+pub fn measure() -> Utilization {
+    let h = Hierarchy::new();
+    let tenants: Vec<Tenant> = (0..GROUPS)
+        .map(|g| Tenant {
+            group: h.create(&format!("/g{g:03}")).expect("fresh names"),
+            live: Mutex::new(Vec::with_capacity(LIVE_PER_GROUP)),
+        })
+        .collect();
+    let classes = SizeClasses::new();
+
+    let round_done = Barrier::new(THREADS);
+    thread::scope(|s| {
+        for t in 0..THREADS {
+            let (tenants, classes, round_done) = (&tenants, &classes, &round_done);
+            s.spawn(move || {
+                for round in 0..ROUNDS {
+                    // Each group has one visitor per round; the barrier keeps
+                    // rounds apart, so a group's set is never shared.
+                    for (g, tenant) in tenants.iter().enumerate() {
+                        if (g + round) % THREADS == t {
+                            visit(tenant, classes, g, round);
+                        }
+                    }
+                    round_done.wait();
+                }
+                // Thread exit hands the thread's slabs back to their caches.
+            });
+        }
+    });
+    h.quiesce();
+
+    let slab_of_class = slab_sizes(&h, &classes);
+    let mut u = Utilization::default();
+    for tenant in &tenants {
+        let live = tenant.live.lock().expect("no visitor panicked");
+        u.objects += live.len();
+        // Live objects per slot size, for the fewest slabs.
+        let mut per_slot: BTreeMap<usize, u64> = BTreeMap::new();
+        for &(_, size) in live.iter() {
+            let slot = classes.of(size).slot_size();
+            u.requested_bytes += size as u64;
+            u.slot_bytes += slot as u64;
+            *per_slot.entry(slot).or_default() += 1;
+        }
+        for (slot, n) in per_slot {
+            let slab = slab_of_class[&slot];
+            u.min_slab_bytes += n.div_ceil(slab / slot as u64) * slab;
+        }
+        u.slab_bytes += stat(&tenant.group, "slab");
+    }
+    for tenant in &tenants {
+        let slab = stat(&tenant.group, "slab");
+        // Fails with `again` when it frees less than asked, which it will:
+        // only the kept empty slabs can go.
+        let _ = tenant.group.write("memory.reclaim", &slab.to_string());
+    }
+    h.quiesce();
+    u.slab_bytes_after_reclaim = tenants.iter().map(|t| stat(&t.group, "slab")).sum();
+
+    for tenant in &tenants {
+        for (addr, _) in tenant.live.lock().expect("no visitor panicked").drain(..) {
+            // SAFETY: each address came from alloc_raw and is freed once.
+            unsafe { SlabCache::free_raw(std::ptr::NonNull::new(addr as *mut u8).unwrap()) };
+        }
+    }
+    u
+}
+
+/// The bytes of one slab of each size class used, by slot size: what a
+/// probe group holding a single object of the class is charged.
+fn slab_sizes(h: &Hierarchy, classes: &SizeClasses) -> BTreeMap<usize, u64> {
+    let probe = h.create("/probe").expect("a fresh name");
+    let mut sizes = BTreeMap::new();
+    // Each object stays until every class is measured, so each class adds
+    // exactly one slab to the probe's `slab`.
+    let mut held = Vec::new();
+    for size in SIZES.0..=SIZES.1 {
+        let cache = classes.of(size);
+        if sizes.contains_key(&cache.slot_size()) {
+            continue;
+        }
+        {
+            let _in = probe.enter().expect("a live group");
+            held.push(cache.alloc_raw().expect("no limit is set"));
+        }
+        h.quiesce();
+        let before: u64 = sizes.values().sum();
+        sizes.insert(cache.slot_size(), stat(&probe, "slab") - before);
+    }
+    for obj in held {
+        // SAFETY: allocated above by alloc_raw, freed once.
+        unsafe { SlabCache::free_raw(obj) };
+    }
+    drop(probe);
+    h.remove("/probe").expect("no tasks, no children");
+    sizes
+}
+
+/// One visit: enter the group, fill it on the first visit, then replace
+/// random objects with objects of random sizes.
+fn visit(tenant: &Tenant, classes: &SizeClasses, g: usize, round: usize) {
+    let _in = tenant.group.enter().expect("the groups are never removed");
+    let mut rng = XorShift::new(SEED ^ ((g * ROUNDS + round) as u64).wrapping_mul(0x9E37_79B9));
+    let mut live = tenant.live.lock().expect("no visitor panicked");
+    let alloc = |rng: &mut XorShift| {
+        let size = SIZES.0 + rng.below((SIZES.1 - SIZES.0 + 1) as u64) as usize;
+        let obj = classes.of(size).alloc_raw().expect("no limit is set");
+        // SAFETY: a fresh object of at least one byte; a program would
+        // write it, and so a free list in it is not the only line touched.
+        unsafe { obj.as_ptr().write(size as u8) };
+        (obj.as_ptr() as usize, size)
+    };
+    while live.len() < LIVE_PER_GROUP {
+        let obj = alloc(&mut rng);
+        live.push(obj);
+    }
+    for _ in 0..REPLACEMENTS_PER_VISIT {
+        let slot = &mut live[rng.below(LIVE_PER_GROUP as u64) as usize];
+        // SAFETY: a live object from alloc_raw, freed once, then replaced.
+        unsafe { SlabCache::free_raw(std::ptr::NonNull::new(slot.0 as *mut u8).unwrap()) };
+        *slot = alloc(&mut rng);
+    }
+}
+
+/// The kmalloc cache of each size up to [`SIZES`]`.1`, looked up once.
+struct SizeClasses([SlabCache; SIZES.1 + 1]);
+
+impl SizeClasses {
+    fn new() -> SizeClasses {
+        SizeClasses(std::array::from_fn(|size| {
+            SlabCache::kmalloc(size.max(1)).expect("a kmalloc size")
+        }))
+    }
+
+    fn of(&self, size: usize) -> SlabCache {
+        self.0[size]
+    }
+}
+
+/// The value of `key` in `group`'s `memory.stat`.
+fn stat(group: &Group, key: &str) -> u64 {
+    let text = group
+        .read("memory.stat")
+        .expect("every group has memory.stat");
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in memory.stat: {text}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_divide_the_right_bytes() {
+        let u = Utilization {
+            objects: 2,
+            requested_bytes: 60,
+            slot_bytes: 80,
+            slab_bytes: 100,
+            min_slab_bytes: 75,
+            slab_bytes_after_reclaim: 90,
+        };
+        assert_eq!(u.best_possible(), 0.8);
+        assert_eq!(u.of_requested(), 0.6);
+        assert_eq!(u.of_slots(), 0.8);
+        assert_eq!(u.in_slots(), 0.75);
+    }
+
+    #[test]
+    fn stat_reads_one_key() {
+        let h = Hierarchy::new();
+        let g = h.create("/a").unwrap();
+        assert_eq!(stat(&g, "slab"), 0);
+        assert_eq!(stat(&g, "slab_reclaimable"), 0);
+    }
+}
