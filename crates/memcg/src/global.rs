@@ -142,7 +142,7 @@ unsafe impl GlobalAlloc for MemcgAlloc {
             return unsafe { System.alloc(layout) };
         }
         match small_class(layout) {
-            Some(class) => class.alloc_global().map_or(ptr::null_mut(), |p| p.as_ptr()),
+            Some(class) => class.alloc_global(),
             None => large_alloc(layout, limit_policy() == LimitPolicy::Overcharge, None),
         }
     }

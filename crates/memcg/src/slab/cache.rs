@@ -355,15 +355,21 @@ impl Cache {
     pub(crate) fn refill(&'static self, tid: usize, nofail: bool) -> Result<&'static Slab> {
         {
             let mut l = lock(&self.lists);
-            if let Some(s) = l.partial.first().or_else(|| l.empty.first()) {
+            while let Some(s) = l.partial.first().or_else(|| l.empty.first()) {
                 // SAFETY: cache lock held; taking ownership collects the
-                // remote frees, so the slab has free objects.
+                // remote frees. A listed partial or empty slab has free
+                // objects; check anyway, and file a full one where it belongs.
                 unsafe {
                     l.unlink(s);
                     s.set_owner(tid);
                     s.collect(true);
+                    if s.has_local_free() {
+                        return Ok(s);
+                    }
+                    s.set_owner(0);
+                    s.collect(false);
+                    self.place(&mut l, s);
                 }
-                return Ok(s);
             }
         }
         self.new_slab(tid, nofail)
@@ -463,7 +469,10 @@ impl Cache {
                 l.unlink(slab);
                 slab.collect(false);
                 self.place(&mut l, slab);
-            } else if slab.list() == ListKind::Full {
+            } else if slab.list() == ListKind::Full && slab.has_remote_frees() {
+                // Only with a free object waiting: since the free that called
+                // us, a refill may have collected it, used the slab up and
+                // put it back as full.
                 l.unlink(slab);
                 l.link(slab, ListKind::Partial);
             }

@@ -78,11 +78,20 @@ pub(crate) fn thread_id() -> usize {
     HEAP.with(|h| h as *const Heap as usize)
 }
 
+/// The fast path: an object of `root`'s size from the calling thread's
+/// current slab, or `None` when the slow path must run. Returns in a
+/// register; the fallible slow path stays out of line.
+#[inline(always)]
+pub(crate) fn alloc_fast(root: &'static RootCache) -> Option<NonNull<u8>> {
+    HEAP.with(|h| pop(h, root, crate::task::current_ptr()))
+}
+
 /// Allocate an object of `root`'s size, charged to the calling thread's
 /// group. Over a limit: fail, or, for the global allocator (`global`),
-/// follow its [`LimitPolicy`](crate::LimitPolicy), read on the slow path only.
-#[inline]
-pub(crate) fn alloc(root: &'static RootCache, global: bool) -> Result<NonNull<u8>> {
+/// follow its [`LimitPolicy`](crate::LimitPolicy), read here only.
+#[cold]
+#[inline(never)]
+pub(crate) fn alloc_slow_path(root: &'static RootCache, global: bool) -> Result<NonNull<u8>> {
     HEAP.with(|h| {
         let target = crate::task::current_ptr();
         if let Some(obj) = pop(h, root, target) {
@@ -91,6 +100,16 @@ pub(crate) fn alloc(root: &'static RootCache, global: bool) -> Result<NonNull<u8
         let nofail = global && crate::limit_policy() == crate::LimitPolicy::Overcharge;
         alloc_slow(h, root, target, nofail, crate::task::current_group)
     })
+}
+
+/// Allocate an object of `root`'s size, charged to the calling thread's
+/// group (see [`alloc_slow_path`] for `global`).
+#[inline]
+pub(crate) fn alloc(root: &'static RootCache, global: bool) -> Result<NonNull<u8>> {
+    match alloc_fast(root) {
+        Some(obj) => Ok(obj),
+        None => alloc_slow_path(root, global),
+    }
 }
 
 /// Allocate an object of `root`'s size charged to `group`, whatever the

@@ -127,16 +127,21 @@ impl SlabCache {
         heap::alloc(self.root, false)
     }
 
-    /// Allocate for the global allocator: over a limit, its
-    /// [`LimitPolicy`](crate::LimitPolicy) decides.
+    /// Allocate for the global allocator (null on failure): over a limit,
+    /// its [`LimitPolicy`](crate::LimitPolicy) decides.
     #[inline]
-    pub(crate) fn alloc_global(&self) -> Result<NonNull<u8>> {
-        heap::alloc(self.root, true)
+    pub(crate) fn alloc_global(&self) -> *mut u8 {
+        match heap::alloc_fast(self.root) {
+            Some(obj) => obj.as_ptr(),
+            None => {
+                heap::alloc_slow_path(self.root, true).map_or(std::ptr::null_mut(), |p| p.as_ptr())
+            }
+        }
     }
 
     /// Allocate charged to `group`, whatever the calling thread's group.
     #[inline]
-    pub(crate) fn alloc_for(&self, group: &std::sync::Arc<GroupInner>) -> Result<NonNull<u8>> {
+    pub(crate) fn alloc_for(&self, group: &crate::sync::Arc<GroupInner>) -> Result<NonNull<u8>> {
         heap::alloc_for(self.root, group)
     }
 

@@ -191,6 +191,11 @@ impl Slab {
         n
     }
 
+    /// Whether remote frees wait on the list.
+    pub(crate) fn has_remote_frees(&self) -> bool {
+        self.thread_free.load(Acquire) & !remote::UNOWNED != 0
+    }
+
     pub(crate) fn is_unowned(&self) -> bool {
         remote::is_unowned(&self.thread_free)
     }
