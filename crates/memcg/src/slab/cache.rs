@@ -179,7 +179,9 @@ impl Lists {
             ListKind::Partial => &mut self.partial,
             ListKind::Full => &mut self.full,
             ListKind::Empty => &mut self.empty,
-            ListKind::None => unreachable!("a slab on no list"),
+            ListKind::None | ListKind::HeapAvail | ListKind::HeapFull => {
+                unreachable!("a slab on no cache list")
+            }
         }
     }
 

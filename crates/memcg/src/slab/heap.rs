@@ -8,14 +8,25 @@
 //! otherwise. Neither takes a lock, touches a global atomic, or reads a
 //! per-object header; everything else (refills, binding to another group,
 //! charging) lives in the slow path.
+//!
+//! As in mimalloc, a thread keeps the slabs it allocated from until it
+//! leaves the group: used-up ones on a per-class *full* list, ones its own
+//! frees reopened on an *avail* list, so that its frees stay local whichever
+//! slab the object is in. A refill takes an avail slab, then looks at the
+//! oldest few full ones for remote frees, and only then goes to the cache.
+//! A slab the owner's frees empty goes back to the cache at once. Slabs of
+//! reclaimable caches are the exception: reclaim frees their objects from
+//! other threads, so a used-up one goes back to its cache where reclaim can
+//! release it. (The cost: a thread's owned slabs, like SLUB's per-CPU slabs,
+//! are reclaimable only once it leaves its group, exits, or trims them.)
 
 use super::cache::{Cache, RootCache, MAX_ROOTS};
-use super::page::Slab;
+use super::page::{ListKind, Slab, SlabList};
 use super::segment::Segment;
 use crate::error::Result;
 use crate::group::GroupInner;
 use crate::sync::Arc;
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
 use std::ptr::{self, NonNull};
 
 struct Heap {
@@ -26,6 +37,8 @@ struct Heap {
     slabs: [Cell<*const Slab>; MAX_ROOTS],
     /// Counted references to the caches of `bound`, by root index.
     caches: [Cell<*const Cache>; MAX_ROOTS],
+    /// Owned slabs other than the current one, by root index. Owner only.
+    lists: [UnsafeCell<HeapLists>; MAX_ROOTS],
     /// Whether the exit hook is registered.
     hooked: Cell<bool>,
     /// Set once the thread's exit hook ran: allocations made later (by other
@@ -33,12 +46,43 @@ struct Heap {
     exited: Cell<bool>,
 }
 
+/// A heap's owned slabs of one class besides the current one.
+struct HeapLists {
+    /// Slabs with free objects (the owner's frees reopened them).
+    avail: SlabList,
+    /// Used-up slabs, newest first; remote frees may be waiting on them.
+    full: SlabList,
+}
+
+impl HeapLists {
+    const fn new() -> HeapLists {
+        HeapLists {
+            avail: SlabList::new(),
+            full: SlabList::new(),
+        }
+    }
+}
+
+/// How many of the oldest full slabs a refill checks for remote frees.
+const FULL_SCAN: usize = 4;
+
 impl Heap {
+    /// The owned-slab lists of class `i`.
+    ///
+    /// # Safety
+    /// Only the heap's own thread, and no other borrow of the same lists.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn lists(&self, i: usize) -> &mut HeapLists {
+        // SAFETY: the heap is thread-local; callers do not nest borrows.
+        unsafe { &mut *self.lists[i].get() }
+    }
+
     const fn new() -> Heap {
         Heap {
             bound: Cell::new(ptr::null()),
             slabs: [const { Cell::new(ptr::null()) }; MAX_ROOTS],
             caches: [const { Cell::new(ptr::null()) }; MAX_ROOTS],
+            lists: [const { UnsafeCell::new(HeapLists::new()) }; MAX_ROOTS],
             hooked: Cell::new(false),
             exited: Cell::new(false),
         }
@@ -150,9 +194,52 @@ pub(crate) unsafe fn free(obj: *mut u8) {
     if slab.owner() == thread_id() {
         // SAFETY: we own the slab, so its free list is ours.
         unsafe { slab.push_local(obj) };
+        if slab.on_list() {
+            local_free_slow(slab);
+        }
         return;
     }
     free_remote(slab, obj);
+}
+
+/// A local free into an owned slab that is not the current one: a used-up
+/// slab reopens, an emptied one goes back to its cache.
+#[cold]
+fn local_free_slow(slab: &'static Slab) {
+    HEAP.with(|h| {
+        // SAFETY: we own the slab (checked by the caller), so it is on one of
+        // our lists and `used` is ours to read.
+        unsafe {
+            let l = h.lists(slab.cache().root().index);
+            let empty = slab.used() == 0;
+            match slab.list() {
+                ListKind::HeapFull => {
+                    l.full.remove(slab);
+                    if empty {
+                        retire(slab);
+                    } else {
+                        l.avail.push(slab);
+                        slab.set_list(ListKind::HeapAvail);
+                    }
+                }
+                ListKind::HeapAvail if empty => {
+                    l.avail.remove(slab);
+                    retire(slab);
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
+/// Give an owned slab, just taken off the heap's lists, back to its cache.
+///
+/// # Safety
+/// The caller owns `slab` and took it off every heap list.
+unsafe fn retire(slab: &'static Slab) {
+    slab.set_list(ListKind::None);
+    // SAFETY: caller's contract.
+    unsafe { slab.cache().release(slab) };
 }
 
 #[cold]
@@ -199,15 +286,30 @@ fn refill_and_pop(h: &Heap, root: &'static RootCache, nofail: bool) -> Result<No
     // SAFETY: slabs in our heap are live slabs we own.
     if let Some(s) = unsafe { h.slabs[i].get().as_ref() } {
         // SAFETY: our own slab: collect the frees other threads made.
-        if unsafe { s.collect(true) } > 0 {
+        if s.has_remote_frees() && unsafe { s.collect(true) } > 0 {
             // SAFETY: as above; collect left free objects.
             let obj = unsafe { s.pop() }.expect("collected objects");
             // SAFETY: objects are never at address 0.
             return Ok(unsafe { NonNull::new_unchecked(obj) });
         }
         h.slabs[i].set(ptr::null());
-        // SAFETY: we own the exhausted slab and give it back.
-        unsafe { s.cache().release(s) };
+        if root.reclaimable {
+            // Reclaim frees these objects from other threads; their slabs
+            // must be where reclaim can release them: the cache's lists.
+            // SAFETY: we own the used-up slab and give it back.
+            unsafe { s.cache().release(s) };
+        } else {
+            // SAFETY: our own used-up slab: keep it, on the full list.
+            unsafe { h.lists(i).full.push(s) };
+            s.set_list(ListKind::HeapFull);
+        }
+    }
+    if let Some(s) = next_owned(h, i) {
+        h.slabs[i].set(s);
+        // SAFETY: next_owned returns an owned slab with free objects.
+        let obj = unsafe { s.pop() }.expect("an owned slab with free objects");
+        // SAFETY: objects are never at address 0.
+        return Ok(unsafe { NonNull::new_unchecked(obj) });
     }
     // SAFETY: caches in our heap are counted references.
     let cache = match unsafe { h.caches[i].get().as_ref() } {
@@ -236,6 +338,36 @@ fn refill_and_pop(h: &Heap, root: &'static RootCache, nofail: bool) -> Result<No
     Ok(unsafe { NonNull::new_unchecked(obj) })
 }
 
+/// An owned slab of class `i` with free objects, taken off the heap's lists:
+/// an avail one, or one of the oldest full ones that remote frees reopened.
+fn next_owned(h: &Heap, i: usize) -> Option<&'static Slab> {
+    // SAFETY: our own lists and slabs.
+    unsafe {
+        let l = h.lists(i);
+        if let Some(s) = l.avail.first() {
+            l.avail.remove(s);
+            s.set_list(ListKind::None);
+            if s.has_remote_frees() {
+                s.collect(true);
+            }
+            return Some(s);
+        }
+        for _ in 0..FULL_SCAN.min(l.full.len) {
+            let s = l.full.last().expect("len > 0");
+            l.full.remove(s);
+            if s.has_remote_frees() {
+                s.set_list(ListKind::None);
+                s.collect(true);
+                return Some(s);
+            }
+            // Nothing freed yet: to the front, so the next refill looks
+            // at others.
+            l.full.push(s);
+        }
+    }
+    None
+}
+
 /// Give every slab and cache back and unbind.
 fn flush(h: &Heap) {
     for i in 0..MAX_ROOTS {
@@ -245,6 +377,16 @@ fn flush(h: &Heap) {
         if let Some(s) = unsafe { s.as_ref() } {
             // SAFETY: we own it and give it back.
             unsafe { s.cache().release(s) };
+        }
+        // SAFETY: our own lists; each listed slab is ours to give back.
+        unsafe {
+            let l = h.lists(i);
+            for list in [&mut l.avail, &mut l.full] {
+                while let Some(s) = list.first() {
+                    list.remove(s);
+                    retire(s);
+                }
+            }
         }
         // SAFETY: a counted reference taken in alloc_slow.
         if let Some(c) = unsafe { c.as_ref() } {
@@ -266,26 +408,48 @@ pub(crate) fn flush_local() {
     let _ = HANDLE_HEAP.try_with(flush);
 }
 
-/// Give back the calling thread's current slabs that are empty (reclaim just
+/// Give back the calling thread's owned slabs that are empty (reclaim just
 /// freed their objects), so that shrinking can release them.
 pub(crate) fn trim_local() {
     for heap in [&HEAP, &HANDLE_HEAP] {
         let _ = heap.try_with(|h| {
-            for cell in &h.slabs {
+            for i in 0..MAX_ROOTS {
                 // SAFETY: slabs in our heap are live slabs we own.
-                let Some(s) = (unsafe { cell.get().as_ref() }) else {
-                    continue;
-                };
-                // SAFETY: we own the slab; collect first so `used` is exact.
-                if unsafe {
-                    s.collect(true);
-                    s.used()
-                } == 0
-                {
-                    cell.set(ptr::null());
-                    // SAFETY: we own it and give it back; the heap keeps its
-                    // counted reference on the cache.
-                    unsafe { s.cache().release(s) };
+                if let Some(s) = unsafe { h.slabs[i].get().as_ref() } {
+                    // SAFETY: ours; collect first so `used` is exact.
+                    if unsafe {
+                        s.collect(true);
+                        s.used()
+                    } == 0
+                    {
+                        h.slabs[i].set(ptr::null());
+                        // SAFETY: we own it and give it back; the heap keeps
+                        // its counted reference on the cache.
+                        unsafe { s.cache().release(s) };
+                    }
+                }
+                // SAFETY: our own lists and slabs.
+                unsafe {
+                    let l = h.lists(i);
+                    let mut owned = Vec::with_capacity(l.avail.len + l.full.len);
+                    for list in [&mut l.avail, &mut l.full] {
+                        while let Some(s) = list.first() {
+                            list.remove(s);
+                            owned.push(s);
+                        }
+                    }
+                    for s in owned {
+                        s.collect(true);
+                        if s.used() == 0 {
+                            retire(s);
+                        } else if s.has_local_free() {
+                            l.avail.push(s);
+                            s.set_list(ListKind::HeapAvail);
+                        } else {
+                            l.full.push(s);
+                            s.set_list(ListKind::HeapFull);
+                        }
+                    }
                 }
             }
         });

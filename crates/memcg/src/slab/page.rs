@@ -19,11 +19,15 @@ use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering::*};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum ListKind {
-    /// Owned by a thread, or a free span: on no cache list.
+    /// A thread's current slab, or a free span: on no list.
     None,
     Partial,
     Full,
     Empty,
+    /// Owned by a thread, with free objects, waiting to become current.
+    HeapAvail,
+    /// Owned by a thread, used up; remote frees may be waiting on it.
+    HeapFull,
 }
 
 #[repr(C)]
@@ -226,8 +230,17 @@ impl Slab {
             1 => ListKind::Partial,
             2 => ListKind::Full,
             3 => ListKind::Empty,
+            4 => ListKind::HeapAvail,
+            5 => ListKind::HeapFull,
             _ => ListKind::None,
         }
+    }
+
+    /// Whether the slab is on a list (not a thread's current slab): the one
+    /// extra check of the local free path.
+    #[inline]
+    pub(crate) fn on_list(&self) -> bool {
+        self.list.load(Relaxed) != ListKind::None as u8
     }
 
     pub(crate) fn set_list(&self, l: ListKind) {
@@ -266,23 +279,35 @@ impl Slab {
 /// An intrusive doubly linked list of slabs, under its owner's lock.
 pub(crate) struct SlabList {
     head: *mut Slab,
+    tail: *mut Slab,
     pub(crate) len: usize,
 }
 
 impl Default for SlabList {
     fn default() -> Self {
-        SlabList {
-            head: ptr::null_mut(),
-            len: 0,
-        }
+        SlabList::new()
     }
 }
 
-// SAFETY: the list only holds pointers to slabs (Sync); it is moved between
-// threads only inside the mutex that protects it.
+// SAFETY: the list only holds pointers to slabs (Sync); it is used by one
+// thread at a time (inside the cache mutex, or by the heap's owner).
 unsafe impl Send for SlabList {}
 
 impl SlabList {
+    pub(crate) const fn new() -> SlabList {
+        SlabList {
+            head: ptr::null_mut(),
+            tail: ptr::null_mut(),
+            len: 0,
+        }
+    }
+
+    /// The slab pushed longest ago.
+    pub(crate) fn last(&self) -> Option<&'static Slab> {
+        // SAFETY: listed slabs are live spans of mapped segments.
+        unsafe { self.tail.as_ref() }
+    }
+
     pub(crate) unsafe fn push(&mut self, s: &Slab) {
         let sp = s as *const Slab as *mut Slab;
         // SAFETY: the caller holds the list's lock and s is on no list.
@@ -292,6 +317,9 @@ impl SlabList {
             if !self.head.is_null() {
                 (*self.head).set_list_prev(sp);
             }
+        }
+        if self.tail.is_null() {
+            self.tail = sp;
         }
         self.head = sp;
         self.len += 1;
@@ -306,7 +334,9 @@ impl SlabList {
             } else {
                 (*prev).set_list_next(next);
             }
-            if !next.is_null() {
+            if next.is_null() {
+                self.tail = prev;
+            } else {
                 (*next).set_list_prev(prev);
             }
         }
