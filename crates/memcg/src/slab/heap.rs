@@ -23,7 +23,12 @@
 use super::cache::{Cache, RootCache, MAX_ROOTS};
 use super::page::{ListKind, Slab, SlabList};
 use super::segment::Segment;
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// The slow paths' result: the error boxed, so that the whole result fits
+/// in two registers. (A 48-byte `Result` goes through memory, and reading
+/// it back right after the callee wrote it stalled the refill path.)
+pub(crate) type SlowResult = std::result::Result<NonNull<u8>, Box<Error>>;
 use crate::group::GroupInner;
 use crate::sync::Arc;
 use std::cell::{Cell, UnsafeCell};
@@ -135,7 +140,7 @@ pub(crate) fn alloc_fast(root: &'static RootCache) -> Option<NonNull<u8>> {
 /// follow its [`LimitPolicy`](crate::LimitPolicy), read here only.
 #[cold]
 #[inline(never)]
-pub(crate) fn alloc_slow_path(root: &'static RootCache, global: bool) -> Result<NonNull<u8>> {
+pub(crate) fn alloc_slow_path(root: &'static RootCache, global: bool) -> SlowResult {
     HEAP.with(|h| {
         let target = crate::task::current_ptr();
         if let Some(obj) = pop(h, root, target) {
@@ -152,14 +157,14 @@ pub(crate) fn alloc_slow_path(root: &'static RootCache, global: bool) -> Result<
 pub(crate) fn alloc(root: &'static RootCache, global: bool) -> Result<NonNull<u8>> {
     match alloc_fast(root) {
         Some(obj) => Ok(obj),
-        None => alloc_slow_path(root, global),
+        None => alloc_slow_path(root, global).map_err(|e| *e),
     }
 }
 
 /// Allocate an object of `root`'s size charged to `group`, whatever the
 /// calling thread's group.
 #[inline]
-pub(crate) fn alloc_for(root: &'static RootCache, group: &Arc<GroupInner>) -> Result<NonNull<u8>> {
+pub(crate) fn alloc_for(root: &'static RootCache, group: &Arc<GroupInner>) -> SlowResult {
     HANDLE_HEAP.with(|h| {
         let target = Arc::as_ptr(group);
         if let Some(obj) = pop(h, root, target) {
@@ -192,10 +197,12 @@ pub(crate) unsafe fn free(obj: *mut u8) {
     // SAFETY: caller's contract: obj lies in one of our segments.
     let slab = unsafe { Segment::of(obj as usize).slab_of(obj as usize) };
     if slab.owner() == thread_id() {
-        // SAFETY: we own the slab, so its free list is ours.
-        unsafe { slab.push_local(obj) };
-        if slab.on_list() {
-            local_free_slow(slab);
+        // SAFETY: we own the slab, so its free list and count are ours.
+        unsafe {
+            slab.push_local(obj);
+            if slab.needs_relisting() {
+                local_free_slow(slab);
+            }
         }
         return;
     }
@@ -210,7 +217,7 @@ fn local_free_slow(slab: &'static Slab) {
         // SAFETY: we own the slab (checked by the caller), so it is on one of
         // our lists and `used` is ours to read.
         unsafe {
-            let l = h.lists(slab.cache().root().index);
+            let l = h.lists(slab.class());
             let empty = slab.used() == 0;
             match slab.list() {
                 ListKind::HeapFull => {
@@ -260,7 +267,7 @@ fn alloc_slow(
     target: *const GroupInner,
     nofail: bool,
     target_arc: impl FnOnce() -> Option<Arc<GroupInner>>,
-) -> Result<NonNull<u8>> {
+) -> SlowResult {
     let _internal = crate::global::Internal::enter();
     if !h.hooked.get() {
         h.hooked.set(true);
@@ -280,7 +287,7 @@ fn alloc_slow(
     result
 }
 
-fn refill_and_pop(h: &Heap, root: &'static RootCache, nofail: bool) -> Result<NonNull<u8>> {
+fn refill_and_pop(h: &Heap, root: &'static RootCache, nofail: bool) -> SlowResult {
     let tid = h as *const Heap as usize;
     let i = root.index;
     // SAFETY: slabs in our heap are live slabs we own.
@@ -330,7 +337,7 @@ fn refill_and_pop(h: &Heap, root: &'static RootCache, nofail: bool) -> Result<No
             c
         }
     };
-    let slab = cache.refill(tid, nofail)?;
+    let slab = cache.refill(tid, nofail).map_err(Box::new)?;
     h.slabs[i].set(slab);
     // SAFETY: refill returns a slab we own, with free objects.
     let obj = unsafe { slab.pop() }.expect("a refilled slab has free objects");

@@ -141,7 +141,7 @@ impl SlabCache {
 
     /// Allocate charged to `group`, whatever the calling thread's group.
     #[inline]
-    pub(crate) fn alloc_for(&self, group: &crate::sync::Arc<GroupInner>) -> Result<NonNull<u8>> {
+    pub(crate) fn alloc_for(&self, group: &crate::sync::Arc<GroupInner>) -> heap::SlowResult {
         heap::alloc_for(self.root, group)
     }
 

@@ -43,6 +43,8 @@ pub(crate) struct Slab {
     /// being reused for another cache (type-stable memory, checked under lock).
     cache: AtomicPtr<Cache>,
     obj_size: UnsafeCell<u32>,
+    /// The root cache's index (the heap slot), set by `format`.
+    class: UnsafeCell<u16>,
     list: AtomicU8,
     start: *mut u8,
     span_bytes: usize,
@@ -67,6 +69,7 @@ impl Slab {
             thread_free: AtomicUsize::new(remote::UNOWNED),
             cache: AtomicPtr::new(ptr::null_mut()),
             obj_size: UnsafeCell::new(0),
+            class: UnsafeCell::new(0),
             list: AtomicU8::new(ListKind::None as u8),
             start,
             span_bytes,
@@ -107,6 +110,7 @@ impl Slab {
             *self.used.get() = 0;
             *self.capacity.get() = capacity as u32;
             *self.obj_size.get() = obj_size as u32;
+            *self.class.get() = cache.root().index as u16;
         }
         self.cache
             .store(cache as *const Cache as *mut Cache, Relaxed);
@@ -236,11 +240,21 @@ impl Slab {
         }
     }
 
-    /// Whether the slab is on a list (not a thread's current slab): the one
-    /// extra check of the local free path.
+    /// After a local free: whether the owner must move the slab between its
+    /// lists (a used-up slab reopened, or a listed slab emptied). The one
+    /// extra check of the local free path; the current slab never needs it.
     #[inline]
-    pub(crate) fn on_list(&self) -> bool {
-        self.list.load(Relaxed) != ListKind::None as u8
+    pub(crate) unsafe fn needs_relisting(&self) -> bool {
+        let list = self.list.load(Relaxed);
+        // SAFETY: the owner reads its own `used`.
+        list == ListKind::HeapFull as u8
+            || (list == ListKind::HeapAvail as u8 && unsafe { *self.used.get() } == 0)
+    }
+
+    /// The root cache's index.
+    pub(crate) fn class(&self) -> usize {
+        // SAFETY: immutable while the slab holds objects.
+        unsafe { *self.class.get() as usize }
     }
 
     pub(crate) fn set_list(&self, l: ListKind) {
