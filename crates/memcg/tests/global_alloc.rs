@@ -218,3 +218,35 @@ fn realloc_and_alignment() {
     v.reserve_exact(110); // same 112-byte class
     assert_eq!(v.as_ptr(), before);
 }
+
+/// The allocator works in thread-local destructors, after the thread's own
+/// exit hooks may have run: allocations there are served without leaving
+/// slabs owned by the dying thread, and the group still drains to 0.
+#[test]
+fn thread_local_destructors_can_allocate() {
+    struct AllocatesOnDrop(Vec<u8>);
+    impl Drop for AllocatesOnDrop {
+        fn drop(&mut self) {
+            let s: String = (0..100)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            let v: Vec<Box<u64>> = (0..100).map(Box::new).collect();
+            assert_eq!(s.len() + v.len() + self.0.len(), 100 + 100 + 4096);
+        }
+    }
+    thread_local! {
+        static LATE: std::cell::RefCell<Option<AllocatesOnDrop>> = const { std::cell::RefCell::new(None) };
+    }
+    let _top = subtree("tls");
+    let h = global();
+    let g = h.create("/tls/t").unwrap();
+    thread::spawn(move || {
+        g.attach().unwrap();
+        LATE.with(|l| *l.borrow_mut() = Some(AllocatesOnDrop(vec![3; 4096])));
+    })
+    .join()
+    .unwrap();
+    h.remove("/tls/t").unwrap();
+    assert_eq!(current(h, "/tls"), 0);
+    h.remove("/tls").unwrap();
+}
