@@ -8,6 +8,7 @@ use snmalloc_rs::SnMalloc;
 use tikv_jemallocator::Jemalloc;
 
 use crate::global::GlobalChoice;
+use crate::memcg_global::MemcgGlobal;
 use crate::raw_alloc::{Peer, RawAlloc};
 use crate::slab_alloc::MemcgSlab;
 use crate::workload::{self, Workload};
@@ -107,15 +108,21 @@ pub const MEMCG: &str = "memcg";
 /// The row of memcg with the thread in the root group (accounting bypassed).
 pub const MEMCG_ROOT: &str = "memcg-root";
 
+/// The row of memcg's global allocator, `memcg::MemcgAlloc`, charged to a
+/// non-root group of `memcg::global()`.
+pub const MEMCG_GLOBAL: &str = "memcg (global allocator)";
+
 /// memcg's own configurations, measured against the peers: [`MEMCG`] (the
 /// allocating thread charges a non-root group) and [`MEMCG_ROOT`] (it stays in
-/// the root), both on the kmalloc caches ([`MemcgSlab`]). A row for memcg as
-/// the global allocator would also need a [`GlobalChoice`] variant for the
-/// `std` workload.
+/// the root), both on the kmalloc caches ([`MemcgSlab`]), and [`MEMCG_GLOBAL`]
+/// ([`MemcgGlobal`] on the raw workloads, the child's global allocator on
+/// `std`).
 pub fn own() -> Vec<Contender> {
     vec![
         Contender::raw(MEMCG, Role::Own, MemcgSlab::charged()),
         Contender::raw(MEMCG_ROOT, Role::Own, MemcgSlab::root()),
+        Contender::raw(MEMCG_GLOBAL, Role::Own, MemcgGlobal::charged())
+            .with_global(GlobalChoice::Memcg),
     ]
 }
 

@@ -17,6 +17,11 @@
 //!
 //! The dispatch costs every call one relaxed load and a predictable branch,
 //! the same for every allocator.
+//!
+//! With [`GlobalChoice::Memcg`] the child's workload thread enters a group of
+//! [`memcg::global()`] made for the run, so the map, its keys and values are
+//! charged there; the child reports the group's `memory.peak` beside its
+//! timings, which shows the charges are real.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::{c_char, CStr};
@@ -24,6 +29,7 @@ use std::io;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use memcg::MemcgAlloc;
 use mimalloc::MiMalloc;
 use snmalloc_rs::SnMalloc;
 use tikv_jemallocator::Jemalloc;
@@ -40,9 +46,14 @@ pub const CHILD_FLAG: &str = "--std-child";
 /// The line prefix of the child's answer on stdout, followed by the min,
 /// median and max ns per entry.
 const ANSWER: &str = "ns_per_op ";
+/// The line prefix, on the child's stdout, of what its group was charged (only
+/// with [`GlobalChoice::Memcg`]): `memory.peak` and `memory.current` after
+/// the last map was dropped, in bytes.
+const CHARGED: &str = "charged ";
+/// The group of [`memcg::global()`] the `memcg` child's workload thread enters.
+const CHILD_GROUP: &str = "/std-child";
 
-/// An allocator [`Dispatch`] can forward to. Rows for memcg's own global
-/// allocator add a variant here and an arm in each forwarding `match`.
+/// An allocator [`Dispatch`] can forward to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum GlobalChoice {
@@ -55,15 +66,18 @@ pub enum GlobalChoice {
     Mimalloc = 3,
     /// `snmalloc_rs::SnMalloc`.
     Snmalloc = 4,
+    /// `memcg::MemcgAlloc`, charging the group the workload thread entered.
+    Memcg = 5,
 }
 
 impl GlobalChoice {
     /// Every choice.
-    pub const ALL: [GlobalChoice; 4] = [
+    pub const ALL: [GlobalChoice; 5] = [
         GlobalChoice::System,
         GlobalChoice::Jemalloc,
         GlobalChoice::Mimalloc,
         GlobalChoice::Snmalloc,
+        GlobalChoice::Memcg,
     ];
 
     /// The name used in [`CHOICE_ENV`], the child flag and the report.
@@ -73,6 +87,7 @@ impl GlobalChoice {
             GlobalChoice::Jemalloc => "jemalloc",
             GlobalChoice::Mimalloc => "mimalloc",
             GlobalChoice::Snmalloc => "snmalloc",
+            GlobalChoice::Memcg => "memcg",
         }
     }
 
@@ -140,6 +155,7 @@ unsafe impl GlobalAlloc for Dispatch {
                 GlobalChoice::Jemalloc => Jemalloc.alloc(layout),
                 GlobalChoice::Mimalloc => MiMalloc.alloc(layout),
                 GlobalChoice::Snmalloc => SnMalloc.alloc(layout),
+                GlobalChoice::Memcg => MemcgAlloc.alloc(layout),
             }
         }
     }
@@ -153,6 +169,7 @@ unsafe impl GlobalAlloc for Dispatch {
                 GlobalChoice::Jemalloc => Jemalloc.alloc_zeroed(layout),
                 GlobalChoice::Mimalloc => MiMalloc.alloc_zeroed(layout),
                 GlobalChoice::Snmalloc => SnMalloc.alloc_zeroed(layout),
+                GlobalChoice::Memcg => MemcgAlloc.alloc_zeroed(layout),
             }
         }
     }
@@ -166,6 +183,7 @@ unsafe impl GlobalAlloc for Dispatch {
                 GlobalChoice::Jemalloc => Jemalloc.dealloc(ptr, layout),
                 GlobalChoice::Mimalloc => MiMalloc.dealloc(ptr, layout),
                 GlobalChoice::Snmalloc => SnMalloc.dealloc(ptr, layout),
+                GlobalChoice::Memcg => MemcgAlloc.dealloc(ptr, layout),
             }
         }
     }
@@ -179,6 +197,7 @@ unsafe impl GlobalAlloc for Dispatch {
                 GlobalChoice::Jemalloc => Jemalloc.realloc(ptr, layout, new_size),
                 GlobalChoice::Mimalloc => MiMalloc.realloc(ptr, layout, new_size),
                 GlobalChoice::Snmalloc => SnMalloc.realloc(ptr, layout, new_size),
+                GlobalChoice::Memcg => MemcgAlloc.realloc(ptr, layout, new_size),
             }
         }
     }
@@ -205,6 +224,9 @@ pub enum StdChildError {
         allocator: &'static str,
         stdout: String,
     },
+    /// In the `memcg` child: the group to charge could not be made or entered.
+    #[error("cannot enter the std workload child's group {CHILD_GROUP}: {0}")]
+    Group(#[source] memcg::Error),
     /// In the child: the flag and the environment name different allocators.
     #[error("asked for {requested:?} but the global allocator is {actual} (set {CHOICE_ENV})")]
     WrongGlobal {
@@ -213,10 +235,32 @@ pub enum StdChildError {
     },
 }
 
+/// What a `std` workload child measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChildAnswer {
+    /// ns per map entry over the timed repetitions.
+    pub ns: Spread,
+    /// What the child's group was charged, when its global allocator charges
+    /// one (`memcg`).
+    pub charged: Option<Charged>,
+}
+
+/// The `memcg` child's group after the workload, quiesced: bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Charged {
+    /// `memory.peak`: the most the group was charged at once.
+    pub peak: u64,
+    /// `memory.current` once the last map was dropped.
+    pub current: u64,
+}
+
 /// In the parent: runs the `std` workload in a child with `choice` as its
-/// global allocator and returns the child's ns per entry. `child_args` are
+/// global allocator and returns what the child measured. `child_args` are
 /// passed on (e.g. `--quick`).
-pub fn run_in_child(choice: GlobalChoice, child_args: &[&str]) -> Result<Spread, StdChildError> {
+pub fn run_in_child(
+    choice: GlobalChoice,
+    child_args: &[&str],
+) -> Result<ChildAnswer, StdChildError> {
     let allocator = choice.name();
     let exe =
         std::env::current_exe().map_err(|source| StdChildError::Spawn { allocator, source })?;
@@ -236,13 +280,23 @@ pub fn run_in_child(choice: GlobalChoice, child_args: &[&str]) -> Result<Spread,
         });
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
+    let ns = stdout
         .lines()
         .find_map(|line| parse_answer(line.strip_prefix(ANSWER)?))
         .ok_or_else(|| StdChildError::NoAnswer {
             allocator,
-            stdout: stdout.into_owned(),
-        })
+            stdout: stdout.to_string(),
+        })?;
+    let charged = stdout
+        .lines()
+        .find_map(|line| parse_charged(line.strip_prefix(CHARGED)?));
+    Ok(ChildAnswer { ns, charged })
+}
+
+fn parse_charged(numbers: &str) -> Option<Charged> {
+    let mut it = numbers.split_whitespace().map(|n| n.parse::<u64>().ok());
+    let (peak, current) = (it.next()??, it.next()??);
+    Some(Charged { peak, current })
 }
 
 fn parse_answer(numbers: &str) -> Option<Spread> {
@@ -252,18 +306,43 @@ fn parse_answer(numbers: &str) -> Option<Spread> {
 }
 
 /// In the child: checks that the global allocator is the `requested` one,
-/// runs the `std` workload and returns the line to print on stdout.
+/// runs the `std` workload and returns the lines to print on stdout. With
+/// `memcg`, the workload thread runs in a group of [`memcg::global()`], whose
+/// charges make the second line.
 pub fn child_answer(requested: &str, reps: Reps) -> Result<String, StdChildError> {
-    let actual = current().name();
-    if actual != requested {
+    let choice = current();
+    if choice.name() != requested {
         return Err(StdChildError::WrongGlobal {
             requested: requested.to_owned(),
-            actual,
+            actual: choice.name(),
         });
     }
     let entries = STD_ENTRIES as u64;
-    let ns = ns_per_op(reps, entries, || std_map(STD_ENTRIES));
-    Ok(format!("{ANSWER}{} {} {}", ns.min, ns.median, ns.max))
+    let run = || ns_per_op(reps, entries, || std_map(STD_ENTRIES));
+    if choice != GlobalChoice::Memcg {
+        let ns = run();
+        return Ok(format!("{ANSWER}{} {} {}", ns.min, ns.median, ns.max));
+    }
+    let group = memcg::global()
+        .create(CHILD_GROUP)
+        .map_err(StdChildError::Group)?;
+    let ns = {
+        let _entered = group.enter().map_err(StdChildError::Group)?;
+        run()
+    };
+    memcg::global().quiesce();
+    let bytes = |file| -> Result<u64, StdChildError> {
+        let value = group.read(file).map_err(StdChildError::Group)?;
+        Ok(value
+            .trim()
+            .parse()
+            .expect("memory.peak and memory.current are numbers of bytes"))
+    };
+    let (peak, current) = (bytes("memory.peak")?, bytes("memory.current")?);
+    Ok(format!(
+        "{ANSWER}{} {} {}\n{CHARGED}{peak} {current}",
+        ns.min, ns.median, ns.max
+    ))
 }
 
 #[cfg(test)]
@@ -288,6 +367,14 @@ mod tests {
             })
         );
         assert_eq!(parse_answer("1 2"), None);
+        assert_eq!(
+            parse_charged("16777216 4096"),
+            Some(Charged {
+                peak: 16 << 20,
+                current: 4096
+            })
+        );
+        assert_eq!(parse_charged("1"), None);
     }
 
     #[test]

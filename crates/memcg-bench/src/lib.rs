@@ -10,7 +10,9 @@
 //! crate's `#[global_allocator]`. The ratio column of the report divides every
 //! row by the fastest *peer* of its workload; memcg's own rows are contenders
 //! with [`Role::Own`]: `memcg` and `memcg-root`, memcg's kmalloc caches with
-//! the allocating thread in a group or in the root ([`MemcgSlab`]). A workload
+//! the allocating thread in a group or in the root ([`MemcgSlab`]), and
+//! `memcg (global allocator)`, memcg's `GlobalAlloc` with the thread in a group
+//! of `memcg::global()` ([`MemcgGlobal`]), which also runs the `std` workload. A workload
 //! lets the allocator attach each allocating thread to its group
 //! ([`RawAlloc::enter_allocating_thread`]) before timing it.
 //!
@@ -42,6 +44,7 @@ pub mod contender;
 pub mod footprint;
 pub mod global;
 pub mod measure;
+pub mod memcg_global;
 pub mod raw_alloc;
 pub mod removal;
 pub mod report;
@@ -52,6 +55,7 @@ pub mod utilization;
 pub mod workload;
 
 pub use contender::{contenders, peers, Contender, Role};
+pub use memcg_global::MemcgGlobal;
 pub use raw_alloc::{Peer, RawAlloc};
 pub use slab_alloc::MemcgSlab;
 pub use workload::Workload;

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use memcg_bench::contender::{contenders, Contender};
 use memcg_bench::footprint;
-use memcg_bench::global::{self, Dispatch, CHILD_FLAG};
+use memcg_bench::global::{self, Charged, Dispatch, CHILD_FLAG};
 use memcg_bench::measure::{interleaved, Reps, Spread};
 use memcg_bench::removal::{self, Removal};
 use memcg_bench::report::{self, Row};
@@ -32,7 +32,8 @@ usage: memcg-bench [--quick] [--workload NAME]... [--allocator NAME]...
   --workload NAME   run only this workload (repeatable): single64, churn, remote,
                     std, removal, utilization
   --allocator NAME  run only this allocator's rows (repeatable), e.g. to profile
-                    one: system, jemalloc, mimalloc, snmalloc, memcg, memcg-root
+                    one: system, jemalloc, mimalloc, snmalloc, memcg, memcg-root,
+                    \"memcg (global allocator)\"
   --ops N           operations per repetition of the raw workloads, instead of
                     their defaults (e.g. small, to count instructions under
                     valgrind)
@@ -125,8 +126,9 @@ fn parse_args() -> Result<Args, String> {
 
 /// What one contender measured on one workload.
 enum Outcome {
-    /// ns per op over the timed repetitions.
-    Measured(Spread),
+    /// ns per op over the timed repetitions, and, for `std` in a child whose
+    /// global allocator charges a group, what the group was charged.
+    Measured(Spread, Option<Charged>),
     /// The allocator panicked; the message, and no number.
     Panicked(String),
 }
@@ -150,8 +152,8 @@ fn measure<'c>(
             .into_iter()
             .map(|c| {
                 let choice = c.global().expect("runs(Std) implies a global choice");
-                let spread = global::run_in_child(choice, child_args).map_err(|e| e.to_string())?;
-                Ok((c, Outcome::Measured(spread)))
+                let answer = global::run_in_child(choice, child_args).map_err(|e| e.to_string())?;
+                Ok((c, Outcome::Measured(answer.ns, answer.charged)))
             })
             .collect();
     }
@@ -180,7 +182,7 @@ fn measure<'c>(
         .zip(panics)
         .map(|((c, spread), panicked)| match panicked {
             Some(msg) => (c, Outcome::Panicked(msg)),
-            None => (c, Outcome::Measured(spread)),
+            None => (c, Outcome::Measured(spread, None)),
         })
         .collect())
 }
@@ -233,6 +235,7 @@ fn main() -> ExitCode {
         all.retain(|c| args.allocators.iter().any(|a| a == c.name()));
     }
     let mut rows = Vec::new();
+    let mut charges: Vec<(&'static str, Charged)> = Vec::new();
     for &w in &args.workloads {
         let measured = match measure(&all, w, reps, &args) {
             Ok(measured) => measured,
@@ -243,7 +246,7 @@ fn main() -> ExitCode {
         };
         for (c, outcome) in measured {
             let (ns_per_op, panicked) = match outcome {
-                Outcome::Measured(ns) => {
+                Outcome::Measured(ns, charged) => {
                     eprintln!(
                         "{:>8} {:<24} {:>8.1} ns/op (min {:.1}, max {:.1})",
                         w.name(),
@@ -252,6 +255,16 @@ fn main() -> ExitCode {
                         ns.min,
                         ns.max
                     );
+                    if let Some(charged) = charged {
+                        eprintln!(
+                            "{:>8} {:<24} memory.peak {} B, memory.current after {} B",
+                            w.name(),
+                            c.name(),
+                            charged.peak,
+                            charged.current
+                        );
+                        charges.push((c.name(), charged));
+                    }
                     (ns.median, None)
                 }
                 Outcome::Panicked(msg) => {
@@ -293,6 +306,12 @@ fn main() -> ExitCode {
         started.elapsed().as_secs_f64()
     );
     print!("{}", report::table(&rows));
+    if !charges.is_empty() {
+        print!(
+            "\n## What the std workload charged (memcg as the global allocator)\n\n{}",
+            report::charges(&charges)
+        );
+    }
     let own = report::raw_targets(&rows);
     if own.lines().count() > 2 {
         println!("\n## memcg against the fastest peer (DESIGN.md §7)\n\n{own}");

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::contender::{Role, MEMCG, MEMCG_ROOT};
+use crate::global::Charged;
 use crate::removal::{self, Caches, Case, Removal};
 use crate::utilization::{self, Utilization};
 use crate::workload::Workload;
@@ -58,6 +59,28 @@ pub fn table(rows: &[Row]) -> String {
             r.allocator,
             r.ns_per_op,
             ratio
+        );
+    }
+    out
+}
+
+/// What the group of each `std` child charging one was charged: its
+/// `memory.peak` while the maps were built and dropped, and its
+/// `memory.current` after (quiesced).
+pub fn charges(charges: &[(&str, Charged)]) -> String {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut out = format!(
+        "The child's workload thread is in a group of `memcg::global()`; one map \
+         of {} entries at a time.\n\n\
+         | allocator | `memory.peak` MiB | `memory.current` after MiB |\n|---|---:|---:|\n",
+        crate::workload::STD_ENTRIES
+    );
+    for (allocator, c) in charges {
+        let _ = writeln!(
+            out,
+            "| {allocator} | {:.2} | {:.2} |",
+            mib(c.peak),
+            mib(c.current)
         );
     }
     out
@@ -431,6 +454,18 @@ mod tests {
             targets.contains("not measured: panicked: a refilled slab has free objects"),
             "{targets}"
         );
+    }
+
+    #[test]
+    fn charges_are_shown_in_mib() {
+        let t = charges(&[(
+            "ours",
+            Charged {
+                peak: 16 << 20,
+                current: 1 << 19,
+            },
+        )]);
+        assert!(t.contains("| ours | 16.00 | 0.50 |"), "{t}");
     }
 
     #[test]
