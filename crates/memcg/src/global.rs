@@ -24,7 +24,7 @@
 //! (both found in lock-free maps), anything else is the system's.
 
 use crate::context::CtxRef;
-use crate::slab::{segment, SlabCache, KMALLOC_MAX};
+use crate::slab::{segment, KMALLOC_MAX};
 use crate::stats::Stat;
 use crate::PAGE_SIZE;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -111,14 +111,14 @@ pub fn global() -> &'static crate::Hierarchy {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MemcgAlloc;
 
-/// The size class serving `layout`, if a slab one does.
+/// The kmalloc class serving `layout`, if a slab one does.
 #[inline]
-fn small_class(layout: Layout) -> Option<SlabCache> {
+fn small_class(layout: Layout) -> Option<usize> {
     if layout.align() <= 16 {
-        SlabCache::kmalloc(layout.size())
+        crate::slab::kmalloc_class(layout.size())
     } else if layout.align() <= KMALLOC_MAX {
         // Power-of-two classes from 64 up are aligned to their size.
-        SlabCache::kmalloc(
+        crate::slab::kmalloc_class(
             layout
                 .size()
                 .max(layout.align())
@@ -128,6 +128,11 @@ fn small_class(layout: Layout) -> Option<SlabCache> {
     } else {
         None
     }
+}
+
+/// The slot size of kmalloc class `class`.
+fn class_size(class: usize) -> usize {
+    crate::slab::KMALLOC_SIZES[class]
 }
 
 // SAFETY: every block returned is either a slab object of at least
@@ -142,7 +147,7 @@ unsafe impl GlobalAlloc for MemcgAlloc {
             return unsafe { System.alloc(layout) };
         }
         match small_class(layout) {
-            Some(class) => class.alloc_global(),
+            Some(class) => crate::slab::kmalloc_global(class),
             None => large_alloc(layout, limit_policy() == LimitPolicy::Overcharge, None),
         }
     }
@@ -175,7 +180,7 @@ unsafe impl GlobalAlloc for MemcgAlloc {
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         if is_slab(ptr) {
             if let (Some(old), Some(new)) = (small_class(layout), small_class(new_layout)) {
-                if old.slot_size() == new.slot_size() {
+                if class_size(old) == class_size(new) {
                     return ptr;
                 }
             }
@@ -417,7 +422,9 @@ unsafe impl allocator_api2::alloc::Allocator for GroupAllocator {
             std::ptr::NonNull::new(layout.align() as *mut u8).ok_or(AllocError)?
         } else {
             match small_class(layout) {
-                Some(class) => class.alloc_for(&self.group.inner).map_err(|_| AllocError)?,
+                Some(class) => crate::slab::kmalloc_cache(class)
+                    .alloc_for(&self.group.inner)
+                    .map_err(|_| AllocError)?,
                 None => {
                     let p = large_alloc(layout, false, self.group.context());
                     std::ptr::NonNull::new(p).ok_or(AllocError)?

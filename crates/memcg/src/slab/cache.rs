@@ -75,7 +75,18 @@ pub(crate) fn geometry(size: usize) -> Option<(usize, usize)> {
 
 /// The root cache called `name` for `size`-byte objects, made if new.
 /// Creating the same name, size and kind again returns the same cache.
-pub(crate) fn root_cache(name: &str, size: usize, reclaimable: bool) -> Result<&'static RootCache> {
+/// Heap slots `0..KMALLOC_CLASSES` belong to the kmalloc classes, in order,
+/// so the global allocator finds its slab by size alone.
+pub(crate) const KMALLOC_CLASSES: usize = 32;
+
+/// The root cache called `name` for `size`-byte objects, made if new; a
+/// kmalloc class passes its reserved slot.
+pub(crate) fn root_cache(
+    name: &str,
+    size: usize,
+    reclaimable: bool,
+    kmalloc_class: Option<usize>,
+) -> Result<&'static RootCache> {
     let (obj_size, pool) = geometry(size.max(1)).ok_or_else(|| {
         Error::Invalid(format!(
             "cache {name}: objects of {size} bytes are too large for a slab; use kmem pages"
@@ -92,14 +103,20 @@ pub(crate) fn root_cache(name: &str, size: usize, reclaimable: bool) -> Result<&
             if r.reclaimable { ", reclaimable" } else { "" }
         )));
     }
-    if roots.len() == MAX_ROOTS {
-        return Err(Error::Invalid(format!(
-            "cache {name}: a process has at most {MAX_ROOTS} slab caches"
-        )));
-    }
+    let named = roots.iter().filter(|r| r.index >= KMALLOC_CLASSES).count();
+    let index = match kmalloc_class {
+        Some(class) => class,
+        None if KMALLOC_CLASSES + named == MAX_ROOTS => {
+            return Err(Error::Invalid(format!(
+                "cache {name}: a process has at most {} named slab caches",
+                MAX_ROOTS - KMALLOC_CLASSES
+            )));
+        }
+        None => KMALLOC_CLASSES + named,
+    };
     let own = Cache::make(None, 0, None);
     let root: &'static RootCache = Box::leak(Box::new(RootCache {
-        index: roots.len(),
+        index,
         name: name.to_string(),
         size,
         obj_size,

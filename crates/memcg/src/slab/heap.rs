@@ -132,7 +132,13 @@ pub(crate) fn thread_id() -> usize {
 /// register; the fallible slow path stays out of line.
 #[inline(always)]
 pub(crate) fn alloc_fast(root: &'static RootCache) -> Option<NonNull<u8>> {
-    HEAP.with(|h| pop(h, root, crate::task::current_ptr()))
+    alloc_fast_index(root.index)
+}
+
+/// [`alloc_fast`] by heap slot (a kmalloc class is its own slot).
+#[inline(always)]
+pub(crate) fn alloc_fast_index(index: usize) -> Option<NonNull<u8>> {
+    HEAP.with(|h| pop(h, index, crate::task::current_ptr()))
 }
 
 /// Allocate an object of `root`'s size, charged to the calling thread's
@@ -143,7 +149,7 @@ pub(crate) fn alloc_fast(root: &'static RootCache) -> Option<NonNull<u8>> {
 pub(crate) fn alloc_slow_path(root: &'static RootCache, global: bool) -> SlowResult {
     HEAP.with(|h| {
         let target = crate::task::current_ptr();
-        if let Some(obj) = pop(h, root, target) {
+        if let Some(obj) = pop(h, root.index, target) {
             return Ok(obj);
         }
         let nofail = global && crate::limit_policy() == crate::LimitPolicy::Overcharge;
@@ -167,7 +173,7 @@ pub(crate) fn alloc(root: &'static RootCache, global: bool) -> Result<NonNull<u8
 pub(crate) fn alloc_for(root: &'static RootCache, group: &Arc<GroupInner>) -> SlowResult {
     HANDLE_HEAP.with(|h| {
         let target = Arc::as_ptr(group);
-        if let Some(obj) = pop(h, root, target) {
+        if let Some(obj) = pop(h, root.index, target) {
             return Ok(obj);
         }
         alloc_slow(h, root, target, false, || Some(group.clone()))
@@ -176,11 +182,11 @@ pub(crate) fn alloc_for(root: &'static RootCache, group: &Arc<GroupInner>) -> Sl
 
 /// The fast path: pop the current slab of a heap bound to `target`.
 #[inline(always)]
-fn pop(h: &Heap, root: &'static RootCache, target: *const GroupInner) -> Option<NonNull<u8>> {
+fn pop(h: &Heap, index: usize, target: *const GroupInner) -> Option<NonNull<u8>> {
     if h.bound.get() != target {
         return None;
     }
-    let s = h.slabs[root.index].get();
+    let s = h.slabs[index].get();
     // SAFETY: a non-null slab in our heap is owned by this thread, so its
     // free list is ours.
     let obj = unsafe { s.as_ref()?.pop()? };

@@ -78,9 +78,14 @@ impl SlabCache {
                 "cache {name}: objects need at least one byte"
             )));
         }
+        if name.starts_with("kmalloc-") {
+            return Err(Error::Invalid(format!(
+                "cache {name}: kmalloc-* names are the general size classes; use SlabCache::kmalloc"
+            )));
+        }
         let _internal = crate::global::Internal::enter();
         Ok(SlabCache {
-            root: cache::root_cache(name, object_size, reclaimable)?,
+            root: cache::root_cache(name, object_size, reclaimable, None)?,
         })
     }
 
@@ -125,18 +130,6 @@ impl SlabCache {
     #[inline]
     pub fn alloc_raw(&self) -> Result<NonNull<u8>> {
         heap::alloc(self.root, false)
-    }
-
-    /// Allocate for the global allocator (null on failure): over a limit,
-    /// its [`LimitPolicy`](crate::LimitPolicy) decides.
-    #[inline]
-    pub(crate) fn alloc_global(&self) -> *mut u8 {
-        match heap::alloc_fast(self.root) {
-            Some(obj) => obj.as_ptr(),
-            None => {
-                heap::alloc_slow_path(self.root, true).map_or(std::ptr::null_mut(), |p| p.as_ptr())
-            }
-        }
     }
 
     /// Allocate charged to `group`, whatever the calling thread's group.
@@ -312,14 +305,49 @@ const KMALLOC_INDEX: [u8; KMALLOC_MAX / 16 + 1] = {
 
 static KMALLOC: std::sync::OnceLock<[SlabCache; 32]> = std::sync::OnceLock::new();
 
+/// The kmalloc class (and heap slot) serving `size` bytes.
+#[inline]
+pub(crate) fn kmalloc_class(size: usize) -> Option<usize> {
+    KMALLOC_INDEX.get(size.div_ceil(16)).map(|&c| c as usize)
+}
+
+/// Allocate `size` bytes for the global allocator (null on failure): the
+/// fast path by class slot alone, no cache lookup.
+#[inline]
+pub(crate) fn kmalloc_global(class: usize) -> *mut u8 {
+    match heap::alloc_fast_index(class) {
+        Some(obj) => obj.as_ptr(),
+        None => kmalloc_global_slow(class),
+    }
+}
+
+#[cold]
+fn kmalloc_global_slow(class: usize) -> *mut u8 {
+    heap::alloc_slow_path(kmalloc_cache(class).root, true)
+        .map_or(std::ptr::null_mut(), |p| p.as_ptr())
+}
+
+/// The kmalloc cache of class `class`.
+pub(crate) fn kmalloc_cache(class: usize) -> SlabCache {
+    let caches = match KMALLOC.get() {
+        Some(caches) => caches,
+        None => kmalloc_init(),
+    };
+    caches[class]
+}
+
 /// Make the kmalloc caches, internal: making them allocates, and the global
 /// allocator must not come back here for it.
 #[cold]
 fn kmalloc_init() -> &'static [SlabCache; 32] {
     let _internal = crate::global::Internal::enter();
     KMALLOC.get_or_init(|| {
+        let mut class = 0;
         KMALLOC_SIZES.map(|s| {
-            SlabCache::new(&format!("kmalloc-{s}"), s, false).expect("kmalloc caches are valid")
+            let root = cache::root_cache(&format!("kmalloc-{s}"), s, false, Some(class))
+                .expect("kmalloc caches are valid");
+            class += 1;
+            SlabCache { root }
         })
     })
 }
@@ -330,11 +358,6 @@ impl SlabCache {
     /// [`KMALLOC_MAX`]. Objects are aligned to 16 bytes (8 for size 8 or less).
     #[inline]
     pub fn kmalloc(size: usize) -> Option<SlabCache> {
-        let class = *KMALLOC_INDEX.get(size.div_ceil(16))? as usize;
-        let caches = match KMALLOC.get() {
-            Some(caches) => caches,
-            None => kmalloc_init(),
-        };
-        Some(caches[class])
+        Some(kmalloc_cache(kmalloc_class(size)?))
     }
 }
