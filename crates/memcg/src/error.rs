@@ -2,10 +2,10 @@
 
 use thiserror::Error;
 
-/// A `Result` whose error is [`Error`].
+/// A `Result` whose error is [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// The kind of an [`Error`], as `memcg replay`'s `expect-fail` names it.
+/// The kind of an [`Error`](enum@Error), as `memcg replay`'s `expect-fail` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// The group has children or tasks.

@@ -107,7 +107,17 @@ pub fn global() -> &'static crate::Hierarchy {
     })
 }
 
-/// The memcg global allocator. See the [module docs](self).
+/// The memcg global allocator: every allocation is charged to the calling
+/// thread's group in [`global()`] (nothing in the root). Sizes up to 8 KiB
+/// come from the kmalloc slab classes, larger ones are page-level kmem. While
+/// memcg itself runs, allocations go to the system allocator uncharged, so
+/// the allocator never recurses or takes a lock its caller holds; see
+/// [`LimitPolicy`] for what happens at `memory.max`.
+///
+/// ```no_run
+/// #[global_allocator]
+/// static A: memcg::MemcgAlloc = memcg::MemcgAlloc;
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MemcgAlloc;
 

@@ -9,9 +9,9 @@
 //! thread's charge stock; objects carry no header, and the slab of any object
 //! is found by masking its address.
 //!
-//! Module map: [`heap`] is the fast path (one screen); [`page`] the slab and
-//! its ownership rules; [`remote`] the lock-free remote-free list; [`cache`]
-//! refills, lists, dead caches and reclaim; [`segment`] memory from the OS.
+//! Module map: `heap` is the fast path (one screen); `page` the slab and
+//! its ownership rules; `remote` the lock-free remote-free list; `cache`
+//! refills, lists, dead caches and reclaim; `segment` memory from the OS.
 //!
 //! ```
 //! use memcg::{Hierarchy, SlabCache};
