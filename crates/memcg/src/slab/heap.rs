@@ -147,11 +147,9 @@ pub(crate) fn alloc_fast_index(index: usize) -> Option<NonNull<u8>> {
 #[cold]
 #[inline(never)]
 pub(crate) fn alloc_slow_path(root: &'static RootCache, global: bool) -> SlowResult {
+    // Callers tried the fast path just before: go straight to the refill.
     HEAP.with(|h| {
         let target = crate::task::current_ptr();
-        if let Some(obj) = pop(h, root.index, target) {
-            return Ok(obj);
-        }
         let nofail = global && crate::limit_policy() == crate::LimitPolicy::Overcharge;
         alloc_slow(h, root, target, nofail, crate::task::current_group)
     })
