@@ -269,7 +269,7 @@ pub(crate) fn run(cfg: &Churn, seed: u64, progress: &ProgressBar) -> Result<Repo
             .map_err(|e| SimError::engine(format!("rmdir {p}"), e))?;
     }
     drop(wheel);
-    let (leftovers, live_contexts, live_caches) = settle_to_empty(&h, 0);
+    let (leftovers, live_contexts, live_caches) = settle_to_empty(&h);
     let drift_bytes = stat_bytes(&h, "memory.current")?;
     if drift_bytes != 0 {
         failures.push(format!(

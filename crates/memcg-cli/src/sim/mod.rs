@@ -148,43 +148,19 @@ fn command_line(args: &SimArgs) -> String {
     cmd
 }
 
-/// Quiesce until the leftovers stop changing. `quiesce` runs deferred
-/// destruction in the caller, but the hierarchy's deferred worker may have
-/// taken a batch of dead caches just before and still be destroying them
-/// (their contexts reach the queue only after), so one `quiesce` can return
-/// with destruction under way; the leftovers are read again, with a pause
-/// for the worker, until three reads agree.
+/// Quiesce and read what removed groups leave behind. `quiesce` waits for
+/// deferred destruction the background worker already took, so one is enough.
 pub(crate) fn settle(h: &Hierarchy) -> Leftovers {
     h.quiesce();
-    let mut last = (h.leftovers(), h.live_contexts(), h.live_caches());
-    let mut agreeing = 1;
-    for _ in 0..200 {
-        std::thread::sleep(Duration::from_micros(50));
-        h.quiesce();
-        let now = (h.leftovers(), h.live_contexts(), h.live_caches());
-        agreeing = if now == last { agreeing + 1 } else { 1 };
-        last = now;
-        if agreeing == 3 {
-            break;
-        }
-    }
-    last.0
+    h.leftovers()
 }
 
-/// After a run freed everything removed groups held: wait (up to a few
-/// seconds, for a deferred worker the OS does not schedule) until no
-/// leftovers remain and `contexts` contexts live (one per online group), and
-/// return the leftovers, live contexts and live caches then.
-pub(crate) fn settle_to_empty(h: &Hierarchy, contexts: usize) -> (Leftovers, usize, usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        h.quiesce();
-        let now = (h.leftovers(), h.live_contexts(), h.live_caches());
-        if now == (Leftovers::default(), contexts, 0) || std::time::Instant::now() > deadline {
-            return now;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+/// After a run freed everything removed groups held: quiesce, and return the
+/// leftovers, live contexts and live caches then (expected: none, one context
+/// per online group, no cache).
+pub(crate) fn settle_to_empty(h: &Hierarchy) -> (Leftovers, usize, usize) {
+    h.quiesce();
+    (h.leftovers(), h.live_contexts(), h.live_caches())
 }
 
 /// The root's `file` (a single number of bytes) as an integer.

@@ -126,7 +126,7 @@ pub(crate) fn run(
 
     h.remove(PARENT)
         .map_err(|e| SimError::engine(format!("rmdir {PARENT}"), e))?;
-    settle_to_empty(&h, 0);
+    settle_to_empty(&h);
     let drift_bytes = stat_bytes(&h, "memory.current")?;
     if drift_bytes != 0 {
         failures.push(format!(
@@ -262,7 +262,7 @@ fn measure(
     drop(objects);
     drop(pages);
     // The parent's own context lives on; the victim's must be gone.
-    let (leftovers, _, _) = settle_to_empty(h, 1);
+    let (leftovers, _, _) = settle_to_empty(h);
     let after = read(&parent)?;
     if after != 0 || leftovers != memcg::Leftovers::default() {
         failures.push(format!(
