@@ -56,7 +56,56 @@ pub(crate) struct KmemContext {
     /// The slab caches billing through this context (the seed's
     /// `ctx->slab_caches`), live and dead.
     pub(crate) caches: std::sync::Mutex<Vec<crate::slab::cache::CachePtr>>,
-    pub(crate) common: Arc<Common>,
+    common: checked::CommonRef,
+}
+
+/// The context's reference to its hierarchy, private even to this module, so
+/// that every read goes through [`KmemContext::common`]: under loom that
+/// read is checked against the context's destruction.
+mod checked {
+    use crate::group::Common;
+    use crate::sync::Arc;
+
+    pub(super) struct CommonRef {
+        common: Arc<Common>,
+        /// Under loom, destruction writes this cell and every read of
+        /// `common` reads it, so the model checker reports a read not
+        /// ordered before the destruction (a use after free).
+        #[cfg(loom)]
+        alive: loom::cell::UnsafeCell<()>,
+    }
+
+    impl CommonRef {
+        pub(super) fn new(common: Arc<Common>) -> CommonRef {
+            CommonRef {
+                common,
+                #[cfg(loom)]
+                alive: loom::cell::UnsafeCell::new(()),
+            }
+        }
+
+        #[inline]
+        pub(super) fn get(&self) -> &Arc<Common> {
+            #[cfg(loom)]
+            self.alive.with(|_| ());
+            &self.common
+        }
+
+        /// Under loom: the context is destroyed. Drops the reference and
+        /// keeps the cell, so a later read is reported instead of reading
+        /// freed memory.
+        ///
+        /// # Safety
+        /// Called once, on a context nobody else can reach; `get` must not
+        /// be called afterwards except to be reported.
+        #[cfg(loom)]
+        pub(super) unsafe fn destroy(&mut self) {
+            self.alive.with_mut(|_| ());
+            // SAFETY: the caller's contract: dropped once, never read again
+            // (a read is reported by `alive` before it dereferences).
+            unsafe { std::ptr::drop_in_place(&mut self.common) };
+        }
+    }
 }
 
 /// A counted reference to a kmem context.
@@ -82,7 +131,7 @@ impl CtxRef {
             list_index: AtomicUsize::new(usize::MAX),
             next_deferred: AtomicPtr::new(ptr::null_mut()),
             caches: std::sync::Mutex::new(Vec::new()),
-            common,
+            common: checked::CommonRef::new(common),
         });
         CtxRef(NonNull::from(Box::leak(ctx)))
     }
@@ -134,7 +183,10 @@ impl Drop for CtxRef {
         }
         crate::sync::fence_acquire();
         // S9: never destroy inline. The push neither allocates nor locks.
-        let queue = &ctx.common.deferred;
+        // Once it succeeds the context belongs to whoever runs the queue (the
+        // worker, or a quiesce on another thread), which may free it and the
+        // hierarchy with it at once: nothing of either is read after it.
+        let queue = &ctx.common().deferred;
         let node = self.0.as_ptr();
         let mut head = queue.load(Relaxed);
         loop {
@@ -144,7 +196,8 @@ impl Drop for CtxRef {
                 Err(h) => head = h,
             }
         }
-        ctx.common.wake_deferred_worker();
+        crate::deferred::after_publish();
+        crate::deferred::wake();
     }
 }
 
@@ -199,11 +252,37 @@ fn destroy(ctx: Box<KmemContext>) {
         owner.unlist_context(&ctx);
         drop(owner);
     }
-    ctx.common.contexts_live.fetch_sub(1, Relaxed);
+    // Counted before the deferred lock is released, so a quiesce that
+    // returns has seen every destruction a concurrent pass made.
+    ctx.common().contexts_live.fetch_sub(1, Relaxed);
+    ctx.common().contexts_destroyed.fetch_add(1, Relaxed);
     LIVE_CONTEXTS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    free(ctx);
+}
+
+#[cfg(not(loom))]
+fn free(ctx: Box<KmemContext>) {
+    drop(ctx);
+}
+
+/// Under loom: mark the context freed for the checker, drop what it owns,
+/// and keep its memory, so that a read after destruction is reported by
+/// loom instead of reading freed memory.
+#[cfg(loom)]
+fn free(ctx: Box<KmemContext>) {
+    let ctx = Box::leak(ctx);
+    // SAFETY: the context is unreachable (its refcnt is 0 and it is off
+    // the queue), and this is its one destruction.
+    unsafe { ctx.common.destroy() };
 }
 
 impl KmemContext {
+    /// The state shared with the context's hierarchy.
+    #[inline]
+    pub(crate) fn common(&self) -> &Arc<Common> {
+        self.common.get()
+    }
+
     /// Run `f` on the group the context currently bills, inside a reader
     /// section: the group cannot be freed before `f` returns, though it may be
     /// removed (dying) meanwhile. `f` must not block on the hierarchy's locks.

@@ -50,8 +50,6 @@ pub(crate) struct Common {
     /// Source of LRU order: every user page takes the next number.
     pub(crate) lru_clock: AtomicU64,
     pub(crate) shrinkers: Mutex<Vec<Arc<dyn crate::Shrinker>>>,
-    #[cfg(not(loom))]
-    pub(crate) worker: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl Common {
@@ -72,54 +70,18 @@ impl Common {
             contexts_destroyed: AtomicUsize::new(0),
             lru_clock: AtomicU64::new(0),
             shrinkers: Mutex::new(Vec::new()),
-            #[cfg(not(loom))]
-            worker: std::sync::OnceLock::new(),
         })
     }
 
-    /// Wake the deferred-destruction worker. Never allocates or blocks.
-    pub(crate) fn wake_deferred_worker(&self) {
-        #[cfg(not(loom))]
-        if let Some(t) = self.worker.get() {
-            t.unpark();
-        }
-    }
-
-    /// Start the worker that runs deferred destruction (the seed's
-    /// `destroy_work` on a workqueue). It holds only a weak reference, and
-    /// ends when the hierarchy's last reference is gone.
-    #[cfg(not(loom))]
-    pub(crate) fn start_deferred_worker(this: &Arc<Common>) {
-        let weak = Arc::downgrade(this);
-        let spawned = std::thread::Builder::new()
-            .name("memcg-deferred".into())
-            .spawn(move || loop {
-                std::thread::park();
-                let _internal = crate::global::Internal::enter();
-                let Some(common) = weak.upgrade() else { return };
-                Common::run_deferred(&common);
-            });
-        // Without a worker, destruction still runs at every quiesce and
-        // hierarchy operation; the thread is an optimisation of latency.
-        if let Ok(handle) = spawned {
-            let _ = this.worker.set(handle.thread().clone());
-        }
+    /// Whether destruction work is queued (for the deferred worker, which
+    /// skips idle hierarchies without taking their locks).
+    pub(crate) fn has_deferred(&self) -> bool {
+        !self.deferred.load(Acquire).is_null() || !self.deferred_caches.load(Acquire).is_null()
     }
 
     /// Run deferred destruction now, in this thread.
     pub(crate) fn run_deferred(this: &Arc<Common>) -> usize {
-        let n = crate::context::run_deferred(this);
-        this.contexts_destroyed.fetch_add(n, Relaxed);
-        n
-    }
-}
-
-impl Drop for Common {
-    fn drop(&mut self) {
-        #[cfg(not(loom))]
-        if let Some(t) = self.worker.get() {
-            t.unpark();
-        }
+        crate::context::run_deferred(this)
     }
 }
 

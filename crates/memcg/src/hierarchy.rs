@@ -62,7 +62,7 @@ impl Hierarchy {
         let root = GroupInner::new_root(common.clone());
         common.tree.lock().groups.insert("/".into(), root.clone());
         #[cfg(not(loom))]
-        Common::start_deferred_worker(&common);
+        crate::deferred::register(&common);
         Hierarchy {
             shared: Arc::new(Shared { common, root }),
         }

@@ -51,6 +51,7 @@
 
 mod charge;
 mod context;
+mod deferred;
 mod error;
 mod files;
 mod global;

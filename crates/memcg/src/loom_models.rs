@@ -53,9 +53,14 @@ fn loom_charge_racing_with_removal() {
     });
 }
 
-/// (b) The last uncharge racing with the group's destruction: whichever
-/// drops the context's last reference, it is destroyed exactly once, by
-/// deferred work, and the counters end at 0 (S2, S9).
+/// (b) The last uncharge racing with destruction, through the real drop
+/// path, wake-up included (issue 8): the freer drops the context's last
+/// reference, which pushes it on the deferred queue and wakes the worker,
+/// while the removal's own deferred pass and the worker may destroy it.
+/// Under loom a read of a context not ordered before its destruction is
+/// reported (`KmemContext::common`), and a wake-up lost or made before the
+/// push leaves the worker waiting forever. Whichever thread destroys it, the
+/// context is destroyed exactly once and the counters end at 0 (S2, S9).
 #[test]
 fn loom_last_uncharge_racing_with_destruction() {
     model(|| {
@@ -64,15 +69,27 @@ fn loom_last_uncharge_racing_with_destruction() {
         let b = h.create("/a/b").unwrap();
         let object = KmemPages::alloc_for(&b, 1).unwrap();
         drop(b);
+        let common = h.common().clone();
+        let worker = thread::spawn(move || deferred_worker(&common, 1));
         let freer = thread::spawn(move || drop(object));
         h.remove("/a/b").unwrap();
-        h.quiesce();
         freer.join().unwrap();
-        h.quiesce();
+        worker.join().unwrap();
         assert_eq!(usage(&h, "/a"), 0);
         assert_eq!(h.live_contexts(), 1);
         assert_eq!(h.destroyed_contexts(), 1);
     });
+}
+
+/// The deferred worker of the models: one pass per wake-up, as the real one
+/// ([`crate::deferred`]), until `contexts` contexts have been destroyed (by
+/// it or by a hierarchy operation's own pass).
+fn deferred_worker(common: &crate::sync::Arc<crate::group::Common>, contexts: usize) {
+    use crate::sync::Ordering::Relaxed;
+    while common.contexts_destroyed.load(Relaxed) < contexts {
+        crate::deferred::wait_for_wake();
+        crate::group::Common::run_deferred(common);
+    }
 }
 
 /// (c) Nested removal racing with an uncharge through a context reparented

@@ -197,7 +197,7 @@ pub(crate) fn drain_all(common_id: u64) {
         let ctx = slot.ctx.load(Relaxed);
         // SAFETY: a non-null ctx in a locked slot is a counted reference the
         // slot owns; reading its hierarchy id does not outlive the lock.
-        let ours = !ctx.is_null() && unsafe { (&*ctx).common.id } == common_id;
+        let ours = !ctx.is_null() && unsafe { (&*ctx).common().id } == common_id;
         let taken = if ours { slot.take() } else { None };
         slot.unlock();
         if let Some((c, n)) = taken {

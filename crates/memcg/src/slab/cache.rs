@@ -148,7 +148,7 @@ impl RootCache {
             }
         }
         let ctx = group.ctx.clone().expect("non-root groups have a context");
-        ctx.common.caches_live.fetch_add(1, Relaxed);
+        ctx.common().caches_live.fetch_add(1, Relaxed);
         let cache = Cache::make(Some(self), group.id, Some(ctx.clone()));
         cache.get(); // the caller's reference, beside the slot's
         if slots.len() <= group.id {
@@ -340,10 +340,13 @@ impl Cache {
             return;
         }
         std::sync::atomic::fence(Acquire);
-        let common: &Common = &self
+        // Once the push succeeds, deferred work on another thread may destroy
+        // the cache and drop its context, and with it the hierarchy: nothing
+        // of them is read after it.
+        let common: &Common = self
             .ctx()
             .expect("a root's own cache is never destroyed")
-            .common;
+            .common();
         let mut head = common.deferred_caches.load(Relaxed);
         loop {
             self.next.store(head, Relaxed);
@@ -357,7 +360,8 @@ impl Cache {
                 Err(h) => head = h,
             }
         }
-        common.wake_deferred_worker();
+        crate::deferred::after_publish();
+        crate::deferred::wake();
     }
 
     fn stat(&self) -> Stat {
@@ -414,7 +418,7 @@ impl Cache {
             let _l = lock(&self.lists);
             self.pages.fetch_add(pages, Relaxed);
             if let (true, Some(ctx)) = (self.is_dead(), self.ctx()) {
-                ctx.common.dead_cache_pages.fetch_add(pages, Relaxed);
+                ctx.common().dead_cache_pages.fetch_add(pages, Relaxed);
             }
         }
         // SAFETY: a span fresh from the pool is ours alone.
@@ -465,7 +469,7 @@ impl Cache {
         if let Some(ctx) = self.ctx() {
             crate::charge::uncharge(ctx, pages, self.stat());
             if self.is_dead() {
-                ctx.common.dead_cache_pages.fetch_sub(pages, Relaxed);
+                ctx.common().dead_cache_pages.fetch_sub(pages, Relaxed);
             }
         }
         self.pages.fetch_sub(pages, Relaxed);
@@ -539,8 +543,10 @@ impl Cache {
             let _l = lock(&self.lists);
             self.dead.store(true, Release);
             if let Some(ctx) = self.ctx() {
-                ctx.common.dead_caches.fetch_add(1, Relaxed);
-                ctx.common.dead_cache_pages.fetch_add(self.pages(), Relaxed);
+                ctx.common().dead_caches.fetch_add(1, Relaxed);
+                ctx.common()
+                    .dead_cache_pages
+                    .fetch_add(self.pages(), Relaxed);
             }
         }
         if self.root().clear_slot(self.ident().group_id, self) {
@@ -612,9 +618,9 @@ pub(crate) fn run_deferred(common: &Common) -> usize {
             // SAFETY: no user is left; the ident is ours to change.
             let ident = unsafe { &mut *cache.ident.get() };
             if let Some(ctx) = ident.ctx.take() {
-                ctx.common.caches_live.fetch_sub(1, Relaxed);
+                ctx.common().caches_live.fetch_sub(1, Relaxed);
                 if cache.is_dead() {
-                    ctx.common.dead_caches.fetch_sub(1, Relaxed);
+                    ctx.common().dead_caches.fetch_sub(1, Relaxed);
                 }
                 lock(&ctx.caches).retain(|p| !ptr::eq(p.0, cache));
                 drop(ctx);

@@ -1,0 +1,127 @@
+//! Layer 2: the process's deferred-work thread (the seed's `destroy_work` on
+//! the kernel's system workqueue).
+//!
+//! The last reference to a kmem context or a slab cache pushes it on its
+//! hierarchy's lock-free queue and then calls [`wake`]. Once the push is
+//! visible, the node may be destroyed at any moment by this worker or by a
+//! `quiesce` on another thread, and with it the last reference to the
+//! hierarchy's `Common`. So the wake-up reads nothing of the node or of its
+//! hierarchy: only statics, which live for the process. The worker finds the
+//! work by walking the hierarchies registered here, through weak references.
+//!
+//! Under `--cfg loom` the worker is a thread of the model: [`wake`] unparks
+//! it and it waits in `wait_for_wake`.
+
+/// Make the deferred-work thread run soon. Reads only statics: callable
+/// right after publishing a node that another thread may then destroy.
+/// Never allocates, never blocks.
+pub(crate) fn wake() {
+    imp::wake();
+}
+
+/// Right after a lock-free publish of a node another thread may destroy:
+/// debug builds yield here, so that stress tests hit the window in which a
+/// consumer takes and frees the node (a read of the node after this point
+/// is a use-after-free those tests then catch). Release builds compile it
+/// out; loom permutes the window itself.
+#[inline]
+pub(crate) fn after_publish() {
+    #[cfg(all(debug_assertions, not(loom)))]
+    std::thread::yield_now();
+}
+
+#[cfg(not(loom))]
+pub(crate) use imp::register;
+
+#[cfg(all(loom, test))]
+pub(crate) use imp::wait_for_wake;
+
+#[cfg(not(loom))]
+mod imp {
+    use crate::group::Common;
+    use crate::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::*};
+    use std::sync::{Mutex, OnceLock, Weak};
+    use std::thread::Thread;
+
+    /// Set by [`wake`], cleared by the worker before it looks for work, so
+    /// a wake that arrives while it runs makes it run again.
+    static PENDING: AtomicBool = AtomicBool::new(false);
+    static WORKER: OnceLock<Thread> = OnceLock::new();
+    static STARTING: AtomicBool = AtomicBool::new(false);
+    /// Every hierarchy made so far; dead ones are pruned on registration and
+    /// on every pass.
+    static HIERARCHIES: Mutex<Vec<Weak<Common>>> = Mutex::new(Vec::new());
+
+    pub(super) fn wake() {
+        // Release: the worker's swap acquires it, and so sees the push that
+        // came before this call.
+        PENDING.store(true, Release);
+        if let Some(t) = WORKER.get() {
+            t.unpark();
+        }
+    }
+
+    /// Let the worker find `common`'s deferred work; start the worker on
+    /// first use. Without a worker (the OS refused a thread), deferred work
+    /// still runs at every quiesce and hierarchy operation.
+    pub(crate) fn register(common: &Arc<Common>) {
+        {
+            let mut list = HIERARCHIES.lock().unwrap_or_else(|e| e.into_inner());
+            list.retain(|w| w.strong_count() > 0);
+            list.push(Arc::downgrade(common));
+        }
+        if WORKER.get().is_none() && !STARTING.swap(true, AcqRel) {
+            let spawned = std::thread::Builder::new()
+                .name("memcg-deferred".into())
+                .spawn(worker);
+            match spawned {
+                Ok(handle) => {
+                    let _ = WORKER.set(handle.thread().clone());
+                    // A wake before the handle was set found no thread.
+                    wake();
+                }
+                Err(_) => STARTING.store(false, Release),
+            }
+        }
+    }
+
+    fn worker() {
+        let _internal = crate::global::Internal::enter();
+        loop {
+            if !PENDING.swap(false, Acquire) {
+                std::thread::park();
+                continue;
+            }
+            let live: Vec<Arc<Common>> = {
+                let mut list = HIERARCHIES.lock().unwrap_or_else(|e| e.into_inner());
+                list.retain(|w| w.strong_count() > 0);
+                list.iter().filter_map(Weak::upgrade).collect()
+            };
+            for common in live {
+                if common.has_deferred() {
+                    Common::run_deferred(&common);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(loom)]
+mod imp {
+    loom::lazy_static! {
+        /// Park and unpark of the model's worker: a wake-up is a token that
+        /// a later wait consumes, as `std::thread::park`.
+        static ref WAKE: loom::sync::Notify = loom::sync::Notify::new();
+    }
+
+    pub(super) fn wake() {
+        WAKE.notify();
+    }
+
+    /// The model's worker: block until woken.
+    #[cfg(test)]
+    pub(crate) fn wait_for_wake() {
+        WAKE.wait();
+    }
+}
