@@ -371,7 +371,7 @@ impl<'a, W: Write> Replay<'a, W> {
                 self.hierarchy.write(path, file, value)?;
             }
             Command::Read { path, file } => {
-                self.hierarchy.quiesce();
+                self.quiesce()?;
                 let content = self.read_file(path, file)?;
                 self.out.write_all(content.as_bytes())?;
                 self.out.flush()?;
@@ -388,7 +388,8 @@ impl<'a, W: Write> Replay<'a, W> {
                 name,
                 size,
                 reclaimable,
-            } => self.cache(name, *size, *reclaimable)?,
+                isolated,
+            } => self.cache(name, *size, *reclaimable, *isolated)?,
             Command::Alloc {
                 task,
                 cache,
@@ -445,7 +446,7 @@ impl<'a, W: Write> Replay<'a, W> {
                 count,
                 tolerance,
             } => {
-                self.hierarchy.quiesce();
+                self.quiesce()?;
                 let live = self.live(set)?;
                 let got = Amount::Number(live as u64);
                 let want = Amount::Number(*count);
@@ -503,9 +504,27 @@ impl<'a, W: Write> Replay<'a, W> {
         }
     }
 
-    /// `cache NAME SIZE [reclaimable]`: makes this run's cache NAME, or finds
-    /// it again when the same size and kind were asked for before.
-    fn cache(&mut self, name: &str, size: u64, reclaimable: bool) -> Result<(), RunError> {
+    /// §5: before each `read`, `expect` and `expect-live`, every task's
+    /// stocks are drained (on its own thread: object stocks are thread-local)
+    /// and deferred destruction has run, so scripted numbers are exact.
+    fn quiesce(&mut self) -> Result<(), RunError> {
+        for (name, task) in &self.tasks {
+            task.run(name, memcg::drain_stocks)?;
+        }
+        self.hierarchy.quiesce();
+        Ok(())
+    }
+
+    /// `cache NAME SIZE [reclaimable] [isolated]`: makes this run's cache
+    /// NAME, or finds it again when the same size and kind were asked for
+    /// before.
+    fn cache(
+        &mut self,
+        name: &str,
+        size: u64,
+        reclaimable: bool,
+        isolated: bool,
+    ) -> Result<(), RunError> {
         if size == 0 {
             return Err(memcg::Error::Invalid(format!(
                 "cache {name}: objects need at least 1 byte"
@@ -517,7 +536,12 @@ impl<'a, W: Write> Replay<'a, W> {
         // saturating lets the engine say so with its own error.
         let size = usize::try_from(size).unwrap_or(usize::MAX);
         let name: Arc<str> = Arc::from(name);
-        let cache = SlabCache::new(&qualified, size, reclaimable)
+        let make = if isolated {
+            SlabCache::isolated
+        } else {
+            SlabCache::new
+        };
+        let cache = make(&qualified, size, reclaimable)
             .map_err(|error| unqualify(error, &qualified, &name))?;
         self.caches
             .insert(name.to_string(), ScriptCache { cache, name });
@@ -607,7 +631,7 @@ impl<'a, W: Write> Replay<'a, W> {
         expected: &Value,
         tolerance: Option<u64>,
     ) -> Result<(), RunError> {
-        self.hierarchy.quiesce();
+        self.quiesce()?;
         let got = self.read_amount(actual)?;
         let (value, source) = match expected {
             Value::Size(n) => (Amount::Number(*n), None),

@@ -102,7 +102,7 @@ pub enum Command {
         /// The thread's name.
         name: String,
     },
-    /// `cache NAME SIZE [reclaimable]`: create a slab cache.
+    /// `cache NAME SIZE [reclaimable] [isolated]`: create a slab cache.
     Cache {
         /// The cache's name.
         name: String,
@@ -110,6 +110,8 @@ pub enum Command {
         size: u64,
         /// Whether its objects can be reclaimed through a shrinker.
         reclaimable: bool,
+        /// Per-group child caches (S6) instead of shared slabs (S11).
+        isolated: bool,
     },
     /// `alloc TASK CACHE COUNT as SET`: allocate slab objects.
     Alloc {
@@ -661,14 +663,19 @@ fn parse_arguments(name: &str, args: &mut Args<'_>) -> Result<Command, Problem> 
         "cache" => {
             let name = args.name("NAME")?;
             let size = args.size()?;
-            let reclaimable = args.peek().is_some();
+            let reclaimable = args.peek().is_some_and(|t| t != "isolated");
             if reclaimable {
                 args.keyword("reclaimable")?;
+            }
+            let isolated = args.peek().is_some();
+            if isolated {
+                args.keyword("isolated")?;
             }
             Command::Cache {
                 name,
                 size,
                 reclaimable,
+                isolated,
             }
         }
         "alloc" => Command::Alloc {
@@ -747,7 +754,7 @@ fn usage(command: &str) -> Option<&'static str> {
         "read" => "read PATH FILE",
         "task" => "task NAME PATH",
         "exit" => "exit NAME",
-        "cache" => "cache NAME SIZE [reclaimable]",
+        "cache" => "cache NAME SIZE [reclaimable] [isolated]",
         "alloc" => "alloc TASK CACHE COUNT as SET",
         "kmem" => "kmem TASK SIZE COUNT as SET",
         "anon" => "anon TASK SIZE as SET",
@@ -884,6 +891,7 @@ mod tests {
                 name: s("c"),
                 size: 64,
                 reclaimable: false,
+                isolated: false,
             }
         );
         assert_eq!(
@@ -892,6 +900,25 @@ mod tests {
                 name: s("dentry"),
                 size: 192,
                 reclaimable: true,
+                isolated: false,
+            }
+        );
+        assert_eq!(
+            one("cache c 64 isolated"),
+            Command::Cache {
+                name: s("c"),
+                size: 64,
+                reclaimable: false,
+                isolated: true,
+            }
+        );
+        assert_eq!(
+            one("cache d 64 reclaimable isolated"),
+            Command::Cache {
+                name: s("d"),
+                size: 64,
+                reclaimable: true,
+                isolated: true,
             }
         );
         assert_eq!(

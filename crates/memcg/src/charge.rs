@@ -23,7 +23,7 @@ pub const MAX_RECLAIM_RETRIES: usize = 5;
 /// `__GFP_NOFAIL`).
 pub(crate) fn charge(ctx: &CtxRef, pages: usize, stat: Stat, nofail: bool) -> Result<()> {
     if stock_consume(ctx, pages) {
-        ctx.with_owner(|g| g.stat_add(stat, pages as isize));
+        ctx.with_owner(|g| g.stat_pages(stat, pages as isize));
         return Ok(());
     }
     let _internal = crate::global::Internal::enter();
@@ -100,7 +100,7 @@ fn try_charge_owner(
             }
             Some(match g.counter.try_charge(batch) {
                 Ok(()) => {
-                    g.stat_add(stat, pages as isize);
+                    g.stat_pages(stat, pages as isize);
                     Ok(g.clone())
                 }
                 Err(level) => Err(GroupInner::ancestor_arc(g, level)),
@@ -122,7 +122,7 @@ fn force_charge(ctx: &CtxRef, pages: usize, stat: Stat) {
                 return false;
             }
             g.counter.charge(pages);
-            g.stat_add(stat, pages as isize);
+            g.stat_pages(stat, pages as isize);
             true
         });
         if done {
@@ -136,7 +136,7 @@ fn force_charge(ctx: &CtxRef, pages: usize, stat: Stat) {
 pub(crate) fn uncharge(ctx: &CtxRef, pages: usize, stat: Stat) {
     ctx.with_owner(|g| {
         g.counter.uncharge(pages);
-        g.stat_add(stat, -(pages as isize));
+        g.stat_pages(stat, -(pages as isize));
     });
 }
 

@@ -53,6 +53,12 @@ pub(crate) struct KmemContext {
     pub(crate) list_index: AtomicUsize,
     /// Link of the deferred destruction queue.
     next_deferred: AtomicPtr<KmemContext>,
+    /// Bytes charged through the context (in whole pages) that no object or
+    /// object stock uses: the sub-page remainder of byte charges (S11), the
+    /// kernel's `nr_charged_bytes`. It stays with the context, so it moves
+    /// with it on reparenting; below a page whenever no stock refill or
+    /// drain is running on it.
+    pub(crate) nr_bytes: AtomicUsize,
     /// The slab caches billing through this context (the seed's
     /// `ctx->slab_caches`), live and dead.
     pub(crate) caches: std::sync::Mutex<Vec<crate::slab::cache::CachePtr>>,
@@ -130,6 +136,7 @@ impl CtxRef {
             refcnt: AtomicUsize::new(1),
             list_index: AtomicUsize::new(usize::MAX),
             next_deferred: AtomicPtr::new(ptr::null_mut()),
+            nr_bytes: AtomicUsize::new(0),
             caches: std::sync::Mutex::new(Vec::new()),
             common: checked::CommonRef::new(common),
         });
@@ -152,6 +159,32 @@ impl CtxRef {
         let p = self.0.as_ptr();
         std::mem::forget(self);
         p
+    }
+
+    /// Take `n` more references, one per page charged through an object
+    /// stock: a context lives while bytes charged through it do.
+    pub(crate) fn get_refs(&self, n: usize) {
+        // Relaxed: as for clone.
+        self.ctx().refcnt.fetch_add(n, Relaxed);
+    }
+
+    /// Drop `n` references taken by [`CtxRef::get_refs`]. Never the last
+    /// ones: `self` holds another.
+    pub(crate) fn put_refs(&self, n: usize) {
+        let before = self.ctx().refcnt.fetch_sub(n, Release);
+        debug_assert!(before > n, "page references outnumber the context's");
+    }
+
+    /// A new counted reference to the context at `p`.
+    ///
+    /// # Safety
+    /// The context at `p` must be kept alive by a reference the caller can
+    /// vouch for until this returns (e.g. the charge of a live object).
+    pub(crate) unsafe fn clone_raw(p: *const KmemContext) -> CtxRef {
+        // SAFETY: by the caller's contract `p` is a live context.
+        let ctx = unsafe { &*p };
+        ctx.refcnt.fetch_add(1, Relaxed);
+        CtxRef(NonNull::from(ctx))
     }
 
     /// Take back a reference given up by [`CtxRef::into_raw`].
@@ -244,6 +277,11 @@ fn run_deferred_contexts(common: &Arc<Common>) -> usize {
 
 /// The seed's `memcg_kmem_context_destroy_func`, with the context lock held.
 fn destroy(ctx: Box<KmemContext>) {
+    debug_assert_eq!(
+        ctx.nr_bytes.load(Relaxed),
+        0,
+        "bytes charged through a context outlive its last reference"
+    );
     let owner = ctx.owner.load(Acquire) as *const GroupInner;
     if !owner.is_null() {
         // SAFETY: the context still holds its counted reference on `owner`;

@@ -132,9 +132,8 @@ fn events(count: impl Fn(Event) -> usize) -> String {
 
 fn stat(g: &GroupInner) -> String {
     let s = &g.stats;
-    let page = PAGE_SIZE as u64;
     let mut out = String::new();
-    for (key, pages) in [
+    for (key, bytes) in [
         ("anon", s.get(Stat::Anon)),
         ("file", s.get(Stat::File)),
         ("kernel", s.kernel()),
@@ -143,7 +142,7 @@ fn stat(g: &GroupInner) -> String {
         ("slab_reclaimable", s.get(Stat::SlabReclaimable)),
         ("slab_unreclaimable", s.get(Stat::SlabUnreclaimable)),
     ] {
-        let _ = writeln!(out, "{key} {}", pages * page);
+        let _ = writeln!(out, "{key} {bytes}");
     }
     out
 }

@@ -253,10 +253,22 @@ impl GroupInner {
         g
     }
 
-    /// Change the stat `stat` by `pages` here and in every ancestor.
-    pub(crate) fn stat_add(&self, stat: Stat, pages: isize) {
+    /// Change the stat `stat` by `bytes` here and in every ancestor.
+    pub(crate) fn stat_add(&self, stat: Stat, bytes: isize) {
         for g in self.ancestors() {
-            g.stats.add(stat, pages);
+            g.stats.add(stat, bytes);
+        }
+    }
+
+    /// Account `pages` charged (negative: uncharged) of kind `stat`: the
+    /// stat itself and, for kernel memory, `kernel`.
+    pub(crate) fn stat_pages(&self, stat: Stat, pages: isize) {
+        let bytes = pages * crate::PAGE_SIZE as isize;
+        for g in self.ancestors() {
+            g.stats.add(stat, bytes);
+            if stat.is_kmem() {
+                g.stats.add(Stat::Kernel, bytes);
+            }
         }
     }
 

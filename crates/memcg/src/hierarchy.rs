@@ -172,6 +172,7 @@ impl Hierarchy {
     /// live group `memory.current == anon + file + kernel`.
     pub fn quiesce(&self) {
         let _internal = crate::global::Internal::enter();
+        crate::slab::heap::drain_local();
         crate::stock::drain_all(self.common().id);
         self.run_deferred();
     }

@@ -60,6 +60,7 @@ mod hierarchy;
 mod kmem;
 #[cfg(all(test, loom))]
 mod loom_models;
+mod objstock;
 pub mod page_counter;
 mod reclaim;
 pub mod slab;
@@ -88,6 +89,15 @@ pub use user::{PageKind, UserPage};
 
 /// The page size: counters count pages, files report bytes.
 pub const PAGE_SIZE: usize = 4096;
+
+/// Return the calling thread's object stocks (S11): the bytes pre-charged
+/// for its shared-slab objects, and its pending `slab` statistics. A thread's
+/// stocks are also drained when it changes group, exits, or quiesces a
+/// hierarchy; call this on a long-lived thread before reading exact numbers
+/// from another one.
+pub fn drain_stocks() {
+    slab::heap::drain_local();
+}
 
 /// The bytes of one kmem context: what a removed group leaves behind while
 /// its charges live (S3). Compare with [`group_size`].

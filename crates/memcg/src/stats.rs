@@ -1,40 +1,57 @@
 //! Per-group statistics and events, kept hierarchically: a change on a group
 //! is applied to it and to every ancestor, so reading is one load per key.
+//! Statistics are in bytes: slab objects are charged by the byte (S11).
 
 use crate::sync::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
 
-/// Pages by kind, the `memory.stat` keys.
+/// The `memory.stat` keys, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stat {
     Anon = 0,
     File = 1,
     /// Page-level kmem (`kmem` in scripts); part of `kernel`.
     Kmem = 2,
-    SlabReclaimable = 3,
-    SlabUnreclaimable = 4,
+    /// Every page charged for kernel memory: page-level kmem, the slab pages
+    /// of isolated caches, and the pages that back byte charges of shared
+    /// slab objects (S11). Charges of the other kmem kinds add here too.
+    Kernel = 3,
+    /// Slab memory: the slab pages of isolated caches, or the bytes of live
+    /// objects of shared caches (slot plus object-vector entry).
+    SlabReclaimable = 4,
+    SlabUnreclaimable = 5,
 }
 
-const NR_STATS: usize = 5;
+impl Stat {
+    /// Whether charges of this kind are kernel memory, counted in `kernel`.
+    pub(crate) fn is_kmem(self) -> bool {
+        matches!(
+            self,
+            Stat::Kmem | Stat::SlabReclaimable | Stat::SlabUnreclaimable
+        )
+    }
+}
 
-/// Page counts by [`Stat`], hierarchical.
+const NR_STATS: usize = 6;
+
+/// Bytes by [`Stat`], hierarchical.
 #[derive(Debug, Default)]
 pub(crate) struct Stats([AtomicIsize; NR_STATS]);
 
 impl Stats {
-    pub(crate) fn add(&self, stat: Stat, pages: isize) {
+    pub(crate) fn add(&self, stat: Stat, bytes: isize) {
         // Relaxed: statistics publish nothing; a reader racing with a charge
         // may see the counter and the stat a few pages apart, never afterwards.
-        self.0[stat as usize].fetch_add(pages, Relaxed);
+        self.0[stat as usize].fetch_add(bytes, Relaxed);
     }
 
-    /// Pages of `stat`, clamped at 0 against transient races.
+    /// Bytes of `stat`, clamped at 0 against transient races.
     pub(crate) fn get(&self, stat: Stat) -> u64 {
         self.0[stat as usize].load(Relaxed).max(0) as u64
     }
 
-    /// All kernel memory: page-level kmem plus slab.
+    /// All kernel memory: the pages charged for it.
     pub(crate) fn kernel(&self) -> u64 {
-        self.get(Stat::Kmem) + self.slab()
+        self.get(Stat::Kernel)
     }
 
     pub(crate) fn slab(&self) -> u64 {

@@ -14,6 +14,9 @@ use std::ptr;
 
 thread_local! {
     static CURRENT: Cell<*const GroupInner> = const { Cell::new(ptr::null()) };
+    /// The kmem context of `CURRENT` (null in the root), for the shared-slab
+    /// fast path: valid while CURRENT holds the group, which holds it.
+    static CURRENT_CTX: Cell<*const crate::context::KmemContext> = const { Cell::new(ptr::null()) };
     static TASK_ID: Cell<u64> = const { Cell::new(0) };
 }
 
@@ -26,6 +29,7 @@ impl Drop for ExitHook {
         let _internal = crate::global::Internal::enter();
         // Thread exit: leave the group (so it can be removed) and return the
         // stock's pre-charged pages.
+        let _ = CURRENT_CTX.try_with(|c| c.set(ptr::null()));
         let _ = CURRENT.try_with(|c| {
             let old = c.replace(ptr::null());
             release(old);
@@ -72,6 +76,13 @@ pub(crate) fn current_group() -> Option<Arc<GroupInner>> {
 #[inline]
 pub(crate) fn current_ptr() -> *const GroupInner {
     CURRENT.with(|c| c.get())
+}
+
+/// The calling thread's kmem context as a raw pointer (null in the root),
+/// for the shared-slab fast path.
+#[inline]
+pub(crate) fn current_ctx_ptr() -> *const crate::context::KmemContext {
+    CURRENT_CTX.with(|c| c.get())
 }
 
 /// Run `f` with the calling thread's group, without touching its count.
@@ -124,12 +135,17 @@ pub(crate) fn switch(group: Option<&Arc<GroupInner>>) -> Result<Option<Arc<Group
         EXIT_HOOK.with(|_| {});
     }
     let new = group.map_or(ptr::null(), |g| Arc::into_raw(g.clone()));
+    let ctx = group
+        .and_then(|g| g.ctx.as_ref())
+        .map_or(ptr::null(), |c| c.as_ptr());
+    CURRENT_CTX.with(|c| c.set(ctx));
     let old = CURRENT.with(|c| c.replace(new));
     release(old);
-    // The thread's slabs belong to the group it leaves: hand them back now,
-    // so that group's memory is reclaimable and its removal sees it.
+    // The thread's object stock and its isolated caches' slabs belong to the
+    // group it leaves: hand them back now, so that group's memory is exact,
+    // reclaimable, and seen by its removal. Shared slabs stay.
     if old != new {
-        crate::slab::flush_thread_cache();
+        crate::slab::heap::leave_group();
     }
     Ok(previous)
 }

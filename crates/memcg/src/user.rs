@@ -145,7 +145,7 @@ impl Drop for UserPage {
 
 fn uncharge(group: &GroupInner, kind: PageKind, pages: usize) {
     group.counter.uncharge(pages);
-    group.stat_add(kind.stat(), -(pages as isize));
+    group.stat_pages(kind.stat(), -(pages as isize));
 }
 
 /// S7: move every user page of `child` to `parent`, walking the lists. The
@@ -163,7 +163,9 @@ pub(crate) fn reparent_pages(child: &GroupInner, parent: &Arc<GroupInner>) -> us
             plru.list(kind).insert(seq, rec);
         }
         child.counter.uncharge_below(&parent.counter, n);
-        child.stats.add(kind.stat(), -(n as isize));
+        child
+            .stats
+            .add(kind.stat(), -((n * crate::PAGE_SIZE) as isize));
         moved += n;
     }
     moved

@@ -77,12 +77,13 @@ fn groups_churned_on_threads_through_memcg_alloc_end_at_zero() {
         }
         freed
     });
-    let outlived = AtomicUsize::new(0);
-    thread::scope(|scope| {
-        for n in 0..CHURNERS {
+    static OUTLIVED: AtomicUsize = AtomicUsize::new(0);
+    // Joined one by one (not scoped): a join returns once the thread's
+    // exit hooks, which drain its stocks, have run.
+    let churners: Vec<_> = (0..CHURNERS)
+        .map(|n| {
             let tx = tx.clone();
-            let outlived = &outlived;
-            scope.spawn(move || {
+            thread::spawn(move || {
                 for i in 0..rounds {
                     let s = round(&format!("/churn{n}-{i}"));
                     // Now and then free on this thread instead: the last
@@ -93,18 +94,21 @@ fn groups_churned_on_threads_through_memcg_alloc_end_at_zero() {
                         tx.send(s).unwrap();
                     }
                     if h.leftovers().dead_contexts > 0 {
-                        outlived.fetch_add(1, Relaxed);
+                        OUTLIVED.fetch_add(1, Relaxed);
                     }
                 }
-            });
-        }
-    });
+            })
+        })
+        .collect();
+    for c in churners {
+        c.join().unwrap();
+    }
     drop(tx);
     let freed = freer.join().unwrap();
     assert_eq!(freed, CHURNERS * rounds - CHURNERS * (rounds / 4));
     // The race this test is for happened: contexts outlived their groups
     // and died from frees on other threads.
-    assert!(outlived.load(Relaxed) > 0, "no context outlived its group");
+    assert!(OUTLIVED.load(Relaxed) > 0, "no context outlived its group");
     h.quiesce();
     assert_eq!(
         h.leftovers(),

@@ -1,5 +1,6 @@
-//! The slab allocator with per-group caches: S6, S8, remote frees, reclaim
-//! of reclaimable caches, and removal while threads allocate.
+//! The slab allocator with isolated (per-group) caches: S6, S8, remote
+//! frees, reclaim of reclaimable caches, and removal while threads allocate.
+//! Shared slabs with byte charges (S11) are in tests/shared_slabs.rs.
 
 use memcg::{ErrorKind, Hierarchy, SlabCache, SlabObject};
 use std::thread;
@@ -41,12 +42,13 @@ fn alloc_on_task(h: &Hierarchy, path: &str, cache: SlabCache, n: usize) -> Vec<S
     .unwrap()
 }
 
-/// Slabs are charged once each, as slab pages, and counted in `kernel`.
+/// Slabs of an isolated cache are charged once each, as slab pages, and
+/// counted in `kernel`.
 #[test]
 fn slabs_are_charged_per_page_and_reported_as_slab() {
     let h = Hierarchy::new();
     h.create("/a").unwrap();
-    let cache = SlabCache::new("test-per-page", 64, false).unwrap();
+    let cache = SlabCache::isolated("test-per-page", 64, false).unwrap();
     let objects = alloc_on_task(&h, "/a", cache, 100); // 64 per 4 KiB slab
     assert_eq!(num(&h, "/a", "memory.current"), 2 * 4096);
     assert_eq!(stat(&h, "/a", "slab_unreclaimable"), 2 * 4096);
@@ -75,7 +77,7 @@ fn dead_caches_live_until_their_last_object_then_die() {
     let h = Hierarchy::new();
     h.create("/a").unwrap();
     h.create("/a/b").unwrap();
-    let cache = SlabCache::new("test-dead", 64, false).unwrap();
+    let cache = SlabCache::isolated("test-dead", 64, false).unwrap();
     let mut objects = alloc_on_task(&h, "/a/b", cache, 64 * 4);
     assert_eq!(num(&h, "/a", "memory.current"), 4 * 4096);
     // Free the first two slabs' objects: they go back as remote frees.
@@ -114,7 +116,7 @@ fn dead_caches_live_until_their_last_object_then_die() {
 #[test]
 fn removal_work_does_not_grow_with_live_objects() {
     let h = Hierarchy::new();
-    let cache = SlabCache::new("test-s8", 32, false).unwrap();
+    let cache = SlabCache::isolated("test-s8", 32, false).unwrap();
     h.create("/empty").unwrap();
     h.remove("/empty").unwrap();
     let none = h.last_removal_slabs();
@@ -305,7 +307,7 @@ fn leftovers_of_removed_groups_are_reported_and_vanish() {
     let h = Hierarchy::new();
     h.create("/a").unwrap();
     h.create("/a/b").unwrap();
-    let cache = SlabCache::new("test-leftovers", 64, false).unwrap();
+    let cache = SlabCache::isolated("test-leftovers", 64, false).unwrap();
     let objects = alloc_on_task(&h, "/a/b", cache, 100);
     h.remove("/a/b").unwrap();
     h.quiesce();

@@ -19,8 +19,10 @@
 //! Drift, checked at every sample, is the root's `memory.current` (the page
 //! counters, charged through the contexts) minus the live charges: the kmem
 //! buffers and anon pages the simulator holds, counted by the simulator, plus
-//! the slab pages in the root's `memory.stat` (slabs are charged whole, so
-//! the simulator cannot count them from its objects). At the end, with every
+//! the pages charged for slab objects, `kernel - kmem` in the root's
+//! `memory.stat` (shared-slab objects are charged by the byte and their
+//! contexts keep sub-page remainders, isolated caches' slabs whole, so the
+//! simulator cannot count them from its objects). At the end, with every
 //! survivor freed and every group removed, drift is the root's
 //! `memory.current` alone, and must be exactly 0.
 //!
@@ -387,9 +389,9 @@ fn sample(
     };
     let current = stat_bytes(h, "memory.current")?;
     let stat = read(&root, "memory.stat")?;
-    let slab = key_bytes(&stat, "slab");
+    let slab_pages = key_bytes(&stat, "kernel") - key_bytes(&stat, "kmem");
     let counted: i128 = wheel.iter().flatten().map(Held::counted_bytes).sum();
-    let live_charges = counted + slab;
+    let live_charges = counted + slab_pages;
     let mut top_level: Vec<&str> = cfg
         .parents
         .iter()
@@ -589,7 +591,7 @@ fn notes() -> Vec<String> {
         "`pinned_bytes`: what removed groups pin besides live objects: their contexts and the structs of their dead caches (`Leftovers::pinned_bytes`).",
         "`prepatch_pinned_bytes`: the same plus one group (`memcg::group_size()`) per dead context, the pre-patch kernel's cost for the same object lifetimes.",
         "`dead_slab_bytes`: slabs of dead caches, holding the surviving objects (`Leftovers::dead_cache_slab_bytes`); both designs hold these, charged to a live ancestor.",
-        "`drift_bytes` (per sample): the root's `memory.current` (page counters, charged through kmem contexts) minus the live charges: the kmem buffers and anon pages the simulator holds, counted by the simulator, plus the slab pages in the root's `memory.stat`. Sampled after `quiesce()` with every job thread joined. Must be 0.",
+        "`drift_bytes` (per sample): the root's `memory.current` (page counters, charged through kmem contexts) minus the live charges: the kmem buffers and anon pages the simulator holds, counted by the simulator, plus the pages charged for slab objects (`kernel - kmem` in the root's `memory.stat`). Sampled after `quiesce()` with every job thread joined. Must be 0.",
         "`drift_bytes` (summary): the root's `memory.current` after the parents were removed while survivors lived (their contexts move up again, S4), then every survivor freed. Must be exactly 0 (S2).",
         "`hierarchy_gap_bytes`: the root's `memory.current` minus the sum of its children's. Must be 0.",
         "Columns ending in `_ns` are timings; every other column is the same for the same seed.",

@@ -43,7 +43,11 @@ pub(crate) struct RootCache {
     pub(crate) obj_size: usize,
     pub(crate) pool: usize,
     pub(crate) reclaimable: bool,
-    /// The root group's cache: not charged.
+    /// Per-group child caches (S6, the seed's design) instead of shared
+    /// slabs with per-object charges (S11, the default).
+    pub(crate) isolated: bool,
+    /// The cache of threads in the root group (isolated), or of everyone
+    /// (shared). Its slabs are not charged: a shared cache charges objects.
     pub(crate) own: &'static Cache,
     /// Child caches by group id; each non-null entry holds a reference.
     slots: Mutex<Vec<*const Cache>>,
@@ -85,8 +89,12 @@ pub(crate) fn root_cache(
     name: &str,
     size: usize,
     reclaimable: bool,
+    isolated: bool,
     kmalloc_class: Option<usize>,
 ) -> Result<&'static RootCache> {
+    // Reclaim finds a group's reclaimable objects on its child cache's LRU:
+    // reclaimable caches are per group.
+    let isolated = isolated || reclaimable;
     let (obj_size, pool) = geometry(size.max(1)).ok_or_else(|| {
         Error::Invalid(format!(
             "cache {name}: objects of {size} bytes are too large for a slab; use kmem pages"
@@ -94,13 +102,18 @@ pub(crate) fn root_cache(
     })?;
     let mut roots = lock(&ROOTS);
     if let Some(r) = roots.iter().find(|r| r.name == name) {
-        if r.size == size && r.reclaimable == reclaimable {
+        if r.size == size && r.reclaimable == reclaimable && r.isolated == isolated {
             return Ok(r);
         }
         return Err(Error::Exists(format!(
-            "cache {name} ({} bytes{})",
+            "cache {name} ({} bytes{}{})",
             r.size,
-            if r.reclaimable { ", reclaimable" } else { "" }
+            if r.reclaimable { ", reclaimable" } else { "" },
+            if r.isolated && !r.reclaimable {
+                ", isolated"
+            } else {
+                ""
+            }
         )));
     }
     let named = roots.iter().filter(|r| r.index >= KMALLOC_CLASSES).count();
@@ -122,6 +135,7 @@ pub(crate) fn root_cache(
         obj_size,
         pool,
         reclaimable,
+        isolated,
         own,
         slots: Mutex::new(Vec::new()),
     }));
@@ -132,10 +146,17 @@ pub(crate) fn root_cache(
 }
 
 impl RootCache {
+    /// Whether objects of all groups share slabs and are charged by the
+    /// byte (S11).
+    #[inline]
+    pub(crate) fn shared(&self) -> bool {
+        !self.isolated
+    }
+
     /// The child cache of `group` (a live group, or the root when `None`),
-    /// made on first use; returns a counted reference.
+    /// made on first use, or the shared cache; returns a counted reference.
     pub(crate) fn cache_for(&'static self, group: Option<&GroupInner>) -> &'static Cache {
-        let Some(group) = group.filter(|g| !g.is_root()) else {
+        let Some(group) = group.filter(|g| !g.is_root() && self.isolated) else {
             self.own.get();
             return self.own;
         };
@@ -422,7 +443,16 @@ impl Cache {
             }
         }
         // SAFETY: a span fresh from the pool is ours alone.
-        unsafe { slab.format(self, root.obj_size, tid) };
+        if !unsafe { slab.format(self, root.obj_size, tid) } {
+            let _l = lock(&self.lists);
+            // SAFETY: the unformatted span is on no list and holds nothing;
+            // free_slab returns it and undoes the charge and the reference.
+            unsafe { self.free_slab(slab) };
+            return Err(Error::Invalid(format!(
+                "cache {}: the system allocator refused an object vector",
+                root.name
+            )));
+        }
         Ok(slab)
     }
 

@@ -29,16 +29,24 @@ use crate::error::{Error, Result};
 /// in two registers. (A 48-byte `Result` goes through memory, and reading
 /// it back right after the callee wrote it stalled the refill path.)
 pub(crate) type SlowResult = std::result::Result<NonNull<u8>, Box<Error>>;
+use crate::context::{CtxRef, KmemContext};
 use crate::group::GroupInner;
+use crate::objstock::ObjStock;
 use crate::sync::Arc;
 use std::cell::{Cell, UnsafeCell};
 use std::ptr::{self, NonNull};
 
+/// Bytes of an object's entry in its slab's object vector, charged with it.
+pub(crate) const OBJCG_BYTES: usize = std::mem::size_of::<*const KmemContext>();
+
 struct Heap {
-    /// The group the heap is bound to: a counted reference (`Arc::into_raw`),
-    /// or null for the root. Counted so the address cannot be reused by
-    /// another group while the heap still holds its caches.
+    /// The group the heap's isolated caches are bound to: a counted
+    /// reference (`Arc::into_raw`), or null for the root. Counted so the
+    /// address cannot be reused by another group while the heap still holds
+    /// its caches. Shared caches do not depend on it.
     bound: Cell<*const GroupInner>,
+    /// Pre-charged bytes for objects of shared caches (S11).
+    stock: ObjStock,
     slabs: [Cell<*const Slab>; MAX_ROOTS],
     /// Counted references to the caches of `bound`, by root index.
     caches: [Cell<*const Cache>; MAX_ROOTS],
@@ -85,6 +93,7 @@ impl Heap {
     const fn new() -> Heap {
         Heap {
             bound: Cell::new(ptr::null()),
+            stock: ObjStock::new(),
             slabs: [const { Cell::new(ptr::null()) }; MAX_ROOTS],
             caches: [const { Cell::new(ptr::null()) }; MAX_ROOTS],
             lists: [const { UnsafeCell::new(HeapLists::new()) }; MAX_ROOTS],
@@ -132,13 +141,18 @@ pub(crate) fn thread_id() -> usize {
 /// register; the fallible slow path stays out of line.
 #[inline(always)]
 pub(crate) fn alloc_fast(root: &'static RootCache) -> Option<NonNull<u8>> {
-    alloc_fast_index(root.index)
+    if root.isolated {
+        HEAP.with(|h| pop(h, root.index, crate::task::current_ptr()))
+    } else {
+        alloc_fast_index(root.index)
+    }
 }
 
-/// [`alloc_fast`] by heap slot (a kmalloc class is its own slot).
+/// [`alloc_fast`] for a shared cache by heap slot (a kmalloc class is its
+/// own slot): an object charged through the thread's context.
 #[inline(always)]
 pub(crate) fn alloc_fast_index(index: usize) -> Option<NonNull<u8>> {
-    HEAP.with(|h| pop(h, index, crate::task::current_ptr()))
+    HEAP.with(|h| pop_shared(h, index, crate::task::current_ctx_ptr()))
 }
 
 /// Allocate an object of `root`'s size, charged to the calling thread's
@@ -166,19 +180,34 @@ pub(crate) fn alloc(root: &'static RootCache, global: bool) -> Result<NonNull<u8
 }
 
 /// Allocate an object of `root`'s size charged to `group`, whatever the
-/// calling thread's group.
+/// calling thread's group. A removed group's allocations go where its
+/// context bills now (S5), never into its dead caches (S6).
 #[inline]
 pub(crate) fn alloc_for(root: &'static RootCache, group: &Arc<GroupInner>) -> SlowResult {
     HANDLE_HEAP.with(|h| {
-        let target = Arc::as_ptr(group);
+        if !root.isolated {
+            let ctx = group.ctx.as_ref().map_or(ptr::null(), |c| c.as_ptr());
+            if let Some(obj) = pop_shared(h, root.index, ctx) {
+                return Ok(obj);
+            }
+            return alloc_slow(h, root, Arc::as_ptr(group), false, || Some(group.clone()));
+        }
+        let live = if group.is_dying() {
+            group.ctx.as_ref().map(|c| c.with_owner(|o| o.clone()))
+        } else {
+            Some(group.clone())
+        };
+        let live = live.filter(|g| !g.is_root());
+        let target = live.as_ref().map_or(ptr::null(), Arc::as_ptr);
         if let Some(obj) = pop(h, root.index, target) {
             return Ok(obj);
         }
-        alloc_slow(h, root, target, false, || Some(group.clone()))
+        alloc_slow(h, root, target, false, || live)
     })
 }
 
-/// The fast path: pop the current slab of a heap bound to `target`.
+/// The fast path of an isolated cache: pop the current slab of a heap bound
+/// to `target`.
 #[inline(always)]
 fn pop(h: &Heap, index: usize, target: *const GroupInner) -> Option<NonNull<u8>> {
     if h.bound.get() != target {
@@ -192,6 +221,29 @@ fn pop(h: &Heap, index: usize, target: *const GroupInner) -> Option<NonNull<u8>>
     Some(unsafe { NonNull::new_unchecked(obj) })
 }
 
+/// The fast path of a shared cache (S11): pop the current slab, take the
+/// object's bytes from the stock, record its context in the object vector.
+#[inline(always)]
+fn pop_shared(h: &Heap, index: usize, ctx: *const KmemContext) -> Option<NonNull<u8>> {
+    // SAFETY: a non-null slab in our heap is owned by this thread, so its
+    // free list is ours.
+    let s = unsafe { h.slabs[index].get().as_ref()? };
+    let need = s.obj_size() + OBJCG_BYTES;
+    if !ctx.is_null() && !h.stock.can_consume(ctx, need) {
+        return None;
+    }
+    // SAFETY: as above.
+    let obj = unsafe { s.pop()? };
+    if !ctx.is_null() {
+        h.stock.consume(need);
+    }
+    // SAFETY: a shared cache's slab has an object vector; the object is
+    // ours (just popped), so its entry is ours to write.
+    unsafe { s.set_objcg(obj, ctx) };
+    // SAFETY: pop returns object addresses, never null.
+    Some(unsafe { NonNull::new_unchecked(obj) })
+}
+
 /// Free an object allocated by [`alloc`], from any thread.
 ///
 /// # Safety
@@ -200,6 +252,16 @@ fn pop(h: &Heap, index: usize, target: *const GroupInner) -> Option<NonNull<u8>>
 pub(crate) unsafe fn free(obj: *mut u8) {
     // SAFETY: caller's contract: obj lies in one of our segments.
     let slab = unsafe { Segment::of(obj as usize).slab_of(obj as usize) };
+    // S11: uncharge the object's own context, read before the object is
+    // pushed back (after that, its entry may belong to a new object).
+    // SAFETY: a live object of this slab, ours to free.
+    if let Some(entry) = unsafe { slab.objcg_slot(obj) } {
+        // SAFETY: as above: the entry was written when the object was made.
+        let ctx = unsafe { *entry };
+        if !ctx.is_null() {
+            uncharge_object(ctx, slab.obj_size() + OBJCG_BYTES);
+        }
+    }
     if slab.owner() == thread_id() {
         // SAFETY: we own the slab, so its free list and count are ours.
         unsafe {
@@ -211,6 +273,30 @@ pub(crate) unsafe fn free(obj: *mut u8) {
         return;
     }
     free_remote(slab, obj);
+}
+
+/// Give a freed object's bytes back: to the thread's stock when it caches
+/// the object's context, else through the context's shared state.
+#[inline(always)]
+fn uncharge_object(ctx: *const KmemContext, need: usize) {
+    let done = HEAP.try_with(|h| {
+        if !h.stock.try_return(ctx, need) {
+            let _internal = crate::global::Internal::enter();
+            // The stock may adopt `ctx`: the exit hook must drain it. A
+            // thread past its exit hook keeps nothing in its stock.
+            hook_exit(h);
+            let current = crate::task::current_ctx_ptr();
+            let adopt = !h.exited.get() && (current.is_null() || !h.stock.holds(current));
+            // SAFETY: `ctx` is the recorded context of the live object being
+            // freed, charged `need` bytes.
+            unsafe { h.stock.uncharge(ctx, need, adopt) };
+        }
+    });
+    if done.is_err() {
+        // Thread teardown: no stock; give the bytes back directly.
+        // SAFETY: as above.
+        unsafe { ObjStock::new().uncharge(ctx, need, false) };
+    }
 }
 
 /// A local free into an owned slab that is not the current one: a used-up
@@ -273,22 +359,76 @@ fn alloc_slow(
     target_arc: impl FnOnce() -> Option<Arc<GroupInner>>,
 ) -> SlowResult {
     let _internal = crate::global::Internal::enter();
+    hook_exit(h);
+    let result = if root.isolated {
+        if h.bound.get() != target {
+            flush_isolated(h);
+            h.bound.set(target_arc().map_or(ptr::null(), Arc::into_raw));
+        }
+        refill_and_pop(h, root, nofail)
+    } else {
+        let ctx = target_arc().and_then(|g| g.ctx.clone());
+        alloc_shared_slow(h, root, ctx.as_ref(), nofail)
+    };
+    if h.exited.get() {
+        // A thread past its exit hook keeps nothing.
+        flush(h);
+    }
+    result
+}
+
+/// Register the thread-exit hook that hands the heap back, once.
+fn hook_exit(h: &Heap) {
     if !h.hooked.get() {
         h.hooked.set(true);
         if EXIT_HOOK.try_with(|_| {}).is_err() {
             h.exited.set(true);
         }
     }
-    if h.bound.get() != target {
-        flush(h);
-        h.bound.set(target_arc().map_or(ptr::null(), Arc::into_raw));
+}
+
+/// A shared cache's slow path: charge the object's bytes (refilling the
+/// stock), then pop, refilling the slab if needed.
+fn alloc_shared_slow(
+    h: &Heap,
+    root: &'static RootCache,
+    ctx: Option<&CtxRef>,
+    nofail: bool,
+) -> SlowResult {
+    let need = root.obj_size + OBJCG_BYTES;
+    if let Some(ctx) = ctx {
+        if h.stock.can_consume(ctx.as_ptr(), need) {
+            h.stock.consume(need);
+        } else {
+            h.stock.charge(ctx, need, nofail).map_err(Box::new)?;
+        }
     }
-    let result = refill_and_pop(h, root, nofail);
-    if h.exited.get() {
-        // A thread past its exit hook keeps nothing.
-        flush(h);
-    }
-    result
+    let ctx_ptr = ctx.map_or(ptr::null(), CtxRef::as_ptr);
+    // SAFETY: slabs in our heap are live slabs we own.
+    let popped = match unsafe { h.slabs[root.index].get().as_ref() } {
+        // SAFETY: our own slab.
+        Some(s) => unsafe { s.pop() }.map(|p| {
+            // SAFETY: objects are never at address 0.
+            unsafe { NonNull::new_unchecked(p) }
+        }),
+        None => None,
+    };
+    let obj = match popped.map_or_else(|| refill_and_pop(h, root, nofail), Ok) {
+        Ok(obj) => obj,
+        Err(e) => {
+            if !ctx_ptr.is_null() {
+                uncharge_object(ctx_ptr, need);
+            }
+            return Err(e);
+        }
+    };
+    // SAFETY: the object is ours, in a shared slab (with a vector).
+    unsafe {
+        Segment::of(obj.as_ptr() as usize)
+            .slab_of(obj.as_ptr() as usize)
+            .set_objcg(obj.as_ptr(), ctx_ptr)
+    };
+    Ok(obj)
 }
 
 fn refill_and_pop(h: &Heap, root: &'static RootCache, nofail: bool) -> SlowResult {
@@ -379,10 +519,28 @@ fn next_owned(h: &Heap, i: usize) -> Option<&'static Slab> {
     None
 }
 
-/// Give every slab and cache back and unbind.
+/// Give every slab and cache back, return the object stock, and unbind.
 fn flush(h: &Heap) {
+    flush_classes(h, |_| true);
+    h.stock.drain();
+}
+
+/// Give back the slabs and caches of isolated caches (they belong to the
+/// bound group) and unbind; shared slabs stay.
+fn flush_isolated(h: &Heap) {
+    flush_classes(h, |c| c.root().isolated);
+}
+
+fn flush_classes(h: &Heap, which: impl Fn(&Cache) -> bool) {
     for i in 0..MAX_ROOTS {
-        let c = h.caches[i].replace(ptr::null());
+        // SAFETY: a counted reference taken in alloc_slow, or null.
+        let Some(c) = (unsafe { h.caches[i].get().as_ref() }) else {
+            continue;
+        };
+        if !which(c) {
+            continue;
+        }
+        h.caches[i].set(ptr::null());
         let s = h.slabs[i].replace(ptr::null());
         // SAFETY: our own slab.
         if let Some(s) = unsafe { s.as_ref() } {
@@ -399,10 +557,7 @@ fn flush(h: &Heap) {
                 }
             }
         }
-        // SAFETY: a counted reference taken in alloc_slow.
-        if let Some(c) = unsafe { c.as_ref() } {
-            c.put();
-        }
+        c.put();
     }
     let b = h.bound.replace(ptr::null());
     if !b.is_null() {
@@ -412,11 +567,30 @@ fn flush(h: &Heap) {
 }
 
 /// Give the calling thread's slabs back (before it changes group for good,
-/// or so that a test sees caches settle).
+/// or so that a test sees caches settle), and its object stocks.
 pub(crate) fn flush_local() {
     let _internal = crate::global::Internal::enter();
     let _ = HEAP.try_with(flush);
     let _ = HANDLE_HEAP.try_with(flush);
+}
+
+/// The calling thread leaves its group: return its object stocks and the
+/// slabs of its isolated caches; its shared slabs serve any group.
+pub(crate) fn leave_group() {
+    let _internal = crate::global::Internal::enter();
+    let _ = HEAP.try_with(|h| {
+        flush_isolated(h);
+        h.stock.drain();
+    });
+    let _ = HANDLE_HEAP.try_with(|h| h.stock.drain());
+}
+
+/// Return the calling thread's object stocks: exact charges and `slab`
+/// statistics for what it allocated (a quiesce on this thread).
+pub(crate) fn drain_local() {
+    let _internal = crate::global::Internal::enter();
+    let _ = HEAP.try_with(|h| h.stock.drain());
+    let _ = HANDLE_HEAP.try_with(|h| h.stock.drain());
 }
 
 /// Give back the calling thread's owned slabs that are empty (reclaim just

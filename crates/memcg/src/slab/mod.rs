@@ -64,12 +64,32 @@ impl std::fmt::Debug for SlabCache {
 
 impl SlabCache {
     /// The root cache `name` of `object_size`-byte objects (at most 8 KiB),
-    /// made if new. `reclaimable` caches keep objects made by
+    /// made if new. Its slabs are shared by all groups and each object is
+    /// charged by the byte to the group that allocated it (S11), unless the
+    /// cache is `reclaimable`: such caches keep objects made by
     /// [`alloc`](Self::alloc) on a per-group LRU that reclaim frees, oldest
-    /// first (the kernel's dcache on list_lru). Asking again for the same
-    /// name with the same size and kind returns the same cache; with another
-    /// size or kind it is an `exists` error.
+    /// first (the kernel's dcache on list_lru), and are isolated (see
+    /// [`isolated`](Self::isolated)). Asking again for the same name with the
+    /// same size and kind returns the same cache; with another size or kind
+    /// it is an `exists` error.
     pub fn new(name: &str, object_size: usize, reclaimable: bool) -> Result<SlabCache> {
+        SlabCache::make(name, object_size, reclaimable, false)
+    }
+
+    /// Like [`new`](Self::new), but with per-group child caches, the seed's
+    /// design (S6): each group's objects sit in slabs of their own, charged
+    /// whole; a removed group's child cache is dead and lives until its last
+    /// object is freed. For tenants that must not share slabs.
+    pub fn isolated(name: &str, object_size: usize, reclaimable: bool) -> Result<SlabCache> {
+        SlabCache::make(name, object_size, reclaimable, true)
+    }
+
+    fn make(
+        name: &str,
+        object_size: usize,
+        reclaimable: bool,
+        isolated: bool,
+    ) -> Result<SlabCache> {
         if name.is_empty() {
             return Err(Error::Invalid("a cache needs a name".into()));
         }
@@ -85,7 +105,7 @@ impl SlabCache {
         }
         let _internal = crate::global::Internal::enter();
         Ok(SlabCache {
-            root: cache::root_cache(name, object_size, reclaimable, None)?,
+            root: cache::root_cache(name, object_size, reclaimable, isolated, None)?,
         })
     }
 
@@ -107,6 +127,12 @@ impl SlabCache {
     /// Whether the cache is reclaimable.
     pub fn is_reclaimable(&self) -> bool {
         self.root.reclaimable
+    }
+
+    /// Whether the cache has per-group child caches (S6) rather than shared
+    /// slabs (S11).
+    pub fn is_isolated(&self) -> bool {
+        self.root.isolated
     }
 
     /// Allocate an object, charged (per slab) to the calling thread's group.
@@ -344,7 +370,7 @@ fn kmalloc_init() -> &'static [SlabCache; 32] {
     KMALLOC.get_or_init(|| {
         let mut class = 0;
         KMALLOC_SIZES.map(|s| {
-            let root = cache::root_cache(&format!("kmalloc-{s}"), s, false, Some(class))
+            let root = cache::root_cache(&format!("kmalloc-{s}"), s, false, false, Some(class))
                 .expect("kmalloc caches are valid");
             class += 1;
             SlabCache { root }

@@ -11,6 +11,7 @@
 
 use super::cache::Cache;
 use super::remote;
+use crate::context::KmemContext;
 use std::cell::UnsafeCell;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering::*};
@@ -36,6 +37,15 @@ pub(crate) struct Slab {
     local_free: UnsafeCell<usize>,
     used: UnsafeCell<u32>,
     capacity: UnsafeCell<u32>,
+    /// The object vector of a shared slab (S11): the kmem context of each
+    /// slot (null: not charged), kept outside the span it describes. Null
+    /// for slabs of isolated caches, which are charged whole.
+    objcgs: UnsafeCell<*mut *const KmemContext>,
+    /// `ceil(2^32 / obj_size)`: slot index by multiplication (exact for
+    /// offsets and sizes below 2^16, as spans and objects are).
+    recip: UnsafeCell<u32>,
+    /// Entries `objcgs` has room for; the vector outlives span reuse.
+    objcgs_cap: UnsafeCell<u32>,
     /// The owning thread's id ([`super::heap::thread_id`]), 0 when unowned.
     owner: AtomicUsize,
     thread_free: AtomicUsize,
@@ -68,6 +78,9 @@ impl Slab {
             local_free: UnsafeCell::new(0),
             used: UnsafeCell::new(0),
             capacity: UnsafeCell::new(0),
+            objcgs: UnsafeCell::new(ptr::null_mut()),
+            recip: UnsafeCell::new(0),
+            objcgs_cap: UnsafeCell::new(0),
             owner: AtomicUsize::new(0),
             thread_free: AtomicUsize::new(remote::UNOWNED),
             cache: AtomicPtr::new(ptr::null_mut()),
@@ -95,12 +108,24 @@ impl Slab {
         self.start
     }
 
-    /// Format the fresh span for `cache`'s objects, owned by `owner`, all free.
+    /// Format the fresh span for `cache`'s objects, owned by `owner`, all
+    /// free; a shared cache's slab gets an object vector. Returns false, with
+    /// the slab untouched, when the vector cannot be allocated.
     ///
     /// # Safety
     /// The slab must be a span just taken from a pool (no other user).
-    pub(crate) unsafe fn format(&self, cache: &Cache, obj_size: usize, owner: usize) {
+    pub(crate) unsafe fn format(&self, cache: &Cache, obj_size: usize, owner: usize) -> bool {
         let capacity = self.span_bytes / obj_size;
+        // SAFETY: exclusive use of a fresh span (caller's contract).
+        unsafe {
+            if cache.root().shared() {
+                if !self.reserve_objcgs(capacity) {
+                    return false;
+                }
+            } else {
+                *self.objcgs.get() = ptr::null_mut();
+            }
+        }
         // SAFETY: exclusive use of a fresh span (caller's contract); objects
         // are at least 8 bytes and 8-aligned, so each can hold the link.
         unsafe {
@@ -114,6 +139,7 @@ impl Slab {
             *self.used.get() = 0;
             *self.capacity.get() = capacity as u32;
             *self.obj_size.get() = obj_size as u32;
+            *self.recip.get() = (u32::MAX / obj_size as u32) + 1;
             *self.class.get() = cache.root().index as u16;
             *self.reopen.get() = (capacity - (capacity / 4).max(1)) as u32;
         }
@@ -122,6 +148,81 @@ impl Slab {
         self.list.store(ListKind::None as u8, Relaxed);
         self.thread_free.store(0, Relaxed);
         self.owner.store(owner, Release);
+        true
+    }
+
+    /// Give the slab an object vector of at least `capacity` entries. The
+    /// vector is metadata of the span, like the slab itself: it is kept for
+    /// the span's next use and never freed. Returns false if the system
+    /// allocator refuses.
+    ///
+    /// # Safety
+    /// Exclusive use of the slab (a fresh span).
+    unsafe fn reserve_objcgs(&self, capacity: usize) -> bool {
+        // SAFETY: exclusive use (caller's contract).
+        unsafe {
+            let old = *self.objcgs_cap.get() as usize;
+            let parked = *self.objcgs.get();
+            if old >= capacity && !parked.is_null() {
+                return true;
+            }
+            let layout = std::alloc::Layout::array::<*const KmemContext>(capacity)
+                .expect("a span holds at most 2^13 objects");
+            // The vector is unaccounted allocator metadata (the kernel keeps
+            // obj_exts out of the accounted kmalloc-cg-* caches likewise).
+            let fresh = std::alloc::GlobalAlloc::alloc(&std::alloc::System, layout);
+            if fresh.is_null() {
+                return false;
+            }
+            if !parked.is_null() {
+                let old_layout = std::alloc::Layout::array::<*const KmemContext>(old)
+                    .expect("allocated with this layout");
+                std::alloc::GlobalAlloc::dealloc(
+                    &std::alloc::System,
+                    parked as *mut u8,
+                    old_layout,
+                );
+            }
+            *self.objcgs.get() = fresh as *mut *const KmemContext;
+            *self.objcgs_cap.get() = capacity as u32;
+        }
+        true
+    }
+
+    /// Record `ctx` as the context charged for `obj` (S11).
+    ///
+    /// # Safety
+    /// `obj` is an object of this slab, of a shared cache, owned by the caller.
+    #[inline(always)]
+    pub(crate) unsafe fn set_objcg(&self, obj: *mut u8, ctx: *const KmemContext) {
+        // SAFETY: caller's contract: the slab has a vector, and the entry of
+        // an object we own is ours.
+        unsafe {
+            let entry = self.objcg_slot(obj);
+            debug_assert!(entry.is_some(), "a shared slab has an object vector");
+            *entry.unwrap_unchecked() = ctx;
+        }
+    }
+
+    /// The object vector's entry for `obj`, or `None` for a slab charged
+    /// whole (isolated cache).
+    ///
+    /// # Safety
+    /// `obj` is an object of this slab; the caller owns the object (it is
+    /// allocating or freeing it), so its entry is not written meanwhile.
+    #[inline(always)]
+    pub(crate) unsafe fn objcg_slot(&self, obj: *mut u8) -> Option<*mut *const KmemContext> {
+        // SAFETY: the vector and reciprocal are immutable while the slab
+        // holds objects; the index is below capacity for an object of ours.
+        unsafe {
+            let v = *self.objcgs.get();
+            if v.is_null() {
+                return None;
+            }
+            let off = (obj as usize - self.start as usize) as u64;
+            let index = (off * *self.recip.get() as u64) >> 32;
+            Some(v.add(index as usize))
+        }
     }
 
     #[inline]

@@ -1,0 +1,218 @@
+//! Shared slabs with per-object kmem contexts, the default (DESIGN.md S11, and
+//! S3 and S8 with it): objects of all groups share slabs, each is charged in
+//! bytes (its slot plus its object-vector entry) through the thread's object
+//! stock, and a removed group leaves its context and nothing more.
+
+use memcg::{Hierarchy, Leftovers, SlabCache, SlabObject, PAGE_SIZE};
+use std::thread;
+
+/// Bytes one object of `cache` is charged: its slot and its vector entry.
+fn charged(cache: SlabCache) -> u64 {
+    (cache.slot_size() + std::mem::size_of::<usize>()) as u64
+}
+
+fn num(h: &Hierarchy, path: &str, file: &str) -> u64 {
+    h.quiesce();
+    h.read(path, file).unwrap().trim().parse().unwrap()
+}
+
+fn stat(h: &Hierarchy, path: &str, key: &str) -> u64 {
+    h.quiesce();
+    h.read(path, "memory.stat")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.parse().ok())
+        .unwrap()
+}
+
+/// Allocate `n` objects of `cache` on a thread in `path`, which then exits
+/// (its stock drained).
+fn alloc_on_task(h: &Hierarchy, path: &str, cache: SlabCache, n: usize) -> Vec<SlabObject> {
+    let g = h.get(path).unwrap();
+    thread::spawn(move || {
+        memcg::without_accounting(|| {
+            let _in = g.enter().unwrap();
+            (0..n).map(|_| cache.alloc().unwrap()).collect()
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// S11: `slab` counts the bytes of live objects, `kernel` the whole pages
+/// charged for them; the difference is the context's sub-page remainder.
+#[test]
+fn objects_are_charged_by_the_byte() {
+    let h = Hierarchy::new();
+    h.create("/a").unwrap();
+    let cache = SlabCache::new("shared-bytes", 64, false).unwrap();
+    assert!(!cache.is_isolated());
+    let objects = alloc_on_task(&h, "/a", cache, 100);
+    let bytes = 100 * charged(cache);
+    assert_eq!(stat(&h, "/a", "slab"), bytes);
+    assert_eq!(stat(&h, "/a", "slab_unreclaimable"), bytes);
+    let pages = bytes.div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64;
+    assert_eq!(stat(&h, "/a", "kernel"), pages);
+    assert_eq!(num(&h, "/a", "memory.current"), pages);
+    drop(objects);
+    assert_eq!(stat(&h, "/a", "slab"), 0);
+    assert_eq!(
+        num(&h, "/a", "memory.current"),
+        0,
+        "no slab page stays charged"
+    );
+}
+
+/// S11: objects of different groups sit side by side in one slab.
+#[test]
+fn groups_share_slabs() {
+    let h = Hierarchy::new();
+    let a = h.create("/a").unwrap();
+    let b = h.create("/b").unwrap();
+    let cache = SlabCache::new("shared-side-by-side", 64, false).unwrap();
+    let (x, y) = memcg::without_accounting(|| {
+        let x = {
+            let _in = a.enter().unwrap();
+            cache.alloc_raw().unwrap()
+        };
+        let y = {
+            let _in = b.enter().unwrap();
+            cache.alloc_raw().unwrap()
+        };
+        (x, y)
+    });
+    assert_eq!(
+        y.as_ptr() as usize - x.as_ptr() as usize,
+        cache.slot_size(),
+        "the next slot of the same slab"
+    );
+    assert_eq!(num(&h, "/a", "memory.current"), PAGE_SIZE as u64);
+    assert_eq!(num(&h, "/b", "memory.current"), PAGE_SIZE as u64);
+    assert_eq!(stat(&h, "/a", "slab"), charged(cache));
+    // SAFETY: both came from alloc_raw and are freed once.
+    unsafe {
+        SlabCache::free_raw(x);
+        SlabCache::free_raw(y);
+    }
+    assert_eq!(num(&h, "/a", "memory.current"), 0);
+    assert_eq!(num(&h, "/b", "memory.current"), 0);
+}
+
+/// S11: a free from any thread, in any group, uncharges the object's own
+/// context, not the freeing thread's.
+#[test]
+fn a_free_uncharges_the_objects_own_context() {
+    let h = Hierarchy::new();
+    for p in ["/a", "/b", "/c"] {
+        h.create(p).unwrap();
+    }
+    let cache = SlabCache::new("shared-any-thread", 128, false).unwrap();
+    let mut objects = alloc_on_task(&h, "/a", cache, 500);
+    objects.extend(alloc_on_task(&h, "/b", cache, 300));
+    assert_eq!(stat(&h, "/a", "slab"), 500 * charged(cache));
+    assert_eq!(stat(&h, "/b", "slab"), 300 * charged(cache));
+    let c = h.get("/c").unwrap();
+    thread::spawn(move || {
+        memcg::without_accounting(|| {
+            let _in = c.enter().unwrap();
+            drop(objects);
+        })
+    })
+    .join()
+    .unwrap();
+    for p in ["/a", "/b", "/c"] {
+        assert_eq!(num(&h, p, "memory.current"), 0, "{p}");
+        assert_eq!(stat(&h, p, "slab"), 0, "{p}");
+    }
+}
+
+/// S3, S8: a removed group with live objects leaves its kmem context only:
+/// no slab, no cache; removal looks at no slab. The context's sub-page
+/// remainder moves with it to the parent, and everything returns to 0.
+#[test]
+fn a_removed_group_leaves_only_its_context() {
+    let h = Hierarchy::new();
+    h.create("/a").unwrap();
+    h.create("/a/b").unwrap();
+    let cache = SlabCache::new("shared-leftovers", 48, false).unwrap();
+    let objects = alloc_on_task(&h, "/a/b", cache, 100_000);
+    let charged_pages = num(&h, "/a/b", "memory.current");
+    h.remove("/a/b").unwrap();
+    assert_eq!(h.last_removal_slabs(), 0, "S8: no slab looked at");
+    h.quiesce();
+    assert_eq!(
+        h.leftovers(),
+        Leftovers {
+            dying_groups: 0,
+            dead_contexts: 1,
+            dead_caches: 0,
+            dead_cache_slab_bytes: 0,
+            pinned_bytes: memcg::context_size(),
+        }
+    );
+    assert!(
+        memcg::context_size() <= 128,
+        "§7: a context is at most 128 B"
+    );
+    assert_eq!(num(&h, "/a", "memory.current"), charged_pages);
+    assert_eq!(stat(&h, "/a", "slab"), 100_000 * charged(cache));
+    drop(objects);
+    assert_eq!(num(&h, "/a", "memory.current"), 0);
+    assert_eq!(stat(&h, "/a", "slab"), 0);
+    assert_eq!(h.leftovers(), Leftovers::default());
+}
+
+/// Consistency (§3) with byte charges: `memory.current == anon + file +
+/// kernel`, `kernel >= slab`, and kernel exceeds slab by less than a page
+/// per context billing the group.
+#[test]
+fn kernel_exceeds_slab_by_less_than_a_page_per_context() {
+    let h = Hierarchy::new();
+    h.create("/a").unwrap();
+    let cache = SlabCache::new("shared-consistency", 200, false).unwrap();
+    let mut kept = Vec::new();
+    for (i, n) in [3usize, 77, 1000, 5].into_iter().enumerate() {
+        let path = format!("/a/{i}");
+        h.create(&path).unwrap();
+        kept.push(alloc_on_task(&h, &path, cache, n));
+        if i % 2 == 0 {
+            h.remove(&path).unwrap(); // its context bills /a now
+        }
+    }
+    let contexts = 5; // /a, the two live children, the two reparented
+    let current = num(&h, "/a", "memory.current");
+    let kernel = stat(&h, "/a", "kernel");
+    let slab = stat(&h, "/a", "slab");
+    assert_eq!(
+        current,
+        stat(&h, "/a", "anon") + stat(&h, "/a", "file") + kernel
+    );
+    assert!(kernel >= slab);
+    assert!(
+        kernel - slab < contexts * PAGE_SIZE as u64,
+        "{kernel} - {slab}"
+    );
+    drop(kept);
+    assert_eq!(num(&h, "/a", "memory.current"), 0);
+}
+
+/// A handle bound to a removed group never allocates into its dead caches
+/// (S6), and with shared slabs charges the live ancestor (S5).
+#[test]
+fn a_handle_of_a_removed_group_charges_the_live_ancestor() {
+    let h = Hierarchy::new();
+    h.create("/a").unwrap();
+    let b = h.create("/a/b").unwrap();
+    let handle = b.allocator();
+    let mut v: allocator_api2::vec::Vec<u64, _> = allocator_api2::vec::Vec::new_in(handle.clone());
+    v.push(1);
+    drop(b);
+    h.remove("/a/b").unwrap();
+    let before = h.live_caches();
+    let w: allocator_api2::vec::Vec<u8, _> =
+        allocator_api2::vec::Vec::with_capacity_in(4000, handle.clone());
+    assert_eq!(h.live_caches(), before, "no cache made for a removed group");
+    assert!(num(&h, "/a", "memory.current") >= 4096);
+    drop((v, w, handle));
+    assert_eq!(num(&h, "/a", "memory.current"), 0);
+}
