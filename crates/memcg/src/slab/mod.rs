@@ -299,6 +299,13 @@ pub fn cache_size() -> usize {
     std::mem::size_of::<cache::Cache>()
 }
 
+/// Bytes of slabs in use in the process, all caches and groups together
+/// (spans held by caches or threads, empty ones kept for reuse included):
+/// the denominator of slab utilization (DESIGN.md §7).
+pub fn slab_bytes_in_use() -> usize {
+    segment::span_bytes_in_use()
+}
+
 /// Give the calling thread's slabs back to their caches.
 pub fn flush_thread_cache() {
     heap::flush_local();

@@ -114,6 +114,28 @@ static POOLS: [Pool; 5] = [const {
     }))
 }; 5];
 
+/// The spans of a segment of `1 << shift`-byte spans that hold objects: the
+/// first ones hold the header and slab metadata.
+fn span_range(shift: usize) -> (usize, usize) {
+    let nspans = SEGMENT_SIZE >> shift;
+    let header_bytes = HEADER + nspans * std::mem::size_of::<Slab>();
+    (header_bytes.div_ceil(1 << shift), nspans)
+}
+
+/// Bytes of spans in use as slabs (by caches or threads), over every pool:
+/// what slab utilization divides by.
+pub(crate) fn span_bytes_in_use() -> usize {
+    POOLS
+        .iter()
+        .zip(SPAN_SHIFTS)
+        .map(|(pool, shift)| {
+            let p = pool.0.lock().unwrap_or_else(|e| e.into_inner());
+            let (first, nspans) = span_range(shift);
+            (p.segments * (nspans - first) - p.nfree) << shift
+        })
+        .sum()
+}
+
 /// Take a free span of size `1 << SPAN_SHIFTS[pool]`; `None` if the OS
 /// refuses memory.
 pub(crate) fn alloc_span(pool: usize) -> Option<&'static Slab> {
@@ -199,9 +221,7 @@ fn map_segment(p: &mut PoolInner, pool: usize) -> Option<()> {
         }
         aligned
     };
-    let nspans = SEGMENT_SIZE >> shift;
-    let header_bytes = HEADER + nspans * std::mem::size_of::<Slab>();
-    let first = header_bytes.div_ceil(1 << shift);
+    let (first, nspans) = span_range(shift);
     // SAFETY: the mapping is fresh, zeroed, writable and ours; we initialise
     // the header and every slab before publishing the segment.
     unsafe {
