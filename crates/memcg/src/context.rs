@@ -187,6 +187,19 @@ impl CtxRef {
         CtxRef(NonNull::from(ctx))
     }
 
+    /// A counted reference to `ctx` unless its last one is gone (it is then
+    /// queued for destruction, though maybe still listed).
+    pub(crate) fn tryget(ctx: &KmemContext) -> Option<CtxRef> {
+        let mut n = ctx.refcnt.load(Relaxed);
+        while n != 0 {
+            match ctx.refcnt.compare_exchange_weak(n, n + 1, Relaxed, Relaxed) {
+                Ok(_) => return Some(CtxRef(NonNull::from(ctx))),
+                Err(seen) => n = seen,
+            }
+        }
+        None
+    }
+
     /// Take back a reference given up by [`CtxRef::into_raw`].
     ///
     /// # Safety

@@ -38,8 +38,33 @@ pub(crate) struct ObjStock {
     ctx: Cell<*const KmemContext>,
     /// Bytes charged through `ctx` and not used by any object.
     bytes: Cell<usize>,
-    /// Bytes of `slab_unreclaimable` not yet applied to `ctx`'s owner.
-    slab: Cell<isize>,
+    /// Bytes of `slab_unreclaimable` and `slab_reclaimable` (by
+    /// [`SlabKind`]) not yet applied to `ctx`'s owner.
+    slab: [Cell<isize>; 2],
+}
+
+/// Which `slab_*` statistic an object counts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlabKind {
+    Unreclaimable = 0,
+    Reclaimable = 1,
+}
+
+impl SlabKind {
+    pub(crate) fn of(reclaimable: bool) -> SlabKind {
+        if reclaimable {
+            SlabKind::Reclaimable
+        } else {
+            SlabKind::Unreclaimable
+        }
+    }
+
+    fn stat(self) -> Stat {
+        match self {
+            SlabKind::Unreclaimable => Stat::SlabUnreclaimable,
+            SlabKind::Reclaimable => Stat::SlabReclaimable,
+        }
+    }
 }
 
 impl ObjStock {
@@ -47,7 +72,7 @@ impl ObjStock {
         ObjStock {
             ctx: Cell::new(ptr::null()),
             bytes: Cell::new(0),
-            slab: Cell::new(0),
+            slab: [Cell::new(0), Cell::new(0)],
         }
     }
 
@@ -60,21 +85,27 @@ impl ObjStock {
 
     /// Take `need` bytes for a new object, after [`can_consume`](Self::can_consume).
     #[inline(always)]
-    pub(crate) fn consume(&self, need: usize) {
+    pub(crate) fn consume(&self, need: usize, kind: SlabKind) {
         self.bytes.set(self.bytes.get() - need);
-        self.slab.set(self.slab.get() + need as isize);
+        self.add_slab(kind, need as isize);
+    }
+
+    #[inline(always)]
+    fn add_slab(&self, kind: SlabKind, bytes: isize) {
+        let cell = &self.slab[kind as usize];
+        cell.set(cell.get() + bytes);
     }
 
     /// Give back the `need` bytes of a freed object charged through `ctx`,
     /// if the stock caches `ctx` and has room. The fast path.
     #[inline(always)]
-    pub(crate) fn try_return(&self, ctx: *const KmemContext, need: usize) -> bool {
+    pub(crate) fn try_return(&self, ctx: *const KmemContext, need: usize, kind: SlabKind) -> bool {
         let bytes = self.bytes.get() + need;
         if self.ctx.get() != ctx || bytes > STOCK_MAX {
             return false;
         }
         self.bytes.set(bytes);
-        self.slab.set(self.slab.get() - need as isize);
+        self.add_slab(kind, -(need as isize));
         true
     }
 
@@ -84,27 +115,37 @@ impl ObjStock {
     /// at a limit: reclaim, then fail or, with `nofail`, overcharge).
     #[cold]
     #[inline(never)]
-    pub(crate) fn charge(&self, ctx: &CtxRef, need: usize, nofail: bool) -> Result<()> {
+    pub(crate) fn charge(
+        &self,
+        ctx: &CtxRef,
+        need: usize,
+        kind: SlabKind,
+        nofail: bool,
+    ) -> Result<()> {
         if self.ctx.get() != ctx.as_ptr() {
             self.drain();
             self.ctx.set(ctx.clone().into_raw());
         }
         self.flush_stat(ctx);
-        let mut bytes = self.bytes.get();
-        if bytes < need {
-            bytes += ctx.nr_bytes.swap(0, AcqRel);
+        if self.bytes.get() < need {
+            self.bytes
+                .set(self.bytes.get() + ctx.nr_bytes.swap(0, AcqRel));
         }
-        if bytes < need {
-            let pages = (need - bytes).div_ceil(PAGE_SIZE);
-            if let Err(e) = charge::charge(ctx, pages, Stat::Kernel, nofail) {
-                self.bytes.set(bytes);
-                return Err(e);
-            }
+        if self.bytes.get() < need {
+            let pages = (need - self.bytes.get()).div_ceil(PAGE_SIZE);
+            // Reclaim at a limit may free objects on this very thread, which
+            // come back to this stock: hold its contents aside meanwhile and
+            // drain whatever those frees leave in it.
+            let held = (self.ctx.replace(ptr::null()), self.bytes.replace(0));
+            let charged = charge::charge(ctx, pages, Stat::Kernel, nofail);
+            self.drain();
+            self.ctx.set(held.0);
+            self.bytes.set(held.1);
+            charged?;
             ctx.get_refs(pages);
-            bytes += pages * PAGE_SIZE;
+            self.bytes.set(self.bytes.get() + pages * PAGE_SIZE);
         }
-        self.bytes.set(bytes - need);
-        self.slab.set(self.slab.get() + need as isize);
+        self.consume(need, kind);
         Ok(())
     }
 
@@ -118,14 +159,20 @@ impl ObjStock {
     /// caller, and `need` its charged bytes.
     #[cold]
     #[inline(never)]
-    pub(crate) unsafe fn uncharge(&self, ctx: *const KmemContext, need: usize, adopt: bool) {
+    pub(crate) unsafe fn uncharge(
+        &self,
+        ctx: *const KmemContext,
+        need: usize,
+        kind: SlabKind,
+        adopt: bool,
+    ) {
         // SAFETY: the object's charge keeps the context alive (its pages hold
         // references), and the clone is taken before the bytes are given up.
         let ctx = unsafe { CtxRef::clone_raw(ctx) };
         if self.ctx.get() == ctx.as_ptr() {
             // Overflow: keep a page of slack, return the rest.
             let bytes = self.bytes.get() + need;
-            self.slab.set(self.slab.get() - need as isize);
+            self.add_slab(kind, -(need as isize));
             self.flush_stat(&ctx);
             let keep = bytes % PAGE_SIZE + PAGE_SIZE; // bytes > STOCK_MAX >= 2 pages
             self.bytes.set(keep);
@@ -135,10 +182,10 @@ impl ObjStock {
             // while the thread does not need it for its own allocations.
             self.drain();
             self.bytes.set(need);
-            self.slab.set(-(need as isize));
+            self.add_slab(kind, -(need as isize));
             self.ctx.set(ctx.into_raw());
         } else {
-            ctx.with_owner(|g| g.stat_add(Stat::SlabUnreclaimable, -(need as isize)));
+            ctx.with_owner(|g| g.stat_add(kind.stat(), -(need as isize)));
             return_bytes(&ctx, need);
         }
     }
@@ -164,9 +211,11 @@ impl ObjStock {
     }
 
     fn flush_stat(&self, ctx: &CtxRef) {
-        let delta = self.slab.replace(0);
-        if delta != 0 {
-            ctx.with_owner(|g| g.stat_add(Stat::SlabUnreclaimable, delta));
+        for kind in [SlabKind::Unreclaimable, SlabKind::Reclaimable] {
+            let delta = self.slab[kind as usize].replace(0);
+            if delta != 0 {
+                ctx.with_owner(|g| g.stat_add(kind.stat(), delta));
+            }
         }
     }
 }

@@ -216,3 +216,43 @@ fn a_handle_of_a_removed_group_charges_the_live_ancestor() {
     drop((v, w, handle));
     assert_eq!(num(&h, "/a", "memory.current"), 0);
 }
+
+/// Reclaimable objects of a shared cache sit on their context's LRU:
+/// `memory.reclaim` frees a group's oldest ones, and after the group's
+/// removal the parent's reclaim reaches them through the reparented context.
+#[test]
+fn shared_reclaimable_objects_are_reclaimed_per_context() {
+    let h = Hierarchy::new();
+    h.create("/a").unwrap();
+    h.create("/a/b").unwrap();
+    h.create("/a/c").unwrap();
+    let dentries = SlabCache::new("shared-dentry", 192, true).unwrap();
+    assert!(!dentries.is_isolated());
+    let b_objects = alloc_on_task(&h, "/a/b", dentries, 200);
+    let c_objects = alloc_on_task(&h, "/a/c", dentries, 200);
+    assert_eq!(
+        stat(&h, "/a/b", "slab_reclaimable"),
+        200 * charged(dentries)
+    );
+    h.write("/a/b", "memory.reclaim", "8K").unwrap();
+    let gone = b_objects.iter().filter(|o| !o.is_live()).count();
+    assert!(
+        gone >= 8192 / charged(dentries) as usize,
+        "{gone} reclaimed"
+    );
+    assert!(
+        b_objects.iter().take(gone).all(|o| !o.is_live()),
+        "oldest first"
+    );
+    assert!(c_objects.iter().all(SlabObject::is_live), "/a/c untouched");
+    h.remove("/a/b").unwrap();
+    let current = num(&h, "/a", "memory.current");
+    h.write("/a", "memory.reclaim", &current.to_string())
+        .unwrap();
+    assert!(b_objects.iter().all(|o| !o.is_live()));
+    assert!(c_objects.iter().all(|o| !o.is_live()));
+    assert_eq!(num(&h, "/a", "memory.current"), 0);
+    assert_eq!(stat(&h, "/a", "slab"), 0);
+    drop((b_objects, c_objects));
+    assert_eq!(h.leftovers(), Leftovers::default());
+}

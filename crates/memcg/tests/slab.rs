@@ -172,7 +172,7 @@ fn remote_frees_are_collected() {
 fn reclaimable_caches_are_shrunk_under_pressure() {
     let h = Hierarchy::new();
     h.create("/a").unwrap();
-    let dentry = SlabCache::new("test-dentry", 256, true).unwrap(); // 16 per slab
+    let dentry = SlabCache::isolated("test-dentry", 256, true).unwrap(); // 16 per slab
     let mut objects = alloc_on_task(&h, "/a", dentry, 16 * 8);
     assert_eq!(stat(&h, "/a", "slab_reclaimable"), 8 * 4096);
     h.write("/a", "memory.reclaim", "8K").unwrap();

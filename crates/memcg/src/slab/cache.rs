@@ -16,12 +16,12 @@
 
 use super::page::{ListKind, Slab, SlabList};
 use super::segment::{alloc_span, free_span, SPAN_SHIFTS};
-use crate::context::CtxRef;
+use crate::context::{CtxRef, KmemContext};
 use crate::error::{Error, Result};
 use crate::group::{Common, GroupInner};
 use crate::stats::Stat;
 use std::cell::UnsafeCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -51,7 +51,15 @@ pub(crate) struct RootCache {
     pub(crate) own: &'static Cache,
     /// Child caches by group id; each non-null entry holds a reference.
     slots: Mutex<Vec<*const Cache>>,
+    /// Objects of a shared reclaimable cache, oldest first, by the address
+    /// of the context they are charged through (the kernel's per-memcg
+    /// list_lru). A removed group's list stays with its context, which
+    /// reclaim of the ancestor it bills reaches.
+    lrus: Mutex<Lrus>,
 }
+
+type Lru = BTreeMap<u64, Arc<ObjRecord>>;
+type Lrus = HashMap<usize, Lru>;
 
 // SAFETY: the slot pointers are caches (Sync), and the vector is only used
 // under its mutex.
@@ -92,9 +100,6 @@ pub(crate) fn root_cache(
     isolated: bool,
     kmalloc_class: Option<usize>,
 ) -> Result<&'static RootCache> {
-    // Reclaim finds a group's reclaimable objects on its child cache's LRU:
-    // reclaimable caches are per group.
-    let isolated = isolated || reclaimable;
     let (obj_size, pool) = geometry(size.max(1)).ok_or_else(|| {
         Error::Invalid(format!(
             "cache {name}: objects of {size} bytes are too large for a slab; use kmem pages"
@@ -138,6 +143,7 @@ pub(crate) fn root_cache(
         isolated,
         own,
         slots: Mutex::new(Vec::new()),
+        lrus: Mutex::new(HashMap::new()),
     }));
     // SAFETY: `own` is not shared yet.
     unsafe { own.set_root(root) };
@@ -186,6 +192,68 @@ impl RootCache {
         cache
     }
 
+    /// Put a new object of this shared reclaimable cache, charged through
+    /// `ctx`, on that context's LRU.
+    pub(crate) fn track(&self, ctx: *const KmemContext, addr: usize) -> Arc<ObjRecord> {
+        let rec = Arc::new(ObjRecord {
+            addr: Mutex::new(addr),
+            seq: LRU_CLOCK.fetch_add(1, Relaxed),
+            lru_key: ctx as usize,
+        });
+        lock(&self.lrus)
+            .entry(ctx as usize)
+            .or_default()
+            .insert(rec.seq, rec.clone());
+        rec
+    }
+
+    /// Take `rec` off the LRU it is on (this root's, or its cache's).
+    pub(crate) fn untrack(&self, cache: &Cache, rec: &ObjRecord) {
+        if rec.lru_key == 0 {
+            lock(&cache.lru).remove(&rec.seq);
+            return;
+        }
+        let mut lrus = lock(&self.lrus);
+        if let Some(lru) = lrus.get_mut(&rec.lru_key) {
+            lru.remove(&rec.seq);
+            if lru.is_empty() {
+                lrus.remove(&rec.lru_key);
+            }
+        }
+    }
+
+    /// Reclaim objects charged through `ctx`, oldest first, until `group`
+    /// (which `ctx` bills) has `pages` fewer pages charged, or none is left.
+    /// Returns the pages uncharged.
+    pub(crate) fn scan_objects_of(
+        &'static self,
+        ctx: &KmemContext,
+        group: &GroupInner,
+        pages: usize,
+    ) -> usize {
+        let key = ctx as *const KmemContext as usize;
+        let before = group.counter.usage();
+        let freed = || before.saturating_sub(group.counter.usage());
+        while freed() < pages {
+            let batch: Vec<Arc<ObjRecord>> = {
+                let mut lrus = lock(&self.lrus);
+                let Some(lru) = lrus.get_mut(&key) else { break };
+                let batch: Vec<_> = std::iter::from_fn(|| lru.pop_first().map(|(_, r)| r))
+                    .take(64)
+                    .collect();
+                if lru.is_empty() {
+                    lrus.remove(&key);
+                }
+                batch
+            };
+            free_records(batch);
+            // The frees went to this thread's object stock: give the bytes
+            // back so that whole pages are uncharged now.
+            super::heap::drain_local();
+        }
+        freed()
+    }
+
     fn clear_slot(&self, id: usize, cache: &Cache) -> bool {
         let mut slots = lock(&self.slots);
         match slots.get_mut(id) {
@@ -198,11 +266,36 @@ impl RootCache {
     }
 }
 
-/// An object of a reclaimable cache, on its cache's LRU.
+/// An object of a reclaimable cache, on an LRU.
 pub(crate) struct ObjRecord {
     /// The object's address, 0 once freed or reclaimed.
     pub(crate) addr: Mutex<usize>,
     pub(crate) seq: u64,
+    /// The context whose list in its root's `lrus` holds the record (shared
+    /// cache), or 0: the child cache's own LRU (isolated cache).
+    lru_key: usize,
+}
+
+/// Free the objects of records taken off an LRU (reclaim). A record whose
+/// address is 0 was freed by its owner meanwhile.
+fn free_records(batch: Vec<Arc<ObjRecord>>) {
+    for rec in batch {
+        let addr = std::mem::take(&mut *lock(&rec.addr));
+        if addr != 0 {
+            // SAFETY: a tracked address is a live object of ours, and taking
+            // it from the record makes us its only freer.
+            unsafe { super::heap::free(addr as *mut u8) };
+        }
+    }
+}
+
+/// The shared reclaimable root caches.
+pub(crate) fn shared_reclaimable() -> Vec<&'static RootCache> {
+    lock(&ROOTS)
+        .iter()
+        .filter(|r| r.reclaimable && r.shared())
+        .copied()
+        .collect()
 }
 
 struct Lists {
@@ -585,18 +678,15 @@ impl Cache {
         self.shrink(0).0
     }
 
-    /// Track a new object of a reclaimable cache.
+    /// Track a new object of an isolated reclaimable cache.
     pub(crate) fn track(&self, addr: usize) -> Arc<ObjRecord> {
         let rec = Arc::new(ObjRecord {
             addr: Mutex::new(addr),
             seq: LRU_CLOCK.fetch_add(1, Relaxed),
+            lru_key: 0,
         });
         lock(&self.lru).insert(rec.seq, rec.clone());
         rec
-    }
-
-    pub(crate) fn untrack(&self, rec: &ObjRecord) {
-        lock(&self.lru).remove(&rec.seq);
     }
 
     /// Reclaim objects oldest first until `pages` pages are freed or none is
@@ -613,14 +703,7 @@ impl Cache {
             if batch.is_empty() {
                 break;
             }
-            for rec in batch {
-                let addr = std::mem::take(&mut *lock(&rec.addr));
-                if addr != 0 {
-                    // SAFETY: a tracked address is a live object of ours, and
-                    // taking it from the record makes us its only freer.
-                    unsafe { super::heap::free(addr as *mut u8) };
-                }
-            }
+            free_records(batch);
             super::heap::trim_local();
             freed += self.shrink(EMPTY_KEEP).1;
         }

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 pub(crate) type SlowResult = std::result::Result<NonNull<u8>, Box<Error>>;
 use crate::context::{CtxRef, KmemContext};
 use crate::group::GroupInner;
-use crate::objstock::ObjStock;
+use crate::objstock::{ObjStock, SlabKind};
 use crate::sync::Arc;
 use std::cell::{Cell, UnsafeCell};
 use std::ptr::{self, NonNull};
@@ -144,7 +144,8 @@ pub(crate) fn alloc_fast(root: &'static RootCache) -> Option<NonNull<u8>> {
     if root.isolated {
         HEAP.with(|h| pop(h, root.index, crate::task::current_ptr()))
     } else {
-        alloc_fast_index(root.index)
+        let kind = SlabKind::of(root.reclaimable);
+        HEAP.with(|h| pop_shared(h, root.index, crate::task::current_ctx_ptr(), kind))
     }
 }
 
@@ -152,7 +153,14 @@ pub(crate) fn alloc_fast(root: &'static RootCache) -> Option<NonNull<u8>> {
 /// own slot): an object charged through the thread's context.
 #[inline(always)]
 pub(crate) fn alloc_fast_index(index: usize) -> Option<NonNull<u8>> {
-    HEAP.with(|h| pop_shared(h, index, crate::task::current_ctx_ptr()))
+    HEAP.with(|h| {
+        pop_shared(
+            h,
+            index,
+            crate::task::current_ctx_ptr(),
+            SlabKind::Unreclaimable,
+        )
+    })
 }
 
 /// Allocate an object of `root`'s size, charged to the calling thread's
@@ -187,7 +195,7 @@ pub(crate) fn alloc_for(root: &'static RootCache, group: &Arc<GroupInner>) -> Sl
     HANDLE_HEAP.with(|h| {
         if !root.isolated {
             let ctx = group.ctx.as_ref().map_or(ptr::null(), |c| c.as_ptr());
-            if let Some(obj) = pop_shared(h, root.index, ctx) {
+            if let Some(obj) = pop_shared(h, root.index, ctx, SlabKind::of(root.reclaimable)) {
                 return Ok(obj);
             }
             return alloc_slow(h, root, Arc::as_ptr(group), false, || Some(group.clone()));
@@ -224,7 +232,12 @@ fn pop(h: &Heap, index: usize, target: *const GroupInner) -> Option<NonNull<u8>>
 /// The fast path of a shared cache (S11): pop the current slab, take the
 /// object's bytes from the stock, record its context in the object vector.
 #[inline(always)]
-fn pop_shared(h: &Heap, index: usize, ctx: *const KmemContext) -> Option<NonNull<u8>> {
+fn pop_shared(
+    h: &Heap,
+    index: usize,
+    ctx: *const KmemContext,
+    kind: SlabKind,
+) -> Option<NonNull<u8>> {
     // SAFETY: a non-null slab in our heap is owned by this thread, so its
     // free list is ours.
     let s = unsafe { h.slabs[index].get().as_ref()? };
@@ -235,7 +248,7 @@ fn pop_shared(h: &Heap, index: usize, ctx: *const KmemContext) -> Option<NonNull
     // SAFETY: as above.
     let obj = unsafe { s.pop()? };
     if !ctx.is_null() {
-        h.stock.consume(need);
+        h.stock.consume(need, kind);
     }
     // SAFETY: a shared cache's slab has an object vector; the object is
     // ours (just popped), so its entry is ours to write.
@@ -259,7 +272,7 @@ pub(crate) unsafe fn free(obj: *mut u8) {
         // SAFETY: as above: the entry was written when the object was made.
         let ctx = unsafe { *entry };
         if !ctx.is_null() {
-            uncharge_object(ctx, slab.obj_size() + OBJCG_BYTES);
+            uncharge_object(ctx, slab.obj_size() + OBJCG_BYTES, slab.slab_kind());
         }
     }
     if slab.owner() == thread_id() {
@@ -278,9 +291,9 @@ pub(crate) unsafe fn free(obj: *mut u8) {
 /// Give a freed object's bytes back: to the thread's stock when it caches
 /// the object's context, else through the context's shared state.
 #[inline(always)]
-fn uncharge_object(ctx: *const KmemContext, need: usize) {
+fn uncharge_object(ctx: *const KmemContext, need: usize, kind: SlabKind) {
     let done = HEAP.try_with(|h| {
-        if !h.stock.try_return(ctx, need) {
+        if !h.stock.try_return(ctx, need, kind) {
             let _internal = crate::global::Internal::enter();
             // The stock may adopt `ctx`: the exit hook must drain it. A
             // thread past its exit hook keeps nothing in its stock.
@@ -289,13 +302,13 @@ fn uncharge_object(ctx: *const KmemContext, need: usize) {
             let adopt = !h.exited.get() && (current.is_null() || !h.stock.holds(current));
             // SAFETY: `ctx` is the recorded context of the live object being
             // freed, charged `need` bytes.
-            unsafe { h.stock.uncharge(ctx, need, adopt) };
+            unsafe { h.stock.uncharge(ctx, need, kind, adopt) };
         }
     });
     if done.is_err() {
         // Thread teardown: no stock; give the bytes back directly.
         // SAFETY: as above.
-        unsafe { ObjStock::new().uncharge(ctx, need, false) };
+        unsafe { ObjStock::new().uncharge(ctx, need, kind, false) };
     }
 }
 
@@ -396,11 +409,12 @@ fn alloc_shared_slow(
     nofail: bool,
 ) -> SlowResult {
     let need = root.obj_size + OBJCG_BYTES;
+    let kind = SlabKind::of(root.reclaimable);
     if let Some(ctx) = ctx {
         if h.stock.can_consume(ctx.as_ptr(), need) {
-            h.stock.consume(need);
+            h.stock.consume(need, kind);
         } else {
-            h.stock.charge(ctx, need, nofail).map_err(Box::new)?;
+            h.stock.charge(ctx, need, kind, nofail).map_err(Box::new)?;
         }
     }
     let ctx_ptr = ctx.map_or(ptr::null(), CtxRef::as_ptr);
@@ -417,7 +431,7 @@ fn alloc_shared_slow(
         Ok(obj) => obj,
         Err(e) => {
             if !ctx_ptr.is_null() {
-                uncharge_object(ctx_ptr, need);
+                uncharge_object(ctx_ptr, need, kind);
             }
             return Err(e);
         }

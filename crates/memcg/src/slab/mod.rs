@@ -39,6 +39,7 @@ pub(crate) mod page;
 pub(crate) mod remote;
 pub(crate) mod segment;
 
+use crate::context::CtxRef;
 use crate::error::{Error, Result};
 use crate::group::GroupInner;
 use cache::{ObjRecord, RootCache};
@@ -65,13 +66,12 @@ impl std::fmt::Debug for SlabCache {
 impl SlabCache {
     /// The root cache `name` of `object_size`-byte objects (at most 8 KiB),
     /// made if new. Its slabs are shared by all groups and each object is
-    /// charged by the byte to the group that allocated it (S11), unless the
-    /// cache is `reclaimable`: such caches keep objects made by
-    /// [`alloc`](Self::alloc) on a per-group LRU that reclaim frees, oldest
-    /// first (the kernel's dcache on list_lru), and are isolated (see
-    /// [`isolated`](Self::isolated)). Asking again for the same name with the
-    /// same size and kind returns the same cache; with another size or kind
-    /// it is an `exists` error.
+    /// charged by the byte to the group that allocated it (S11).
+    /// `reclaimable` caches keep objects made by [`alloc`](Self::alloc) on
+    /// an LRU per kmem context that reclaim frees, oldest first (the
+    /// kernel's dcache on a per-memcg list_lru). Asking again for the same
+    /// name with the same size and kind returns the same cache; with another
+    /// size or kind it is an `exists` error.
     pub fn new(name: &str, object_size: usize, reclaimable: bool) -> Result<SlabCache> {
         SlabCache::make(name, object_size, reclaimable, false)
     }
@@ -141,13 +141,22 @@ impl SlabCache {
     pub fn alloc(&self) -> Result<SlabObject> {
         let ptr = heap::alloc(self.root, false)?;
         let _internal = crate::global::Internal::enter();
-        let record = self.root.reclaimable.then(|| {
+        let record = if self.root.reclaimable {
+            let addr = ptr.as_ptr() as usize;
             // SAFETY: a live object of ours.
-            let slab = unsafe {
-                segment::Segment::of(ptr.as_ptr() as usize).slab_of(ptr.as_ptr() as usize)
-            };
-            slab.cache().track(ptr.as_ptr() as usize)
-        });
+            let slab = unsafe { segment::Segment::of(addr).slab_of(addr) };
+            if self.root.isolated {
+                Some(slab.cache().track(addr))
+            } else {
+                // SAFETY: our object, just made: its entry is stable.
+                let ctx = unsafe { slab.objcg(ptr.as_ptr()) };
+                // Uncharged (the root's) objects are on no LRU: reclaim never
+                // targets the root.
+                (!ctx.is_null()).then(|| self.root.track(ctx, addr))
+            }
+        } else {
+            None
+        };
         Ok(SlabObject { ptr, record })
     }
 
@@ -238,7 +247,7 @@ impl Drop for SlabObject {
             }
             // SAFETY: the object is live (we took it from the record).
             let slab = unsafe { segment::Segment::of(taken).slab_of(taken) };
-            slab.cache().untrack(rec);
+            slab.cache().root().untrack(slab.cache(), rec);
         }
         // SAFETY: a live object of ours, freed once (the record, if any,
         // gave it to us alone).
@@ -261,16 +270,23 @@ pub(crate) fn kill_caches(group: &GroupInner) -> usize {
 }
 
 /// Reclaim slab memory of `group`'s caches and of the caches of contexts
-/// reparented to it: reclaimable objects (stage `Objects`) or empty slabs
-/// (stage `EmptySlabs`). Returns pages freed.
+/// reparented to it: reclaimable objects (stage `Objects`: those of isolated
+/// caches, then those of shared caches charged through the group's
+/// contexts) or empty slabs of isolated caches (stage `EmptySlabs`).
+/// Returns pages freed.
 pub(crate) fn reclaim_group(group: &GroupInner, pages: usize, stage: crate::ShrinkStage) -> usize {
     let mut caches = Vec::new();
+    let mut contexts: Vec<CtxRef> = Vec::new();
     if let Some(ctx) = &group.ctx {
         caches.extend(cache::caches_of(ctx));
+        contexts.push(ctx.clone());
     }
     {
         let _ctx_lock = group.common.ctx_lock.lock();
-        group.for_each_reparented(|ctx| caches.extend(cache::caches_of(ctx)));
+        group.for_each_reparented(|ctx| {
+            caches.extend(cache::caches_of(ctx));
+            contexts.extend(CtxRef::tryget(ctx));
+        });
     }
     let mut freed = 0;
     for c in &caches {
@@ -285,6 +301,15 @@ pub(crate) fn reclaim_group(group: &GroupInner, pages: usize, stage: crate::Shri
                     c.shrink(0).1
                 }
             };
+        }
+    }
+    if stage == crate::ShrinkStage::Objects {
+        for root in cache::shared_reclaimable() {
+            for ctx in &contexts {
+                if freed < pages {
+                    freed += root.scan_objects_of(ctx, group, pages - freed);
+                }
+            }
         }
     }
     for c in caches {

@@ -46,6 +46,8 @@ pub(crate) struct Slab {
     recip: UnsafeCell<u32>,
     /// Entries `objcgs` has room for; the vector outlives span reuse.
     objcgs_cap: UnsafeCell<u32>,
+    /// Whether objects count in `slab_reclaimable` (else unreclaimable).
+    reclaimable: UnsafeCell<bool>,
     /// The owning thread's id ([`super::heap::thread_id`]), 0 when unowned.
     owner: AtomicUsize,
     thread_free: AtomicUsize,
@@ -81,6 +83,7 @@ impl Slab {
             objcgs: UnsafeCell::new(ptr::null_mut()),
             recip: UnsafeCell::new(0),
             objcgs_cap: UnsafeCell::new(0),
+            reclaimable: UnsafeCell::new(false),
             owner: AtomicUsize::new(0),
             thread_free: AtomicUsize::new(remote::UNOWNED),
             cache: AtomicPtr::new(ptr::null_mut()),
@@ -140,6 +143,7 @@ impl Slab {
             *self.capacity.get() = capacity as u32;
             *self.obj_size.get() = obj_size as u32;
             *self.recip.get() = (u32::MAX / obj_size as u32) + 1;
+            *self.reclaimable.get() = cache.root().reclaimable;
             *self.class.get() = cache.root().index as u16;
             *self.reopen.get() = (capacity - (capacity / 4).max(1)) as u32;
         }
@@ -187,6 +191,23 @@ impl Slab {
             *self.objcgs_cap.get() = capacity as u32;
         }
         true
+    }
+
+    /// The statistic the slab's objects count in.
+    #[inline(always)]
+    pub(crate) fn slab_kind(&self) -> crate::objstock::SlabKind {
+        // SAFETY: immutable while the slab holds objects.
+        crate::objstock::SlabKind::of(unsafe { *self.reclaimable.get() })
+    }
+
+    /// The context recorded for `obj`, or null (uncharged, or an isolated
+    /// cache's slab).
+    ///
+    /// # Safety
+    /// As for [`objcg_slot`](Self::objcg_slot).
+    pub(crate) unsafe fn objcg(&self, obj: *mut u8) -> *const KmemContext {
+        // SAFETY: caller's contract.
+        unsafe { self.objcg_slot(obj).map_or(ptr::null(), |e| *e) }
     }
 
     /// Record `ctx` as the context charged for `obj` (S11).
