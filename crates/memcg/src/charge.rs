@@ -5,10 +5,26 @@ use crate::context::CtxRef;
 use crate::error::{Error, Result};
 use crate::group::GroupInner;
 use crate::page_counter::PAGE_COUNTER_MAX;
-use crate::reclaim::reclaim;
 use crate::stats::{Event, Stat};
 use crate::sync::{spin_wait, Arc};
 use crate::PAGE_SIZE;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+/// Reclaim `pages` from a group's subtree, returning the pages freed: the
+/// reclaim layer above registers it ([`register_reclaim`]); until then a
+/// charge at a limit reclaims nothing.
+type ReclaimFn = fn(&GroupInner, usize) -> usize;
+
+static RECLAIM: std::sync::OnceLock<ReclaimFn> = std::sync::OnceLock::new();
+
+/// Let charges at a limit, and `memory.high`, reclaim through `f` (once).
+pub(crate) fn register_reclaim(f: ReclaimFn) {
+    let _ = RECLAIM.set(f);
+}
+
+fn reclaim(group: &GroupInner, pages: usize) -> usize {
+    RECLAIM.get().map_or(0, |f| f(group, pages))
+}
 
 /// How many times a charge that failed at a limit reclaims before it fails.
 /// A reclaim pass that frees nothing ends the retries early.
@@ -26,7 +42,7 @@ pub(crate) fn charge(ctx: &CtxRef, pages: usize, stat: Stat, nofail: bool) -> Re
         ctx.with_owner(|g| g.stat_pages(stat, pages as isize));
         return Ok(());
     }
-    let _internal = crate::global::Internal::enter();
+    let _internal = crate::internal::Internal::enter();
     let mut batch = pages.max(BATCH);
     let mut counted_max = false;
     let mut drained = false;
@@ -197,4 +213,33 @@ fn stock_consume(_: &CtxRef, _: usize) -> bool {
 #[cfg(loom)]
 fn stock_refill(_: &CtxRef, _: usize) {
     unreachable!("no batches under loom")
+}
+
+/// What the global allocator does when a charge would exceed `memory.max`
+/// and reclaim cannot make room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitPolicy {
+    /// Charge anyway, past the limit, counting the `max` and `oom` events
+    /// (the kernel's `__GFP_NOFAIL`). The default: a Rust global allocator
+    /// that returns null aborts the process, and most programs would rather
+    /// see the group over its limit in `memory.events` than die; use
+    /// [`Group::allocator`](crate::Group::allocator) for hard limits.
+    Overcharge,
+    /// Return null: Rust then calls `handle_alloc_error`, which aborts.
+    Fail,
+}
+
+static POLICY: AtomicU8 = AtomicU8::new(0);
+
+/// Set the global allocator's [`LimitPolicy`].
+pub fn set_limit_policy(policy: LimitPolicy) {
+    POLICY.store(policy as u8, Relaxed);
+}
+
+/// The global allocator's [`LimitPolicy`].
+pub fn limit_policy() -> LimitPolicy {
+    match POLICY.load(Relaxed) {
+        0 => LimitPolicy::Overcharge,
+        _ => LimitPolicy::Fail,
+    }
 }

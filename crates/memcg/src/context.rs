@@ -36,6 +36,12 @@ pub fn accounting_enabled() -> bool {
     LIVE_CONTEXTS.load(std::sync::atomic::Ordering::Relaxed) != 0
 }
 
+/// The bytes of one kmem context: what a removed group leaves behind while
+/// its charges live (S3). Compare with [`group_size`](crate::group_size).
+pub fn context_size() -> usize {
+    std::mem::size_of::<KmemContext>()
+}
+
 /// A kmem context. Reached only through [`CtxRef`].
 pub(crate) struct KmemContext {
     /// `Arc::into_raw` of the owner group, or null before the first owner is
@@ -59,9 +65,6 @@ pub(crate) struct KmemContext {
     /// with it on reparenting; below a page whenever no stock refill or
     /// drain is running on it.
     pub(crate) nr_bytes: AtomicUsize,
-    /// The slab caches billing through this context (the seed's
-    /// `ctx->slab_caches`), live and dead.
-    pub(crate) caches: std::sync::Mutex<Vec<crate::slab::cache::CachePtr>>,
     common: checked::CommonRef,
 }
 
@@ -137,7 +140,6 @@ impl CtxRef {
             list_index: AtomicUsize::new(usize::MAX),
             next_deferred: AtomicPtr::new(ptr::null_mut()),
             nr_bytes: AtomicUsize::new(0),
-            caches: std::sync::Mutex::new(Vec::new()),
             common: checked::CommonRef::new(common),
         });
         CtxRef(NonNull::from(Box::leak(ctx)))
@@ -256,8 +258,9 @@ pub(crate) fn run_deferred(common: &Arc<Common>) -> usize {
     let _running = common.deferred_lock.lock();
     let mut destroyed = 0;
     loop {
-        // Caches first: they hold references on their contexts.
-        let caches = crate::slab::cache::run_deferred(common);
+        // Work of the layers above first (dead slab caches): it holds
+        // references on contexts.
+        let caches = crate::deferred::run_registered();
         let contexts = run_deferred_contexts(common);
         destroyed += contexts;
         if caches == 0 && contexts == 0 {

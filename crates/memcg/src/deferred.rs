@@ -33,6 +33,34 @@ pub(crate) fn after_publish() {
 #[cfg(not(loom))]
 pub(crate) use imp::register;
 
+/// Deferred work of a layer above (the slab layer's dead caches), run by
+/// every deferred pass before contexts are destroyed, since its nodes hold
+/// context references. The layer registers it; this layer never names it.
+#[derive(Clone, Copy)]
+pub(crate) struct Work {
+    /// Run the work; returns how many nodes it destroyed.
+    pub(crate) run: fn() -> usize,
+    /// Whether work is queued.
+    pub(crate) pending: fn() -> bool,
+}
+
+static WORK: std::sync::OnceLock<Work> = std::sync::OnceLock::new();
+
+/// Register the upper layer's deferred work (once; later calls are ignored).
+pub(crate) fn register_work(work: Work) {
+    let _ = WORK.set(work);
+}
+
+/// Run the registered work; 0 if none is registered.
+pub(crate) fn run_registered() -> usize {
+    WORK.get().map_or(0, |w| (w.run)())
+}
+
+/// Whether the registered work has something queued.
+pub(crate) fn registered_pending() -> bool {
+    WORK.get().is_some_and(|w| (w.pending)())
+}
+
 #[cfg(all(loom, test))]
 pub(crate) use imp::wait_for_wake;
 
@@ -87,7 +115,7 @@ mod imp {
     }
 
     fn worker() {
-        let _internal = crate::global::Internal::enter();
+        let _internal = crate::internal::Internal::enter();
         loop {
             if !PENDING.swap(false, Acquire) {
                 std::thread::park();

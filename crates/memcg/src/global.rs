@@ -23,78 +23,15 @@
 //! three kinds apart by address: slab segments and large mappings are ours
 //! (both found in lock-free maps), anything else is the system's.
 
+use crate::charge::{limit_policy, LimitPolicy};
 use crate::context::CtxRef;
+use crate::internal::{is_internal, Internal};
 use crate::slab::{segment, KMALLOC_MAX};
 use crate::stats::Stat;
 use crate::PAGE_SIZE;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering::*};
-
-thread_local! {
-    static INTERNAL: Cell<u32> = const { Cell::new(0) };
-}
-
-/// While alive, the thread's allocations bypass memcg (system allocator, not
-/// charged). Held by every memcg path that may allocate under its own locks.
-pub(crate) struct Internal(());
-
-impl Internal {
-    pub(crate) fn enter() -> Internal {
-        let _ = INTERNAL.try_with(|c| c.set(c.get() + 1));
-        Internal(())
-    }
-}
-
-impl Drop for Internal {
-    fn drop(&mut self) {
-        let _ = INTERNAL.try_with(|c| c.set(c.get() - 1));
-    }
-}
-
-#[inline]
-fn is_internal() -> bool {
-    INTERNAL.try_with(|c| c.get() != 0).unwrap_or(true)
-}
-
-/// Run `f` with the global allocator not charging the calling thread's
-/// allocations (they go to the system allocator), as kernel allocations
-/// without `__GFP_ACCOUNT`. Explicit charges (kmem pages, user pages, slab
-/// caches, group allocators) still count.
-pub fn without_accounting<R>(f: impl FnOnce() -> R) -> R {
-    let _internal = Internal::enter();
-    f()
-}
-
-/// What the global allocator does when a charge would exceed `memory.max`
-/// and reclaim cannot make room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitPolicy {
-    /// Charge anyway, past the limit, counting the `max` and `oom` events
-    /// (the kernel's `__GFP_NOFAIL`). The default: a Rust global allocator
-    /// that returns null aborts the process, and most programs would rather
-    /// see the group over its limit in `memory.events` than die; use
-    /// [`Group::allocator`](crate::Group::allocator) for hard limits.
-    Overcharge,
-    /// Return null: Rust then calls `handle_alloc_error`, which aborts.
-    Fail,
-}
-
-static POLICY: AtomicU8 = AtomicU8::new(0);
-
-/// Set the global allocator's [`LimitPolicy`].
-pub fn set_limit_policy(policy: LimitPolicy) {
-    POLICY.store(policy as u8, Relaxed);
-}
-
-/// The global allocator's [`LimitPolicy`].
-pub fn limit_policy() -> LimitPolicy {
-    match POLICY.load(Relaxed) {
-        0 => LimitPolicy::Overcharge,
-        _ => LimitPolicy::Fail,
-    }
-}
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
 
 /// The process-wide hierarchy that [`MemcgAlloc`] charges: a thread in one
 /// of its groups (by [`Group::enter`](crate::Group::enter) or
@@ -241,7 +178,7 @@ pub(crate) fn large_alloc(layout: Layout, nofail: bool, ctx: Option<CtxRef>) -> 
     let _internal = Internal::enter();
     let ctx = ctx.or_else(|| {
         if crate::context::accounting_enabled() {
-            crate::task::with_current(|g| g.and_then(|g| g.ctx.clone()))
+            crate::current::with_current(|g| g.and_then(|g| g.ctx.clone()))
         } else {
             None
         }

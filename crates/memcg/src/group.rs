@@ -13,10 +13,10 @@
 //! base reference, which is dropped when the group is freed.
 
 use crate::context::{CtxPtr, CtxRef, KmemContext};
+use crate::lru::Lru;
 use crate::page_counter::PageCounter;
 use crate::stats::{Event, Events, Stat, Stats};
 use crate::sync::{Arc, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering::*};
-use crate::user::Lru;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// State shared by a hierarchy's groups and contexts. Holds no group, so that
@@ -34,8 +34,6 @@ pub(crate) struct Common {
     pub(crate) deferred_lock: Mutex<()>,
     /// Contexts whose last reference is gone, to destroy (Treiber stack).
     pub(crate) deferred: AtomicPtr<KmemContext>,
-    /// Slab caches whose last reference is gone, to destroy.
-    pub(crate) deferred_caches: std::sync::atomic::AtomicPtr<crate::slab::cache::Cache>,
     /// Child slab caches of this hierarchy's groups not yet destroyed.
     pub(crate) caches_live: AtomicUsize,
     /// Dead child caches not yet destroyed, and the slab pages they hold.
@@ -49,7 +47,7 @@ pub(crate) struct Common {
     pub(crate) contexts_destroyed: AtomicUsize,
     /// Source of LRU order: every user page takes the next number.
     pub(crate) lru_clock: AtomicU64,
-    pub(crate) shrinkers: Mutex<Vec<Arc<dyn crate::Shrinker>>>,
+    pub(crate) shrinkers: Mutex<Vec<Arc<dyn crate::shrinker::Shrinker>>>,
 }
 
 impl Common {
@@ -61,7 +59,6 @@ impl Common {
             ctx_lock: Mutex::new(()),
             deferred_lock: Mutex::new(()),
             deferred: AtomicPtr::new(std::ptr::null_mut()),
-            deferred_caches: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
             last_removal_slabs: AtomicUsize::new(0),
             caches_live: AtomicUsize::new(0),
             dead_caches: AtomicUsize::new(0),
@@ -76,7 +73,7 @@ impl Common {
     /// Whether destruction work is queued (for the deferred worker, which
     /// skips idle hierarchies without taking their locks).
     pub(crate) fn has_deferred(&self) -> bool {
-        !self.deferred.load(Acquire).is_null() || !self.deferred_caches.load(Acquire).is_null()
+        !self.deferred.load(Acquire).is_null() || crate::deferred::registered_pending()
     }
 
     /// Run deferred destruction now, in this thread.
@@ -347,7 +344,7 @@ impl Drop for GroupInner {
 
 /// The approximate bytes of one group: the struct and what it owns on the
 /// heap when it holds nothing (counter, path). Compare with
-/// [`context_size`](crate::context_size).
+/// [`context_size`](crate::context::context_size).
 pub fn group_size() -> usize {
     std::mem::size_of::<GroupInner>()
         + std::mem::size_of::<PageCounter>()

@@ -57,7 +57,9 @@ impl Default for Hierarchy {
 impl Hierarchy {
     /// A new hierarchy holding only its root group.
     pub fn new() -> Hierarchy {
-        let _internal = crate::global::Internal::enter();
+        let _internal = crate::internal::Internal::enter();
+        // The layers below call up through hooks, installed by the front end.
+        crate::charge::register_reclaim(crate::reclaim::reclaim);
         let common = Common::new();
         let root = GroupInner::new_root(common.clone());
         common.tree.lock().groups.insert("/".into(), root.clone());
@@ -94,7 +96,7 @@ impl Hierarchy {
     /// assert_eq!(h.create("/tenants/a").unwrap_err().kind(), memcg::ErrorKind::Exists);
     /// ```
     pub fn create(&self, path: &str) -> Result<Group> {
-        let _internal = crate::global::Internal::enter();
+        let _internal = crate::internal::Internal::enter();
         let (parent_path, _name) = split_path(path)?;
         self.run_deferred();
         let mut tree = self.common().tree.lock();
@@ -115,7 +117,7 @@ impl Hierarchy {
 
     /// The online group `path`.
     pub fn get(&self, path: &str) -> Result<Group> {
-        let _internal = crate::global::Internal::enter();
+        let _internal = crate::internal::Internal::enter();
         if path != "/" {
             split_path(path)?;
         }
@@ -130,7 +132,7 @@ impl Hierarchy {
     /// objects: S4, S8) and its user pages walked to the parent (S7). The
     /// group is freed once no handle to it remains (S1).
     pub fn remove(&self, path: &str) -> Result<()> {
-        let _internal = crate::global::Internal::enter();
+        let _internal = crate::internal::Internal::enter();
         if path == "/" {
             return Err(Error::Invalid("the root group cannot be removed".into()));
         }
@@ -171,7 +173,7 @@ impl Hierarchy {
     /// deferred destruction, so that counters are exact: after it, for every
     /// live group `memory.current == anon + file + kernel`.
     pub fn quiesce(&self) {
-        let _internal = crate::global::Internal::enter();
+        let _internal = crate::internal::Internal::enter();
         crate::slab::heap::drain_local();
         crate::stock::drain_all(self.common().id);
         self.run_deferred();
@@ -182,8 +184,8 @@ impl Hierarchy {
     }
 
     /// Register a shrinker, called for each group of a subtree under reclaim.
-    pub fn register_shrinker(&self, shrinker: Arc<dyn crate::Shrinker>) {
-        let _internal = crate::global::Internal::enter();
+    pub fn register_shrinker(&self, shrinker: Arc<dyn crate::shrinker::Shrinker>) {
+        let _internal = crate::internal::Internal::enter();
         self.common().shrinkers.lock().push(shrinker);
     }
 
@@ -214,7 +216,7 @@ impl Hierarchy {
     /// What removed groups leave behind now (S3): the contexts and dead
     /// caches that outlive their groups, and the bytes they pin.
     pub fn leftovers(&self) -> Leftovers {
-        let _internal = crate::global::Internal::enter();
+        let _internal = crate::internal::Internal::enter();
         use crate::sync::Ordering::Relaxed;
         let c = self.common();
         let online = c.tree.lock().groups.len() - 1; // the root has no context
@@ -225,7 +227,7 @@ impl Hierarchy {
             dead_contexts,
             dead_caches,
             dead_cache_slab_bytes: c.dead_cache_pages.load(Relaxed) * crate::PAGE_SIZE,
-            pinned_bytes: dead_contexts * crate::context_size()
+            pinned_bytes: dead_contexts * crate::context::context_size()
                 + dead_caches * crate::slab::cache_size(),
         }
     }
@@ -274,7 +276,7 @@ fn offline(common: &Common, tree: &mut Tree, group: &Arc<GroupInner>) {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        let _internal = crate::global::Internal::enter();
+        let _internal = crate::internal::Internal::enter();
         // Teardown, children before parents: reverse path order.
         let mut tree = self.common.tree.lock();
         let groups: Vec<_> = tree
@@ -297,7 +299,7 @@ impl Drop for Shared {
 impl Group {
     /// The group's path.
     pub fn path(&self) -> String {
-        let _internal = crate::global::Internal::enter();
+        let _internal = crate::internal::Internal::enter();
         self.inner.path.clone()
     }
 
@@ -319,7 +321,7 @@ impl Group {
     /// Attach the calling thread to this group until the guard is dropped,
     /// which moves it back where it was. Guards nest.
     pub fn enter(&self) -> Result<EnterGuard> {
-        let _internal = crate::global::Internal::enter();
+        let _internal = crate::internal::Internal::enter();
         let previous = crate::task::switch(self.target())?;
         Ok(EnterGuard::new(previous))
     }
@@ -327,7 +329,7 @@ impl Group {
     /// Move the calling thread into this group for good (until it moves
     /// again or exits; [`detach`](crate::detach) moves it to the root).
     pub fn attach(&self) -> Result<()> {
-        let _internal = crate::global::Internal::enter();
+        let _internal = crate::internal::Internal::enter();
         crate::task::switch(self.target()).map(drop)
     }
 
@@ -337,13 +339,13 @@ impl Group {
 
     /// Read an interface file (DESIGN.md §4), e.g. `memory.current`.
     pub fn read(&self, file: &str) -> Result<String> {
-        let _internal = crate::global::Internal::enter();
+        let _internal = crate::internal::Internal::enter();
         crate::files::read(&self.inner, file)
     }
 
     /// Write an interface file, e.g. `memory.max`.
     pub fn write(&self, file: &str, value: &str) -> Result<()> {
-        let _internal = crate::global::Internal::enter();
+        let _internal = crate::internal::Internal::enter();
         crate::files::write(&self.inner, file, value)
     }
 
@@ -390,4 +392,14 @@ fn split_path(path: &str) -> Result<(&str, &str)> {
         }
     }
     Ok((if parent.is_empty() { "/" } else { parent }, name))
+}
+
+impl crate::KmemPages {
+    /// Allocate `bytes` rounded up to whole pages, charged to `group`
+    /// whatever thread calls (the kernel's remote charging with
+    /// `set_active_memcg`). If `group` was removed, the charge goes to the
+    /// live ancestor its kmem context now bills (S5).
+    pub fn alloc_for(group: &Group, bytes: usize) -> Result<crate::KmemPages> {
+        crate::KmemPages::alloc_charged(bytes, group.context())
+    }
 }

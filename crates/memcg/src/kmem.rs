@@ -47,22 +47,14 @@ impl KmemPages {
     /// ```
     pub fn alloc(bytes: usize) -> Result<KmemPages> {
         let ctx = if crate::context::accounting_enabled() {
-            crate::task::with_current(|g| g.and_then(|g| g.ctx.clone()))
+            crate::current::with_current(|g| g.and_then(|g| g.ctx.clone()))
         } else {
             None
         };
         KmemPages::alloc_charged(bytes, ctx)
     }
 
-    /// Allocate `bytes` rounded up to whole pages, charged to `group`
-    /// whatever thread calls (the kernel's remote charging with
-    /// `set_active_memcg`). If `group` was removed, the charge goes to the
-    /// live ancestor its kmem context now bills (S5).
-    pub fn alloc_for(group: &crate::Group, bytes: usize) -> Result<KmemPages> {
-        KmemPages::alloc_charged(bytes, group.context())
-    }
-
-    fn alloc_charged(bytes: usize, ctx: Option<CtxRef>) -> Result<KmemPages> {
+    pub(crate) fn alloc_charged(bytes: usize, ctx: Option<CtxRef>) -> Result<KmemPages> {
         if bytes == 0 {
             return Err(Error::Invalid(
                 "a kmem allocation needs at least one byte".into(),

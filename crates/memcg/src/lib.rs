@@ -51,18 +51,22 @@
 
 mod charge;
 mod context;
+mod current;
 mod deferred;
 mod error;
 mod files;
 mod global;
 mod group;
 mod hierarchy;
+mod internal;
 mod kmem;
 #[cfg(all(test, loom))]
 mod loom_models;
+mod lru;
 mod objstock;
 pub mod page_counter;
 mod reclaim;
+mod shrinker;
 pub mod slab;
 mod stats;
 mod stock;
@@ -71,21 +75,21 @@ mod task;
 mod user;
 
 pub use charge::MAX_RECLAIM_RETRIES;
-pub use context::accounting_enabled;
+pub use charge::{limit_policy, set_limit_policy, LimitPolicy};
+pub use context::{accounting_enabled, context_size};
 pub use error::{Error, ErrorKind, Result};
 pub use files::parse_size;
-pub use global::{
-    global, limit_policy, set_limit_policy, without_accounting, GroupAllocator, LimitPolicy,
-    MemcgAlloc,
-};
+pub use global::{global, GroupAllocator, MemcgAlloc};
 pub use group::group_size;
 pub use hierarchy::{Group, Hierarchy, Leftovers};
+pub use internal::without_accounting;
 pub use kmem::KmemPages;
-pub use reclaim::{ShrinkControl, ShrinkStage, Shrinker};
+pub use lru::PageKind;
+pub use shrinker::{ShrinkControl, ShrinkStage, Shrinker};
 pub use slab::{SlabCache, SlabObject};
 pub use stock::CHARGE_BATCH;
 pub use task::{detach, EnterGuard};
-pub use user::{PageKind, UserPage};
+pub use user::UserPage;
 
 /// The page size: counters count pages, files report bytes.
 pub const PAGE_SIZE: usize = 4096;
@@ -97,12 +101,6 @@ pub const PAGE_SIZE: usize = 4096;
 /// from another one.
 pub fn drain_stocks() {
     slab::heap::drain_local();
-}
-
-/// The bytes of one kmem context: what a removed group leaves behind while
-/// its charges live (S3). Compare with [`group_size`].
-pub fn context_size() -> usize {
-    std::mem::size_of::<context::KmemContext>()
 }
 
 #[doc = include_str!("../../../README.md")]

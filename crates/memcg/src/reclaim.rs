@@ -4,42 +4,8 @@
 //! reclaimable.
 
 use crate::group::GroupInner;
+use crate::shrinker::{ShrinkControl, ShrinkStage};
 use crate::sync::Arc;
-
-/// Which pass of reclaim a [`Shrinker`] belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ShrinkStage {
-    /// Reclaimable objects (the kernel's dcache and inode caches on list_lru).
-    Objects,
-    /// Empty slab pages kept for reuse.
-    EmptySlabs,
-}
-
-/// What a shrinker is asked to reclaim.
-#[derive(Debug, Clone)]
-pub struct ShrinkControl {
-    /// The kmemcg id of the group whose memory to reclaim.
-    pub group_id: usize,
-    /// The group's path.
-    pub path: String,
-    /// Pages wanted.
-    pub nr_pages: usize,
-}
-
-/// A per-group reclaim callback (the kernel's memcg-aware shrinker).
-///
-/// `scan` frees memory charged to the group (freeing uncharges it) and
-/// returns the pages it uncharged. It runs without any of the hierarchy's
-/// locks held and may free objects, but must not charge.
-pub trait Shrinker: Send + Sync {
-    /// The pass this shrinker belongs to.
-    fn stage(&self) -> ShrinkStage {
-        ShrinkStage::Objects
-    }
-
-    /// Free up to `sc.nr_pages` pages of the group's reclaimable memory.
-    fn scan(&self, sc: &ShrinkControl) -> usize;
-}
 
 /// Reclaim up to `pages` pages from `group` and its online descendants.
 /// Returns the pages reclaimed.
@@ -47,7 +13,7 @@ pub(crate) fn reclaim(group: &GroupInner, pages: usize) -> usize {
     if pages == 0 {
         return 0;
     }
-    let _internal = crate::global::Internal::enter();
+    let _internal = crate::internal::Internal::enter();
     let subtree: Vec<Arc<GroupInner>> = {
         let tree = group.common.tree.lock();
         match tree.groups.get(&group.path) {
@@ -78,7 +44,10 @@ pub(crate) fn reclaim(group: &GroupInner, pages: usize) -> usize {
     let shrinkers = group.common.shrinkers.lock().clone();
     for stage in [ShrinkStage::Objects, ShrinkStage::EmptySlabs] {
         for g in &subtree {
-            freed += crate::slab::reclaim_group(g, pages - freed, stage);
+            freed += match stage {
+                ShrinkStage::Objects => crate::slab::reclaim_objects(g, pages - freed),
+                ShrinkStage::EmptySlabs => crate::slab::reclaim_empty_slabs(g, pages - freed),
+            };
             if freed >= pages {
                 return freed;
             }

@@ -93,7 +93,7 @@ fn my_slot() -> Option<&'static Slot> {
 }
 
 fn claim_slot() -> *const Slot {
-    let _internal = crate::global::Internal::enter();
+    let _internal = crate::internal::Internal::enter();
     let mut p = SLOTS.load(Acquire);
     while !p.is_null() {
         // SAFETY: slots are never freed.

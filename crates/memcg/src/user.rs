@@ -7,56 +7,8 @@
 
 use crate::error::Result;
 use crate::group::GroupInner;
-use crate::stats::Stat;
+use crate::lru::{PageKind, PageRecord};
 use crate::sync::{Arc, Mutex, Ordering::Relaxed};
-use std::collections::BTreeMap;
-
-/// The kind of a user page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PageKind {
-    /// Anonymous memory: charged, never reclaimed.
-    Anon,
-    /// Page cache: charged, reclaimed under pressure oldest first.
-    File,
-}
-
-impl PageKind {
-    fn stat(self) -> Stat {
-        match self {
-            PageKind::Anon => Stat::Anon,
-            PageKind::File => Stat::File,
-        }
-    }
-}
-
-/// The bookkeeping of one page: its current group (`None` once freed or
-/// reclaimed), kind and LRU position.
-pub(crate) struct PageRecord {
-    owner: Mutex<Option<Arc<GroupInner>>>,
-    kind: PageKind,
-    seq: u64,
-}
-
-/// A group's LRU lists, keyed by age (a hierarchy-wide clock), oldest first.
-#[derive(Default)]
-pub(crate) struct Lru {
-    anon: BTreeMap<u64, Arc<PageRecord>>,
-    file: BTreeMap<u64, Arc<PageRecord>>,
-}
-
-impl Lru {
-    fn list(&mut self, kind: PageKind) -> &mut BTreeMap<u64, Arc<PageRecord>> {
-        match kind {
-            PageKind::Anon => &mut self.anon,
-            PageKind::File => &mut self.file,
-        }
-    }
-
-    /// The age of the oldest file page, if any.
-    pub(crate) fn oldest_file(&self) -> Option<u64> {
-        self.file.keys().next().copied()
-    }
-}
 
 /// One page of user memory charged to the group of the thread that made it.
 ///
@@ -83,7 +35,7 @@ impl UserPage {
     /// Fails with [`Limit`](crate::ErrorKind::Limit) when the group or an
     /// ancestor is at `memory.max` and reclaim cannot make room.
     pub fn charge(kind: PageKind) -> Result<UserPage> {
-        let Some(group) = crate::task::current_group() else {
+        let Some(group) = crate::current::current_group() else {
             return Ok(UserPage { record: None });
         };
         let ctx = group
@@ -91,7 +43,7 @@ impl UserPage {
             .as_ref()
             .expect("tasks are attached to non-root groups only");
         crate::charge::charge(ctx, 1, kind.stat(), false)?;
-        let _internal = crate::global::Internal::enter();
+        let _internal = crate::internal::Internal::enter();
         // The charge went to the context's owner: the group itself while it is
         // online (a thread can only be attached to an online group).
         let owner = ctx.with_owner(|g| g.clone());
@@ -121,7 +73,7 @@ impl UserPage {
 impl Drop for UserPage {
     fn drop(&mut self) {
         let Some(r) = &self.record else { return };
-        let _internal = crate::global::Internal::enter();
+        let _internal = crate::internal::Internal::enter();
         // The owner may change under us (reparenting): lock the LRU of the
         // group we saw, then check the page is still there.
         loop {

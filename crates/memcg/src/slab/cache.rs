@@ -18,7 +18,7 @@ use super::page::{ListKind, Slab, SlabList};
 use super::segment::{alloc_span, free_span, SPAN_SHIFTS};
 use crate::context::{CtxRef, KmemContext};
 use crate::error::{Error, Result};
-use crate::group::{Common, GroupInner};
+use crate::group::GroupInner;
 use crate::stats::Stat;
 use std::cell::UnsafeCell;
 use std::collections::{BTreeMap, HashMap};
@@ -132,6 +132,7 @@ pub(crate) fn root_cache(
         }
         None => KMALLOC_CLASSES + named,
     };
+    register_deferred();
     let own = Cache::make(None, 0, None);
     let root: &'static RootCache = Box::leak(Box::new(RootCache {
         index,
@@ -183,7 +184,10 @@ impl RootCache {
         }
         slots[group.id] = cache;
         drop(slots);
-        lock(&ctx.caches).push(CachePtr(cache));
+        lock(&CTX_CACHES)
+            .entry(ctx_key(&ctx))
+            .or_default()
+            .push(cache);
         // A removal that began meanwhile may have missed this cache: it marks
         // the group dying before it lists the context's caches.
         if group.is_dying() {
@@ -360,9 +364,21 @@ unsafe impl Sync for Cache {}
 // SAFETY: as above.
 unsafe impl Send for Cache {}
 
-/// A pointer to a cache, as kept on a context's list.
-#[derive(Clone, Copy)]
-pub(crate) struct CachePtr(pub(crate) &'static Cache);
+/// The child caches billing through each kmem context (the seed's
+/// `ctx->slab_caches`), live and dead, by the context's address. An entry
+/// goes when the context's last cache is destroyed; the caches hold
+/// references on the context, so its address is not reused meanwhile.
+static CTX_CACHES: Mutex<BTreeMap<usize, Vec<&'static Cache>>> = Mutex::new(BTreeMap::new());
+
+/// Caches whose last reference is gone, to destroy (a Treiber stack), and
+/// the lock a pass over it holds, so that a quiesce returns only after the
+/// destructions another thread's pass had taken.
+static DEFERRED: AtomicPtr<Cache> = AtomicPtr::new(ptr::null_mut());
+static DEFERRED_PASS: Mutex<()> = Mutex::new(());
+
+fn ctx_key(ctx: &KmemContext) -> usize {
+    ctx as *const KmemContext as usize
+}
 
 static RECYCLED: Mutex<Vec<&'static Cache>> = Mutex::new(Vec::new());
 static LRU_CLOCK: AtomicU64 = AtomicU64::new(0);
@@ -457,14 +473,14 @@ impl Cache {
         // Once the push succeeds, deferred work on another thread may destroy
         // the cache and drop its context, and with it the hierarchy: nothing
         // of them is read after it.
-        let common: &Common = self
-            .ctx()
-            .expect("a root's own cache is never destroyed")
-            .common();
-        let mut head = common.deferred_caches.load(Relaxed);
+        debug_assert!(
+            self.ctx().is_some(),
+            "a root's own cache is never destroyed"
+        );
+        let mut head = DEFERRED.load(Relaxed);
         loop {
             self.next.store(head, Relaxed);
-            match common.deferred_caches.compare_exchange_weak(
+            match DEFERRED.compare_exchange_weak(
                 head,
                 self as *const Cache as *mut Cache,
                 Release,
@@ -711,12 +727,15 @@ impl Cache {
     }
 }
 
-/// Destroy the caches on `common`'s deferred queue: unlist them from their
+/// Destroy the caches on the deferred queue: unlist them from their
 /// context, drop their context reference, recycle them. Returns how many.
-pub(crate) fn run_deferred(common: &Common) -> usize {
+/// Registered with the deferred-work layer below, which runs it before it
+/// destroys contexts (caches hold context references).
+fn run_deferred() -> usize {
+    let _pass = lock(&DEFERRED_PASS);
     let mut n = 0;
     loop {
-        let mut c = common.deferred_caches.swap(ptr::null_mut(), Acquire);
+        let mut c = DEFERRED.swap(ptr::null_mut(), Acquire);
         if c.is_null() {
             return n;
         }
@@ -735,7 +754,14 @@ pub(crate) fn run_deferred(common: &Common) -> usize {
                 if cache.is_dead() {
                     ctx.common().dead_caches.fetch_sub(1, Relaxed);
                 }
-                lock(&ctx.caches).retain(|p| !ptr::eq(p.0, cache));
+                let mut map = lock(&CTX_CACHES);
+                if let Some(list) = map.get_mut(&ctx_key(&ctx)) {
+                    list.retain(|&p| !ptr::eq(p, cache));
+                    if list.is_empty() {
+                        map.remove(&ctx_key(&ctx));
+                    }
+                }
+                drop(map);
                 drop(ctx);
             }
             lock(&RECYCLED).push(cache);
@@ -744,11 +770,26 @@ pub(crate) fn run_deferred(common: &Common) -> usize {
     }
 }
 
+/// Whether caches wait on the deferred queue.
+fn deferred_pending() -> bool {
+    !DEFERRED.load(Acquire).is_null()
+}
+
+/// Let the deferred-work layer run cache destruction; once.
+fn register_deferred() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        crate::deferred::register_work(crate::deferred::Work {
+            run: run_deferred,
+            pending: deferred_pending,
+        })
+    });
+}
+
 /// Counted references to the caches of `ctx` (live and dead).
-pub(crate) fn caches_of(ctx: &crate::context::KmemContext) -> Vec<&'static Cache> {
-    lock(&ctx.caches)
-        .iter()
-        .filter(|p| p.0.tryget())
-        .map(|p| p.0)
-        .collect()
+pub(crate) fn caches_of(ctx: &KmemContext) -> Vec<&'static Cache> {
+    lock(&CTX_CACHES)
+        .get(&ctx_key(ctx))
+        .map(|list| list.iter().copied().filter(|c| c.tryget()).collect())
+        .unwrap_or_default()
 }

@@ -142,10 +142,10 @@ pub(crate) fn thread_id() -> usize {
 #[inline(always)]
 pub(crate) fn alloc_fast(root: &'static RootCache) -> Option<NonNull<u8>> {
     if root.isolated {
-        HEAP.with(|h| pop(h, root.index, crate::task::current_ptr()))
+        HEAP.with(|h| pop(h, root.index, crate::current::current_ptr()))
     } else {
         let kind = SlabKind::of(root.reclaimable);
-        HEAP.with(|h| pop_shared(h, root.index, crate::task::current_ctx_ptr(), kind))
+        HEAP.with(|h| pop_shared(h, root.index, crate::current::current_ctx_ptr(), kind))
     }
 }
 
@@ -157,7 +157,7 @@ pub(crate) fn alloc_fast_index(index: usize) -> Option<NonNull<u8>> {
         pop_shared(
             h,
             index,
-            crate::task::current_ctx_ptr(),
+            crate::current::current_ctx_ptr(),
             SlabKind::Unreclaimable,
         )
     })
@@ -165,15 +165,16 @@ pub(crate) fn alloc_fast_index(index: usize) -> Option<NonNull<u8>> {
 
 /// Allocate an object of `root`'s size, charged to the calling thread's
 /// group. Over a limit: fail, or, for the global allocator (`global`),
-/// follow its [`LimitPolicy`](crate::LimitPolicy), read here only.
+/// follow its [`LimitPolicy`](crate::charge::LimitPolicy), read here only.
 #[cold]
 #[inline(never)]
 pub(crate) fn alloc_slow_path(root: &'static RootCache, global: bool) -> SlowResult {
     // Callers tried the fast path just before: go straight to the refill.
     HEAP.with(|h| {
-        let target = crate::task::current_ptr();
-        let nofail = global && crate::limit_policy() == crate::LimitPolicy::Overcharge;
-        alloc_slow(h, root, target, nofail, crate::task::current_group)
+        let target = crate::current::current_ptr();
+        let nofail =
+            global && crate::charge::limit_policy() == crate::charge::LimitPolicy::Overcharge;
+        alloc_slow(h, root, target, nofail, crate::current::current_group)
     })
 }
 
@@ -294,11 +295,11 @@ pub(crate) unsafe fn free(obj: *mut u8) {
 fn uncharge_object(ctx: *const KmemContext, need: usize, kind: SlabKind) {
     let done = HEAP.try_with(|h| {
         if !h.stock.try_return(ctx, need, kind) {
-            let _internal = crate::global::Internal::enter();
+            let _internal = crate::internal::Internal::enter();
             // The stock may adopt `ctx`: the exit hook must drain it. A
             // thread past its exit hook keeps nothing in its stock.
             hook_exit(h);
-            let current = crate::task::current_ctx_ptr();
+            let current = crate::current::current_ctx_ptr();
             let adopt = !h.exited.get() && (current.is_null() || !h.stock.holds(current));
             // SAFETY: `ctx` is the recorded context of the live object being
             // freed, charged `need` bytes.
@@ -371,7 +372,7 @@ fn alloc_slow(
     nofail: bool,
     target_arc: impl FnOnce() -> Option<Arc<GroupInner>>,
 ) -> SlowResult {
-    let _internal = crate::global::Internal::enter();
+    let _internal = crate::internal::Internal::enter();
     hook_exit(h);
     let result = if root.isolated {
         if h.bound.get() != target {
@@ -583,7 +584,7 @@ fn flush_classes(h: &Heap, which: impl Fn(&Cache) -> bool) {
 /// Give the calling thread's slabs back (before it changes group for good,
 /// or so that a test sees caches settle), and its object stocks.
 pub(crate) fn flush_local() {
-    let _internal = crate::global::Internal::enter();
+    let _internal = crate::internal::Internal::enter();
     let _ = HEAP.try_with(flush);
     let _ = HANDLE_HEAP.try_with(flush);
 }
@@ -591,7 +592,7 @@ pub(crate) fn flush_local() {
 /// The calling thread leaves its group: return its object stocks and the
 /// slabs of its isolated caches; its shared slabs serve any group.
 pub(crate) fn leave_group() {
-    let _internal = crate::global::Internal::enter();
+    let _internal = crate::internal::Internal::enter();
     let _ = HEAP.try_with(|h| {
         flush_isolated(h);
         h.stock.drain();
@@ -602,7 +603,7 @@ pub(crate) fn leave_group() {
 /// Return the calling thread's object stocks: exact charges and `slab`
 /// statistics for what it allocated (a quiesce on this thread).
 pub(crate) fn drain_local() {
-    let _internal = crate::global::Internal::enter();
+    let _internal = crate::internal::Internal::enter();
     let _ = HEAP.try_with(|h| h.stock.drain());
     let _ = HANDLE_HEAP.try_with(|h| h.stock.drain());
 }

@@ -103,7 +103,7 @@ impl SlabCache {
                 "cache {name}: kmalloc-* names are the general size classes; use SlabCache::kmalloc"
             )));
         }
-        let _internal = crate::global::Internal::enter();
+        let _internal = crate::internal::Internal::enter();
         Ok(SlabCache {
             root: cache::root_cache(name, object_size, reclaimable, isolated, None)?,
         })
@@ -140,7 +140,7 @@ impl SlabCache {
     /// the object is on its group's LRU and reclaim may free it first.
     pub fn alloc(&self) -> Result<SlabObject> {
         let ptr = heap::alloc(self.root, false)?;
-        let _internal = crate::global::Internal::enter();
+        let _internal = crate::internal::Internal::enter();
         let record = if self.root.reclaimable {
             let addr = ptr.as_ptr() as usize;
             // SAFETY: a live object of ours.
@@ -240,7 +240,7 @@ impl Drop for SlabObject {
     fn drop(&mut self) {
         let addr = self.ptr.as_ptr();
         if let Some(rec) = &self.record {
-            let _internal = crate::global::Internal::enter();
+            let _internal = crate::internal::Internal::enter();
             let taken = std::mem::take(&mut *rec.addr.lock().unwrap_or_else(|e| e.into_inner()));
             if taken == 0 {
                 return; // reclaimed
@@ -269,50 +269,55 @@ pub(crate) fn kill_caches(group: &GroupInner) -> usize {
     touched
 }
 
-/// Reclaim slab memory of `group`'s caches and of the caches of contexts
-/// reparented to it: reclaimable objects (stage `Objects`: those of isolated
-/// caches, then those of shared caches charged through the group's
-/// contexts) or empty slabs of isolated caches (stage `EmptySlabs`).
-/// Returns pages freed.
-pub(crate) fn reclaim_group(group: &GroupInner, pages: usize, stage: crate::ShrinkStage) -> usize {
+/// Counted references to the caches of `group`'s context and of the
+/// contexts reparented to it, and counted references to those contexts.
+fn caches_and_contexts(group: &GroupInner) -> (Vec<&'static cache::Cache>, Vec<CtxRef>) {
     let mut caches = Vec::new();
     let mut contexts: Vec<CtxRef> = Vec::new();
     if let Some(ctx) = &group.ctx {
         caches.extend(cache::caches_of(ctx));
         contexts.push(ctx.clone());
     }
-    {
-        let _ctx_lock = group.common.ctx_lock.lock();
-        group.for_each_reparented(|ctx| {
-            caches.extend(cache::caches_of(ctx));
-            contexts.extend(CtxRef::tryget(ctx));
-        });
-    }
+    let _ctx_lock = group.common.ctx_lock.lock();
+    group.for_each_reparented(|ctx| {
+        caches.extend(cache::caches_of(ctx));
+        contexts.extend(CtxRef::tryget(ctx));
+    });
+    (caches, contexts)
+}
+
+/// Reclaim reclaimable slab objects billed to `group` (through its context
+/// and those reparented to it), oldest first: those of isolated caches, then
+/// those of shared caches. Returns pages freed.
+pub(crate) fn reclaim_objects(group: &GroupInner, pages: usize) -> usize {
+    let (caches, contexts) = caches_and_contexts(group);
     let mut freed = 0;
-    for c in &caches {
-        if freed < pages {
-            freed += match stage {
-                crate::ShrinkStage::Objects if c.root().reclaimable => {
-                    c.scan_objects(pages - freed)
-                }
-                crate::ShrinkStage::Objects => 0,
-                crate::ShrinkStage::EmptySlabs => {
-                    heap::trim_local();
-                    c.shrink(0).1
-                }
-            };
+    for c in caches {
+        if freed < pages && c.root().reclaimable {
+            freed += c.scan_objects(pages - freed);
         }
+        c.put();
     }
-    if stage == crate::ShrinkStage::Objects {
-        for root in cache::shared_reclaimable() {
-            for ctx in &contexts {
-                if freed < pages {
-                    freed += root.scan_objects_of(ctx, group, pages - freed);
-                }
+    for root in cache::shared_reclaimable() {
+        for ctx in &contexts {
+            if freed < pages {
+                freed += root.scan_objects_of(ctx, group, pages - freed);
             }
         }
     }
+    freed
+}
+
+/// Release the empty slabs `group`'s isolated caches keep for reuse (and
+/// those of the contexts reparented to it). Returns pages freed.
+pub(crate) fn reclaim_empty_slabs(group: &GroupInner, pages: usize) -> usize {
+    let (caches, _) = caches_and_contexts(group);
+    let mut freed = 0;
     for c in caches {
+        if freed < pages {
+            heap::trim_local();
+            freed += c.shrink(0).1;
+        }
         c.put();
     }
     freed
@@ -398,7 +403,7 @@ pub(crate) fn kmalloc_cache(class: usize) -> SlabCache {
 /// allocator must not come back here for it.
 #[cold]
 fn kmalloc_init() -> &'static [SlabCache; 32] {
-    let _internal = crate::global::Internal::enter();
+    let _internal = crate::internal::Internal::enter();
     KMALLOC.get_or_init(|| {
         let mut class = 0;
         KMALLOC_SIZES.map(|s| {
