@@ -38,8 +38,7 @@ pub const MAX_RECLAIM_RETRIES: usize = 5;
 /// event, and the charge fails, or is forced when `nofail` (the kernel's
 /// `__GFP_NOFAIL`).
 pub(crate) fn charge(ctx: &CtxRef, pages: usize, stat: Stat, nofail: bool) -> Result<()> {
-    if stock_consume(ctx, pages) {
-        ctx.with_owner(|g| g.stat_pages(stat, pages as isize));
+    if stock_consume(ctx, pages, stat) {
         return Ok(());
     }
     let _internal = crate::internal::Internal::enter();
@@ -148,8 +147,12 @@ fn force_charge(ctx: &CtxRef, pages: usize, stat: Stat) {
     }
 }
 
-/// Uncharge `pages` of kind `stat` from whatever group `ctx` bills now (S2).
+/// Uncharge `pages` of kind `stat` from whatever group `ctx` bills now (S2):
+/// into the thread's stock when it holds `ctx`, else from the counters.
 pub(crate) fn uncharge(ctx: &CtxRef, pages: usize, stat: Stat) {
+    if stock_uncharge(ctx, pages, stat) {
+        return;
+    }
     ctx.with_owner(|g| {
         g.counter.uncharge(pages);
         g.stat_pages(stat, -(pages as isize));
@@ -188,8 +191,13 @@ pub(crate) fn bytes(pages: usize) -> u64 {
 }
 
 #[cfg(not(loom))]
-fn stock_consume(ctx: &CtxRef, pages: usize) -> bool {
-    crate::stock::consume(ctx, pages)
+fn stock_consume(ctx: &CtxRef, pages: usize, stat: Stat) -> bool {
+    crate::stock::consume(ctx, pages, stat)
+}
+
+#[cfg(not(loom))]
+fn stock_uncharge(ctx: &CtxRef, pages: usize, stat: Stat) -> bool {
+    crate::stock::uncharge_cached(ctx, pages, stat)
 }
 
 #[cfg(not(loom))]
@@ -206,7 +214,12 @@ const BATCH: usize = crate::stock::CHARGE_BATCH;
 const BATCH: usize = 1;
 
 #[cfg(loom)]
-fn stock_consume(_: &CtxRef, _: usize) -> bool {
+fn stock_consume(_: &CtxRef, _: usize, _: Stat) -> bool {
+    false
+}
+
+#[cfg(loom)]
+fn stock_uncharge(_: &CtxRef, _: usize, _: Stat) -> bool {
     false
 }
 

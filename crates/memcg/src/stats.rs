@@ -31,7 +31,19 @@ impl Stat {
     }
 }
 
-const NR_STATS: usize = 6;
+pub(crate) const NR_STATS: usize = 6;
+
+impl Stat {
+    /// Every stat, by index.
+    pub(crate) const ALL: [Stat; NR_STATS] = [
+        Stat::Anon,
+        Stat::File,
+        Stat::Kmem,
+        Stat::Kernel,
+        Stat::SlabReclaimable,
+        Stat::SlabUnreclaimable,
+    ];
+}
 
 /// Bytes by [`Stat`], hierarchical.
 #[derive(Debug, Default)]

@@ -4,9 +4,13 @@
 //! charges take pages from the thread's own stock instead of walking the page
 //! counters. A refill charges [`CHARGE_BATCH`] pages at once.
 //!
-//! Slack, bounded: each thread's stock holds fewer than `CHARGE_BATCH` pages,
-//! which `memory.current` of the stock's group (and ancestors) includes but
-//! `memory.stat` does not. [`drain_all`] returns every stock of a hierarchy,
+//! Slack, bounded: each thread's stock holds at most `2 * CHARGE_BATCH`
+//! pages, which `memory.current` of the stock's group (and ancestors)
+//! includes but `memory.stat` does not. Uncharges through the stock's
+//! context go back into it, and the statistics of charges and uncharges
+//! made through the stock are kept as per-thread deltas, applied when the
+//! stock drains or a delta passes `CHARGE_BATCH` pages: the common charge
+//! and uncharge touch only the thread's own slot (item 4 of issue 9). [`drain_all`] returns every stock of a hierarchy,
 //! as the kernel's `drain_all_stock`; a charge that fails at a limit drains
 //! before it reclaims, so limits stop exactly.
 //!
@@ -16,8 +20,9 @@
 //! freed: a thread that exits hands its slot to the next new thread.
 
 use crate::context::{CtxRef, KmemContext};
+use crate::stats::{Stat, NR_STATS};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicUsize, Ordering::*};
 
 /// Pages charged per stock refill (the kernel's `MEMCG_CHARGE_BATCH`).
 pub const CHARGE_BATCH: usize = 64;
@@ -28,7 +33,34 @@ struct Slot {
     /// A counted context reference (`CtxRef::into_raw`) or null.
     ctx: AtomicPtr<KmemContext>,
     pages: AtomicUsize,
+    /// Pages of each [`Stat`] charged (positive) or uncharged through the
+    /// stock and not yet applied to the context's owner.
+    deltas: [AtomicIsize; NR_STATS],
     next: AtomicPtr<Slot>,
+}
+
+/// What a drained slot held.
+struct Taken {
+    ctx: CtxRef,
+    pages: usize,
+    deltas: [isize; NR_STATS],
+}
+
+impl Taken {
+    /// Uncharge the pages and apply the statistics, to whatever group the
+    /// context bills now.
+    fn settle(self) {
+        self.ctx.with_owner(|g| {
+            if self.pages > 0 {
+                g.counter.uncharge(self.pages);
+            }
+            for (i, &d) in self.deltas.iter().enumerate() {
+                if d != 0 {
+                    g.stat_pages(Stat::ALL[i], d);
+                }
+            }
+        });
+    }
 }
 
 static SLOTS: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
@@ -63,16 +95,27 @@ impl Slot {
         self.lock.store(false, Release);
     }
 
-    /// Empty the slot, returning its context and pages. Slot lock held.
-    fn take(&self) -> Option<(CtxRef, usize)> {
+    /// Empty the slot, returning its context, pages and deltas. Slot lock
+    /// held.
+    fn take(&self) -> Option<Taken> {
         let p = self.ctx.swap(std::ptr::null_mut(), Relaxed);
         let pages = self.pages.swap(0, Relaxed);
+        let deltas = std::array::from_fn(|i| self.deltas[i].swap(0, Relaxed));
         if p.is_null() {
             return None;
         }
         // SAFETY: non-null `ctx` is a reference given up by CtxRef::into_raw in
         // `refill`, and the swap above took it out of the slot exactly once.
-        Some((unsafe { CtxRef::from_raw(p) }, pages))
+        let ctx = unsafe { CtxRef::from_raw(p) };
+        Some(Taken { ctx, pages, deltas })
+    }
+
+    /// Count `pages` of `stat` in the slot's deltas; returns the deltas to
+    /// apply now if one passed `CHARGE_BATCH` pages. Slot lock held.
+    fn count(&self, stat: Stat, pages: isize) -> Option<[isize; NR_STATS]> {
+        let d = self.deltas[stat as usize].fetch_add(pages, Relaxed) + pages;
+        (d.unsigned_abs() > CHARGE_BATCH)
+            .then(|| std::array::from_fn(|i| self.deltas[i].swap(0, Relaxed)))
     }
 }
 
@@ -112,6 +155,7 @@ fn claim_slot() -> *const Slot {
         in_use: AtomicBool::new(true),
         ctx: AtomicPtr::new(std::ptr::null_mut()),
         pages: AtomicUsize::new(0),
+        deltas: std::array::from_fn(|_| AtomicIsize::new(0)),
         next: AtomicPtr::new(std::ptr::null_mut()),
     }));
     let mut head = SLOTS.load(Relaxed);
@@ -124,17 +168,56 @@ fn claim_slot() -> *const Slot {
     }
 }
 
-/// Take `pages` from the calling thread's stock if it holds that many for `ctx`.
-pub(crate) fn consume(ctx: &CtxRef, pages: usize) -> bool {
+/// Take `pages` of `stat` from the calling thread's stock if it holds that
+/// many for `ctx`; the statistic is counted in the stock's deltas.
+pub(crate) fn consume(ctx: &CtxRef, pages: usize, stat: Stat) -> bool {
     let Some(slot) = my_slot() else { return false };
     slot.lock();
     let hit =
         std::ptr::eq(slot.ctx.load(Relaxed), ctx.as_ptr()) && slot.pages.load(Relaxed) >= pages;
-    if hit {
+    let flush = if hit {
         slot.pages.fetch_sub(pages, Relaxed);
-    }
+        slot.count(stat, pages as isize)
+    } else {
+        None
+    };
     slot.unlock();
+    if let Some(deltas) = flush {
+        apply(ctx, deltas);
+    }
     hit
+}
+
+/// Give `pages` of `stat` charged through `ctx` back into the calling
+/// thread's stock, if it holds `ctx` and has room; the caller uncharges
+/// them itself otherwise.
+pub(crate) fn uncharge_cached(ctx: &CtxRef, pages: usize, stat: Stat) -> bool {
+    let Some(slot) = my_slot() else { return false };
+    slot.lock();
+    let hit = std::ptr::eq(slot.ctx.load(Relaxed), ctx.as_ptr())
+        && slot.pages.load(Relaxed) + pages <= 2 * CHARGE_BATCH;
+    let flush = if hit {
+        slot.pages.fetch_add(pages, Relaxed);
+        slot.count(stat, -(pages as isize))
+    } else {
+        None
+    };
+    slot.unlock();
+    if let Some(deltas) = flush {
+        apply(ctx, deltas);
+    }
+    hit
+}
+
+/// Apply statistics deltas to the group `ctx` bills now.
+fn apply(ctx: &CtxRef, deltas: [isize; NR_STATS]) {
+    ctx.with_owner(|g| {
+        for (i, &d) in deltas.iter().enumerate() {
+            if d != 0 {
+                g.stat_pages(Stat::ALL[i], d);
+            }
+        }
+    });
 }
 
 /// Put `pages` charged through `ctx` into the calling thread's stock,
@@ -142,7 +225,7 @@ pub(crate) fn consume(ctx: &CtxRef, pages: usize) -> bool {
 /// teardown), the pages are uncharged at once.
 pub(crate) fn refill(ctx: &CtxRef, pages: usize) {
     let Some(slot) = my_slot() else {
-        uncharge(ctx, pages);
+        ctx.with_owner(|g| g.counter.uncharge(pages));
         return;
     };
     slot.lock();
@@ -154,17 +237,11 @@ pub(crate) fn refill(ctx: &CtxRef, pages: usize) {
         old
     };
     slot.pages.fetch_add(pages, Relaxed);
-    let overflow = slot.pages.load(Relaxed) > CHARGE_BATCH;
+    let overflow = slot.pages.load(Relaxed) > 2 * CHARGE_BATCH;
     let extra = if overflow { slot.take() } else { None };
     slot.unlock();
-    for (c, n) in old.into_iter().chain(extra) {
-        uncharge(&c, n);
-    }
-}
-
-fn uncharge(ctx: &CtxRef, pages: usize) {
-    if pages > 0 {
-        ctx.with_owner(|g| g.counter.uncharge(pages));
+    for taken in old.into_iter().chain(extra) {
+        taken.settle();
     }
 }
 
@@ -182,8 +259,8 @@ pub(crate) fn drain_local() {
     let taken = slot.take();
     slot.unlock();
     slot.in_use.store(false, Release);
-    if let Some((c, n)) = taken {
-        uncharge(&c, n);
+    if let Some(taken) = taken {
+        taken.settle();
     }
 }
 
@@ -200,8 +277,8 @@ pub(crate) fn drain_all(common_id: u64) {
         let ours = !ctx.is_null() && unsafe { (&*ctx).common().id } == common_id;
         let taken = if ours { slot.take() } else { None };
         slot.unlock();
-        if let Some((c, n)) = taken {
-            uncharge(&c, n);
+        if let Some(taken) = taken {
+            taken.settle();
         }
         p = slot.next.load(Relaxed);
     }

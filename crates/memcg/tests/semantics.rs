@@ -463,3 +463,38 @@ fn a_hierarchy_can_be_dropped_with_objects_alive() {
     drop(h);
     drop(objects);
 }
+
+/// Charges and uncharges through a thread's stock keep their statistics as
+/// per-thread deltas (issue 9, item 4); a quiesce on another thread applies
+/// them, so `memory.stat` is exact while the charging thread still lives.
+#[test]
+fn stock_statistics_are_exact_after_quiesce_from_another_thread() {
+    use std::sync::mpsc;
+    let h = Hierarchy::new();
+    let g = h.create("/a").unwrap();
+    let (go, wait) = mpsc::channel::<usize>();
+    let (done, finished) = mpsc::channel::<()>();
+    let worker = spawn(move || {
+        let _in = g.enter().unwrap();
+        let mut held = Vec::new();
+        for n in wait {
+            if n == 0 {
+                held.clear();
+            } else {
+                held.extend((0..n).map(|_| KmemPages::alloc(4096).unwrap()));
+            }
+            done.send(()).unwrap();
+        }
+    });
+    go.send(10).unwrap();
+    finished.recv().unwrap();
+    assert_eq!(key(&h, "/a", "memory.stat", "kmem"), 10 * 4096);
+    assert_eq!(key(&h, "/a", "memory.stat", "kernel"), 10 * 4096);
+    assert_eq!(current(&h, "/a"), 10 * 4096);
+    go.send(0).unwrap();
+    finished.recv().unwrap();
+    assert_eq!(key(&h, "/a", "memory.stat", "kmem"), 0);
+    assert_eq!(current(&h, "/a"), 0);
+    drop(go);
+    worker.join().unwrap();
+}
