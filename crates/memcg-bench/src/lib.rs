@@ -45,6 +45,7 @@ pub mod footprint;
 pub mod global;
 pub mod measure;
 pub mod memcg_global;
+pub mod ports;
 pub mod raw_alloc;
 pub mod removal;
 pub mod report;
