@@ -28,7 +28,8 @@
 //! ([`removal`]), slab utilization with many small groups churning
 //! ([`utilization`]), the bytes a dead group pins ([`footprint`]) and two
 //! threads charging one group against one ([`scaling`]), each next to its
-//! DESIGN.md §7 target ([`report`]).
+//! DESIGN.md §7 target ([`report`]); `--json` prints the §7 figures as one
+//! JSON object ([`summary`]).
 //!
 //! Each workload is generic over [`RawAlloc`], so it is monomorphized per
 //! allocator: the calls being timed are direct calls, not calls through a
@@ -62,6 +63,7 @@ pub mod ring;
 pub mod rng;
 pub mod scaling;
 pub mod slab_alloc;
+pub mod summary;
 pub mod utilization;
 pub mod workload;
 

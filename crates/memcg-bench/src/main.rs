@@ -1,12 +1,12 @@
 //! The report: every allocator on every workload, side by side, in one run.
 //!
-//! `cargo run --release -p memcg-bench -- [--quick] [--workload NAME]... [--allocator NAME]...`
+//! `cargo run --release -p memcg-bench -- [--quick] [--json] [--workload NAME]... [--allocator NAME]...`
 //! prints a markdown table of median ns/op and each row's ratio to the fastest
 //! peer, then memcg's figures against DESIGN.md §7: the §7 ratios, accounting
 //! on vs off, removal time by live objects (with fragmented slabs), slab
 //! utilization with many small groups churning, bytes pinned by a dead group
-//! and two threads charging one group. Progress goes to stderr, the report to
-//! stdout.
+//! and two threads charging one group. With `--json` it prints only the §7
+//! figures, as one JSON object. Progress goes to stderr, the report to stdout.
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
@@ -21,6 +21,7 @@ use memcg_bench::ports::{self, Scale};
 use memcg_bench::removal::{self, Removal};
 use memcg_bench::report::{self, Row};
 use memcg_bench::scaling::{self, Scaling};
+use memcg_bench::summary::Summary;
 use memcg_bench::utilization::{self, Utilization};
 use memcg_bench::workload::Workload;
 
@@ -31,9 +32,10 @@ use memcg_bench::workload::Workload;
 static GLOBAL: Dispatch = Dispatch;
 
 const USAGE: &str = "\
-usage: memcg-bench [--quick] [--workload NAME]... [--allocator NAME]...
+usage: memcg-bench [--quick] [--json] [--workload NAME]... [--allocator NAME]...
 
   --quick           less work: the whole report in about two minutes on 2 cores
+  --json            print only DESIGN.md §7's figures, as one JSON object
   --workload NAME   run only this workload or study (repeatable): single64,
                     churn, remote, std, larson, xmalloc, mstress, cache-scratch,
                     removal, utilization, scaling
@@ -81,6 +83,7 @@ fn ops(w: Workload) -> u64 {
 
 struct Args {
     quick: bool,
+    json: bool,
     ops: Option<u64>,
     workloads: Vec<Workload>,
     studies: Vec<Study>,
@@ -92,6 +95,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         quick: false,
+        json: false,
         ops: None,
         workloads: Vec::new(),
         studies: Vec::new(),
@@ -102,6 +106,7 @@ fn parse_args() -> Result<Args, String> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => args.quick = true,
+            "--json" => args.json = true,
             "--workload" => {
                 let name = it.next().ok_or("--workload needs a name")?;
                 if let Some(w) = Workload::from_name(&name) {
@@ -342,6 +347,12 @@ fn main() -> ExitCode {
         Vec::new()
     };
     eprintln!("took {:.1} s", started.elapsed().as_secs_f64());
+
+    if args.json {
+        let summary = Summary::new(&rows, removals.as_deref(), &utilizations, &scalings);
+        println!("{}", summary.to_json());
+        return ExitCode::SUCCESS;
+    }
 
     let mode = if args.quick { "--quick" } else { "full" };
     println!("# memcg-bench\n");
