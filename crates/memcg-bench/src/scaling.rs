@@ -10,9 +10,9 @@
 //!   with blocks of [`LARGE_BYTES`], above the slab classes' 8 KiB.
 //!
 //! A third, [`Path::Control`], is no figure of §7 but tells how far the
-//! machine lets two threads scale at all: the same loop on the system
-//! allocator, charging nothing (a busy 2-core machine gives less than 2x to
-//! anything).
+//! machine lets two threads scale at that moment: the same threads doing
+//! arithmetic only, no allocation, no shared line (a 2-core machine busy
+//! with other work gives less than 2x to anything).
 //!
 //! Each thread does the same number of alloc/free pairs; the one-thread and
 //! two-thread runs take turns, and the figure is the ratio of their
@@ -21,7 +21,7 @@
 //! the first; they start together at a barrier, and the time runs from it to
 //! the last thread's end.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::sync::Barrier;
 use std::thread;
@@ -31,6 +31,7 @@ use memcg::{Group, Hierarchy, KmemPages, MemcgAlloc};
 
 use crate::affinity;
 use crate::measure::{interleaved, Reps, Spread};
+use crate::rng::XorShift;
 
 /// The bytes of one page-level kmem allocation.
 pub const KMEM_BYTES: usize = memcg::PAGE_SIZE;
@@ -45,8 +46,8 @@ pub enum Path {
     Kmem,
     /// `MemcgAlloc` with blocks of [`LARGE_BYTES`].
     Large,
-    /// The system allocator with blocks of [`KMEM_BYTES`], nothing charged:
-    /// what the machine allows.
+    /// Arithmetic only, nothing allocated or charged: what the machine
+    /// allows.
     Control,
 }
 
@@ -59,7 +60,7 @@ impl Path {
         match self {
             Path::Kmem => format!("page-level kmem (`KmemPages` of {KMEM_BYTES} B)"),
             Path::Large => format!("large blocks (`MemcgAlloc`, {} KiB)", LARGE_BYTES / 1024),
-            Path::Control => format!("control: system allocator, {KMEM_BYTES} B, no group"),
+            Path::Control => "control: arithmetic only, no allocation".to_owned(),
         }
     }
 
@@ -152,7 +153,7 @@ pub fn run(path: Path, group: &Group, threads: usize, ops: u64, cpus: Option<[us
                     match path {
                         Path::Kmem => kmem_pairs(ops),
                         Path::Large => large_pairs(ops),
-                        Path::Control => system_pairs(ops),
+                        Path::Control => arithmetic(ops),
                     }
                 })
             })
@@ -191,19 +192,20 @@ fn large_pairs(ops: u64) {
     }
 }
 
-fn system_pairs(ops: u64) {
-    let layout = Layout::from_size_align(KMEM_BYTES, 8).expect("a valid layout");
-    for i in 0..ops {
-        // SAFETY: a non-zero size.
-        let p = unsafe { System.alloc(layout) };
-        assert!(!p.is_null(), "the system allocator has memory");
-        // SAFETY: a fresh block of KMEM_BYTES; freed once, with its layout.
-        unsafe {
-            p.write(i as u8);
-            System.dealloc(black_box(p), layout);
+/// `ops` rounds of [`CONTROL_STEPS`] xorshift steps: a few hundred
+/// nanoseconds of work per op, as an alloc/free pair of the other paths,
+/// touching no memory.
+fn arithmetic(ops: u64) {
+    let mut x = XorShift::new(ops);
+    for _ in 0..ops {
+        for _ in 0..CONTROL_STEPS {
+            black_box(x.next_u64());
         }
     }
 }
+
+/// Steps of the control's generator per op.
+const CONTROL_STEPS: usize = 100;
 
 #[cfg(test)]
 mod tests {
