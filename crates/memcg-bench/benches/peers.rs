@@ -1,12 +1,14 @@
 //! Criterion benches of the raw workloads over the peers and memcg's own rows
-//! (`memcg`, charged to a group, and `memcg-root`).
+//! (`memcg` and `memcg (global allocator)`, charged to a group, and their
+//! `memcg-root` counterparts in no group).
 //!
 //! `cargo bench -p memcg-bench` runs them with criterion's statistics; the
 //! report binary (`cargo run --release -p memcg-bench`) is the side-by-side
 //! table. Both time the same workload functions, so they agree on what an
-//! op is. `remote` and `std` are left to the report: the first needs its two
-//! threads pinned and a fixed amount of work per run, the second a process per
-//! allocator.
+//! op is. `remote` and the workloads on the global allocator (`std` and the
+//! mimalloc-bench ports) are left to the report: the first needs its two
+//! threads pinned and a fixed amount of work per run, the others a process
+//! per allocator.
 
 use std::time::Duration;
 
@@ -36,7 +38,7 @@ fn churn(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short runs: 2 workloads x 6 rows stay under two minutes on 2 cores.
+    // Short runs: 2 workloads x 8 rows stay under two minutes on 2 cores.
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));

@@ -40,7 +40,7 @@ impl Contender {
             Workload::Single64 => Some(workload::single64(&alloc, ops)),
             Workload::Churn => Some(workload::churn(&alloc, ops)),
             Workload::Remote => Some(workload::remote(&alloc, ops)),
-            Workload::Std => None,
+            _ => None,
         };
         Contender {
             name,
@@ -83,14 +83,15 @@ impl Contender {
 
     /// Whether this contender has a row for `w`.
     pub fn runs(&self, w: Workload) -> bool {
-        match w {
-            Workload::Std => self.global.is_some(),
-            _ => self.raw.is_some(),
+        if w.on_global_allocator() {
+            self.global.is_some()
+        } else {
+            self.raw.is_some()
         }
     }
 
-    /// Times `ops` operations of raw workload `w`; `None` for `std` or for a
-    /// contender without raw workloads.
+    /// Times `ops` operations of raw workload `w`; `None` for a workload on
+    /// the global allocator or for a contender without raw workloads.
     pub fn run_raw(&self, w: Workload, ops: u64) -> Option<Duration> {
         self.raw.as_ref().and_then(|run| run(w, ops))
     }
@@ -112,17 +113,23 @@ pub const MEMCG_ROOT: &str = "memcg-root";
 /// non-root group of `memcg::global()`.
 pub const MEMCG_GLOBAL: &str = "memcg (global allocator)";
 
+/// The row of memcg's global allocator with the allocating thread in no
+/// group at all: [`MEMCG_GLOBAL`] with accounting off. On `std`, measured
+/// by the [`MEMCG_GLOBAL`] child in turns with its charged runs.
+pub const MEMCG_GLOBAL_ROOT: &str = "memcg-root (global allocator)";
+
 /// memcg's own configurations, measured against the peers: [`MEMCG`] (the
 /// allocating thread charges a non-root group) and [`MEMCG_ROOT`] (it stays in
-/// the root), both on the kmalloc caches ([`MemcgSlab`]), and [`MEMCG_GLOBAL`]
-/// ([`MemcgGlobal`] on the raw workloads, the child's global allocator on
-/// `std`).
+/// the root), both on the kmalloc caches ([`MemcgSlab`]); [`MEMCG_GLOBAL`]
+/// ([`MemcgGlobal`] on the raw workloads, the child's global allocator on the
+/// others), the §7 row; and [`MEMCG_GLOBAL_ROOT`], the same without a group.
 pub fn own() -> Vec<Contender> {
     vec![
         Contender::raw(MEMCG, Role::Own, MemcgSlab::charged()),
         Contender::raw(MEMCG_ROOT, Role::Own, MemcgSlab::root()),
         Contender::raw(MEMCG_GLOBAL, Role::Own, MemcgGlobal::charged())
             .with_global(GlobalChoice::Memcg),
+        Contender::raw(MEMCG_GLOBAL_ROOT, Role::Own, MemcgGlobal::root()),
     ]
 }
 

@@ -1,13 +1,18 @@
-//! The `std` workload: each allocator as the process's global allocator.
+//! The workloads on the global allocator — `std` and the mimalloc-bench
+//! ports ([`crate::ports`]) — with each allocator as the process's global
+//! allocator.
 //!
 //! std's `HashMap`, `String` and `Vec` allocate through the global allocator,
 //! and a process has exactly one. We could time `hashbrown` and
 //! `allocator_api2` collections with an `_in` allocator instead, but there is
 //! no `String` with an allocator parameter, and that would time other
-//! collections than the ones programs use. So the report re-executes itself
-//! once per allocator (`--std-child NAME`, with [`CHOICE_ENV`] naming the same
-//! allocator), and the child's global allocator is [`Dispatch`], which forwards
-//! every call to the allocator chosen once, at the process's first allocation.
+//! collections than the ones programs use. The ports, like mimalloc-bench's
+//! C programs run under `LD_PRELOAD`, call the global allocator and keep
+//! their bookkeeping on it. So the report re-executes itself once per
+//! allocator and workload (`--global-child NAME WORKLOAD`, with
+//! [`CHOICE_ENV`] naming the same allocator), and the child's global
+//! allocator is [`Dispatch`], which forwards every call to the allocator
+//! chosen once, at the process's first allocation.
 //!
 //! Why the environment and not the flag: the Rust runtime may allocate before
 //! `main` runs, and a block must be freed by the allocator that made it. So the
@@ -18,40 +23,50 @@
 //! The dispatch costs every call one relaxed load and a predictable branch,
 //! the same for every allocator.
 //!
-//! With [`GlobalChoice::Memcg`] the child's workload thread enters a group of
-//! [`memcg::global()`] made for the run, so the map, its keys and values are
-//! charged there; the child reports the group's `memory.peak` beside its
-//! timings, which shows the charges are real.
+//! With [`GlobalChoice::Memcg`] every thread of the child's workload enters a
+//! group of [`memcg::global()`] made for the run, so everything the workload
+//! allocates is charged there; the child reports the group's `memory.peak`
+//! beside its timings, which shows the charges are real. On `std` the memcg
+//! child also times the workload with its thread in no group, in turns with
+//! the charged runs: DESIGN.md §7's accounting on vs off, measured in one
+//! process so that only the group differs.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::{c_char, CStr};
 use std::io;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
 use memcg::MemcgAlloc;
 use mimalloc::MiMalloc;
 use snmalloc_rs::SnMalloc;
 use tikv_jemallocator::Jemalloc;
 
-use crate::measure::{ns_per_op, Reps, Spread};
-use crate::workload::{std_map, STD_ENTRIES};
+use crate::measure::{interleaved, Reps, Spread};
+use crate::ports::{self, Scale};
+use crate::raw_alloc::{ProcessGlobal, RawAlloc};
+use crate::workload::{std_map, Workload, STD_ENTRIES};
 
 /// The environment variable that names the child's global allocator.
 pub const CHOICE_ENV: &str = "MEMCG_BENCH_GLOBAL";
 /// [`CHOICE_ENV`] as `getenv` takes it.
 const CHOICE_ENV_C: &CStr = c"MEMCG_BENCH_GLOBAL";
-/// The hidden flag that makes the report binary a `std` workload child.
-pub const CHILD_FLAG: &str = "--std-child";
+/// The hidden flag that makes the report binary a child running one workload
+/// on one global allocator: `--global-child ALLOCATOR WORKLOAD`.
+pub const CHILD_FLAG: &str = "--global-child";
 /// The line prefix of the child's answer on stdout, followed by the min,
-/// median and max ns per entry.
+/// median and max ns per op.
 const ANSWER: &str = "ns_per_op ";
 /// The line prefix, on the child's stdout, of what its group was charged (only
 /// with [`GlobalChoice::Memcg`]): `memory.peak` and `memory.current` after
-/// the last map was dropped, in bytes.
+/// the workload's last run, in bytes.
 const CHARGED: &str = "charged ";
-/// The group of [`memcg::global()`] the `memcg` child's workload thread enters.
-const CHILD_GROUP: &str = "/std-child";
+/// The line prefix, on the `memcg` child's stdout for `std`, of the min,
+/// median and max ns per op with the thread in no group.
+const ROOT_ANSWER: &str = "ns_per_op_root ";
+/// The group of [`memcg::global()`] the `memcg` child's workload threads enter.
+const CHILD_GROUP: &str = "/global-child";
 
 /// An allocator [`Dispatch`] can forward to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,29 +218,32 @@ unsafe impl GlobalAlloc for Dispatch {
     }
 }
 
-/// Why a `std` workload child gave no number.
+/// Why a child on the global allocator gave no number.
 #[derive(Debug, thiserror::Error)]
-pub enum StdChildError {
+pub enum ChildError {
     /// The report binary could not be found or started again.
-    #[error("cannot start the std workload child for {allocator}: {source}")]
+    #[error("cannot start the {workload} child for {allocator}: {source}")]
     Spawn {
         allocator: &'static str,
+        workload: &'static str,
         source: io::Error,
     },
     /// The child ran but did not succeed.
-    #[error("the std workload child for {allocator} failed: {status}")]
+    #[error("the {workload} child for {allocator} failed: {status}")]
     Failed {
         allocator: &'static str,
+        workload: &'static str,
         status: std::process::ExitStatus,
     },
     /// The child's stdout held no answer line.
-    #[error("the std workload child for {allocator} printed no `{ANSWER}` line: {stdout:?}")]
+    #[error("the {workload} child for {allocator} printed no `{ANSWER}` line: {stdout:?}")]
     NoAnswer {
         allocator: &'static str,
+        workload: &'static str,
         stdout: String,
     },
     /// In the `memcg` child: the group to charge could not be made or entered.
-    #[error("cannot enter the std workload child's group {CHILD_GROUP}: {0}")]
+    #[error("cannot enter the child's group {CHILD_GROUP}: {0}")]
     Group(#[source] memcg::Error),
     /// In the child: the flag and the environment name different allocators.
     #[error("asked for {requested:?} but the global allocator is {actual} (set {CHOICE_ENV})")]
@@ -233,16 +251,22 @@ pub enum StdChildError {
         requested: String,
         actual: &'static str,
     },
+    /// In the child: the workload named is not one on the global allocator.
+    #[error("{0:?} is not a workload on the global allocator")]
+    NotGlobal(String),
 }
 
-/// What a `std` workload child measured.
+/// What a child on the global allocator measured.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ChildAnswer {
-    /// ns per map entry over the timed repetitions.
+    /// ns per op over the timed repetitions.
     pub ns: Spread,
     /// What the child's group was charged, when its global allocator charges
     /// one (`memcg`).
     pub charged: Option<Charged>,
+    /// ns per op with the workload's thread in no group, in turns with the
+    /// charged runs (`memcg` on `std` only).
+    pub root_ns: Option<Spread>,
 }
 
 /// The `memcg` child's group after the workload, quiesced: bytes.
@@ -254,28 +278,35 @@ pub struct Charged {
     pub current: u64,
 }
 
-/// In the parent: runs the `std` workload in a child with `choice` as its
-/// global allocator and returns what the child measured. `child_args` are
-/// passed on (e.g. `--quick`).
+/// In the parent: runs workload `w` in a child with `choice` as its global
+/// allocator and returns what the child measured. `child_args` are passed on
+/// (e.g. `--quick`).
 pub fn run_in_child(
     choice: GlobalChoice,
+    w: Workload,
     child_args: &[&str],
-) -> Result<ChildAnswer, StdChildError> {
-    let allocator = choice.name();
-    let exe =
-        std::env::current_exe().map_err(|source| StdChildError::Spawn { allocator, source })?;
+) -> Result<ChildAnswer, ChildError> {
+    let (allocator, workload) = (choice.name(), w.name());
+    let spawn = |source| ChildError::Spawn {
+        allocator,
+        workload,
+        source,
+    };
+    let exe = std::env::current_exe().map_err(spawn)?;
     let output = Command::new(exe)
         .arg(CHILD_FLAG)
         .arg(allocator)
+        .arg(workload)
         .args(child_args)
         .env(CHOICE_ENV, allocator)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
-        .map_err(|source| StdChildError::Spawn { allocator, source })?;
+        .map_err(spawn)?;
     if !output.status.success() {
-        return Err(StdChildError::Failed {
+        return Err(ChildError::Failed {
             allocator,
+            workload,
             status: output.status,
         });
     }
@@ -283,14 +314,22 @@ pub fn run_in_child(
     let ns = stdout
         .lines()
         .find_map(|line| parse_answer(line.strip_prefix(ANSWER)?))
-        .ok_or_else(|| StdChildError::NoAnswer {
+        .ok_or_else(|| ChildError::NoAnswer {
             allocator,
+            workload,
             stdout: stdout.to_string(),
         })?;
     let charged = stdout
         .lines()
         .find_map(|line| parse_charged(line.strip_prefix(CHARGED)?));
-    Ok(ChildAnswer { ns, charged })
+    let root_ns = stdout
+        .lines()
+        .find_map(|line| parse_answer(line.strip_prefix(ROOT_ANSWER)?));
+    Ok(ChildAnswer {
+        ns,
+        charged,
+        root_ns,
+    })
 }
 
 fn parse_charged(numbers: &str) -> Option<Charged> {
@@ -305,44 +344,85 @@ fn parse_answer(numbers: &str) -> Option<Spread> {
     Some(Spread { min, median, max })
 }
 
+/// Runs workload `w` once on `a` (the process's global allocator) at
+/// `scale`: the time of its timed part and the ops done in it. `None` for a
+/// raw workload, which does not run on the global allocator.
+pub fn run_once(w: Workload, a: &ProcessGlobal, scale: &Scale) -> Option<(Duration, u64)> {
+    Some(match w {
+        Workload::Std => {
+            let _entered = a.enter_allocating_thread();
+            (std_map(STD_ENTRIES), STD_ENTRIES as u64)
+        }
+        Workload::Larson => (ports::larson::run(a, &scale.larson), scale.larson.ops()),
+        Workload::Xmalloc => (ports::xmalloc::run(a, &scale.xmalloc), scale.xmalloc.ops()),
+        Workload::Mstress => (ports::mstress::run(a, &scale.mstress), scale.mstress.ops()),
+        Workload::CacheScratch => (
+            ports::cache_scratch::run(a, &scale.cache_scratch),
+            scale.cache_scratch.ops(),
+        ),
+        Workload::Single64 | Workload::Churn | Workload::Remote => return None,
+    })
+}
+
 /// In the child: checks that the global allocator is the `requested` one,
-/// runs the `std` workload and returns the lines to print on stdout. With
-/// `memcg`, the workload thread runs in a group of [`memcg::global()`], whose
-/// charges make the second line.
-pub fn child_answer(requested: &str, reps: Reps) -> Result<String, StdChildError> {
+/// runs `workload` and returns the lines to print on stdout. With `memcg`,
+/// the workload's threads run in a group of [`memcg::global()`], whose
+/// charges make the second line; on `std`, the third line is the same
+/// workload with the thread in no group, timed in turns with the first.
+pub fn child_answer(
+    requested: &str,
+    workload: &str,
+    reps: Reps,
+    scale: &Scale,
+) -> Result<String, ChildError> {
     let choice = current();
     if choice.name() != requested {
-        return Err(StdChildError::WrongGlobal {
+        return Err(ChildError::WrongGlobal {
             requested: requested.to_owned(),
             actual: choice.name(),
         });
     }
-    let entries = STD_ENTRIES as u64;
-    let run = || ns_per_op(reps, entries, || std_map(STD_ENTRIES));
+    let w = Workload::from_name(workload)
+        .filter(|w| w.on_global_allocator())
+        .ok_or_else(|| ChildError::NotGlobal(workload.to_owned()))?;
+    let line = |prefix: &str, ns: Spread| format!("{prefix}{} {} {}", ns.min, ns.median, ns.max);
+    let time = |a: &ProcessGlobal| {
+        let (took, ops) = run_once(w, a, scale).expect("a workload on the global allocator");
+        took.as_nanos() as f64 / ops as f64
+    };
     if choice != GlobalChoice::Memcg {
-        let ns = run();
-        return Ok(format!("{ANSWER}{} {} {}", ns.min, ns.median, ns.max));
+        let a = ProcessGlobal::new(None);
+        let ns = interleaved(reps, 1, |_| time(&a)).remove(0);
+        return Ok(line(ANSWER, ns));
     }
     let group = memcg::global()
         .create(CHILD_GROUP)
-        .map_err(StdChildError::Group)?;
-    let ns = {
-        let _entered = group.enter().map_err(StdChildError::Group)?;
-        run()
+        .map_err(ChildError::Group)?;
+    // Fail here, not in a worker thread, if the group cannot be entered.
+    drop(group.enter().map_err(ChildError::Group)?);
+    let charged = ProcessGlobal::new(Some(group.clone()));
+    let mut out = if w == Workload::Std {
+        let root = ProcessGlobal::new(None);
+        let spreads = interleaved(reps, 2, |i| time(if i == 0 { &charged } else { &root }));
+        format!(
+            "{}\n{}",
+            line(ANSWER, spreads[0]),
+            line(ROOT_ANSWER, spreads[1])
+        )
+    } else {
+        line(ANSWER, interleaved(reps, 1, |_| time(&charged)).remove(0))
     };
     memcg::global().quiesce();
-    let bytes = |file| -> Result<u64, StdChildError> {
-        let value = group.read(file).map_err(StdChildError::Group)?;
+    let bytes = |file| -> Result<u64, ChildError> {
+        let value = group.read(file).map_err(ChildError::Group)?;
         Ok(value
             .trim()
             .parse()
             .expect("memory.peak and memory.current are numbers of bytes"))
     };
     let (peak, current) = (bytes("memory.peak")?, bytes("memory.current")?);
-    Ok(format!(
-        "{ANSWER}{} {} {}\n{CHARGED}{peak} {current}",
-        ns.min, ns.median, ns.max
-    ))
+    out.push_str(&format!("\n{CHARGED}{peak} {current}"));
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -375,6 +455,44 @@ mod tests {
             })
         );
         assert_eq!(parse_charged("1"), None);
+    }
+
+    #[test]
+    fn the_root_answer_has_its_own_prefix() {
+        let stdout = format!("{ANSWER}1 2 3\n{ROOT_ANSWER}4 5 6\n{CHARGED}7 8");
+        let root = stdout
+            .lines()
+            .find_map(|line| parse_answer(line.strip_prefix(ROOT_ANSWER)?));
+        assert_eq!(root.map(|s| s.median), Some(5.0));
+        let ns = stdout
+            .lines()
+            .find_map(|line| parse_answer(line.strip_prefix(ANSWER)?));
+        assert_eq!(ns.map(|s| s.median), Some(2.0), "not the root line");
+    }
+
+    #[test]
+    fn run_once_runs_exactly_the_workloads_on_the_global_allocator() {
+        let tiny = Scale {
+            larson: ports::Larson {
+                chunks_per_thread: 20,
+                rounds: 2,
+                ..ports::Larson::mimalloc_bench(2)
+            },
+            xmalloc: ports::Xmalloc::mimalloc_bench(2),
+            mstress: ports::Mstress {
+                scale: 1,
+                ..ports::Mstress::mimalloc_bench(2).with_iterations(1)
+            },
+            cache_scratch: ports::CacheScratch::mimalloc_bench(2).with_repetitions(4),
+        };
+        let a = ProcessGlobal::new(None);
+        for w in Workload::ALL {
+            let ran = run_once(w, &a, &tiny);
+            assert_eq!(ran.is_some(), w.on_global_allocator(), "{}", w.name());
+            if let Some((_, ops)) = ran {
+                assert!(ops > 0, "{}", w.name());
+            }
+        }
     }
 
     #[test]

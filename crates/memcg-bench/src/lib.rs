@@ -2,8 +2,8 @@
 //!
 //! Every allocator in a run is a [`Contender`]: a named row of the report that
 //! runs the raw workloads ([`workload`]) on an allocator reached through the small
-//! [`RawAlloc`] trait, and optionally the `std` workload with the allocator
-//! installed as the process's global allocator ([`global`]).
+//! [`RawAlloc`] trait, and optionally the workloads on the global allocator
+//! with the allocator installed as the process's global allocator ([`global`]).
 //!
 //! The peers — system, jemalloc, mimalloc, snmalloc — are called through their
 //! own `GlobalAlloc` impls on static instances; none of them is installed as this
@@ -12,14 +12,24 @@
 //! with [`Role::Own`]: `memcg` and `memcg-root`, memcg's kmalloc caches with
 //! the allocating thread in a group or in the root ([`MemcgSlab`]), and
 //! `memcg (global allocator)`, memcg's `GlobalAlloc` with the thread in a group
-//! of `memcg::global()` ([`MemcgGlobal`]), which also runs the `std` workload. A workload
+//! of `memcg::global()` ([`MemcgGlobal`]), which also runs the workloads on
+//! the global allocator and is the row DESIGN.md §7 holds to its goals, and
+//! `memcg-root (global allocator)`, the same in no group. A workload
 //! lets the allocator attach each allocating thread to its group
 //! ([`RawAlloc::enter_allocating_thread`]) before timing it.
 //!
+//! The workloads on the global allocator — `std` and the ports of
+//! mimalloc-bench's larson, xmalloc-test, mstress and cache-scratch
+//! ([`ports`]) — run in a child process per allocator with that allocator as
+//! the child's global allocator ([`global`]).
+//!
 //! Beside the ns/op table, the report measures what only memcg has:
-//! removal time by live objects ([`removal`]), slab utilization with many
-//! groups churning ([`utilization`]) and the bytes a dead group pins
-//! ([`footprint`]), each next to its DESIGN.md §7 target ([`report`]).
+//! removal time by live objects, with and without fragmented slabs
+//! ([`removal`]), slab utilization with many small groups churning
+//! ([`utilization`]), the bytes a dead group pins ([`footprint`]) and two
+//! threads charging one group against one ([`scaling`]), each next to its
+//! DESIGN.md §7 target ([`report`]); `--json` prints the §7 figures as one
+//! JSON object ([`summary`]).
 //!
 //! Each workload is generic over [`RawAlloc`], so it is monomorphized per
 //! allocator: the calls being timed are direct calls, not calls through a
@@ -45,12 +55,15 @@ pub mod footprint;
 pub mod global;
 pub mod measure;
 pub mod memcg_global;
+pub mod ports;
 pub mod raw_alloc;
 pub mod removal;
 pub mod report;
 pub mod ring;
 pub mod rng;
+pub mod scaling;
 pub mod slab_alloc;
+pub mod summary;
 pub mod utilization;
 pub mod workload;
 

@@ -1,39 +1,47 @@
 //! The report: every allocator on every workload, side by side, in one run.
 //!
-//! `cargo run --release -p memcg-bench -- [--quick] [--workload NAME]... [--allocator NAME]...`
+//! `cargo run --release -p memcg-bench -- [--quick] [--json] [--workload NAME]... [--allocator NAME]...`
 //! prints a markdown table of median ns/op and each row's ratio to the fastest
-//! peer, then memcg's figures against DESIGN.md §7: accounting on vs off,
-//! removal time by live objects, and slab utilization with 100 groups
-//! churning. Progress goes to stderr, the report to stdout.
+//! peer, then memcg's figures against DESIGN.md §7: the §7 ratios, accounting
+//! on vs off, removal time by live objects (with fragmented slabs), slab
+//! utilization with many small groups churning, bytes pinned by a dead group
+//! and two threads charging one group. With `--json` it prints only the §7
+//! figures, as one JSON object. Progress goes to stderr, the report to stdout.
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use memcg_bench::contender::{contenders, Contender};
+use memcg_bench::contender::{contenders, Contender, Role, MEMCG_GLOBAL_ROOT};
 use memcg_bench::footprint;
 use memcg_bench::global::{self, Charged, Dispatch, CHILD_FLAG};
 use memcg_bench::measure::{interleaved, Reps, Spread};
+use memcg_bench::ports::{self, Scale};
 use memcg_bench::removal::{self, Removal};
 use memcg_bench::report::{self, Row};
+use memcg_bench::scaling::{self, Scaling};
+use memcg_bench::summary::Summary;
 use memcg_bench::utilization::{self, Utilization};
 use memcg_bench::workload::Workload;
 
-// Only the `std` workload runs on the global allocator, in a child per
-// allocator; see `memcg_bench::global` for why and how the choice is made.
+// Only the workloads on the global allocator (`std` and the ports) use it,
+// in a child per allocator and workload; see `memcg_bench::global` for why
+// and how the choice is made.
 #[global_allocator]
 static GLOBAL: Dispatch = Dispatch;
 
 const USAGE: &str = "\
-usage: memcg-bench [--quick] [--workload NAME]... [--allocator NAME]...
+usage: memcg-bench [--quick] [--json] [--workload NAME]... [--allocator NAME]...
 
-  --quick           fewer repetitions: the whole report in under a minute
-  --workload NAME   run only this workload (repeatable): single64, churn, remote,
-                    std, removal, utilization
+  --quick           less work: the whole report in about two minutes on 2 cores
+  --json            print only DESIGN.md §7's figures, as one JSON object
+  --workload NAME   run only this workload or study (repeatable): single64,
+                    churn, remote, std, larson, xmalloc, mstress, cache-scratch,
+                    removal, utilization, scaling
   --allocator NAME  run only this allocator's rows (repeatable), e.g. to profile
                     one: system, jemalloc, mimalloc, snmalloc, memcg, memcg-root,
-                    \"memcg (global allocator)\"
+                    \"memcg (global allocator)\", \"memcg-root (global allocator)\"
   --ops N           operations per repetition of the raw workloads, instead of
                     their defaults (e.g. small, to count instructions under
                     valgrind)
@@ -42,55 +50,63 @@ usage: memcg-bench [--quick] [--workload NAME]... [--allocator NAME]...
 /// The parts of the report that are not rows of the ns/op table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Study {
-    /// Removal time of a group with 0 vs 1M live objects.
+    /// Removal time of a group with 0 vs 1M live objects, fragmented or not.
     Removal,
-    /// Slab utilization with 100 groups churning.
+    /// Slab utilization with 100 groups x 1,000 objects and 1,000 x 100.
     Utilization,
+    /// Two threads charging one group vs one.
+    Scaling,
 }
 
 impl Study {
-    const ALL: [Study; 2] = [Study::Removal, Study::Utilization];
+    const ALL: [Study; 3] = [Study::Removal, Study::Utilization, Study::Scaling];
 
     fn name(self) -> &'static str {
         match self {
             Study::Removal => "removal",
             Study::Utilization => "utilization",
+            Study::Scaling => "scaling",
         }
     }
 }
 
-/// Operations timed per repetition of each raw workload.
+/// Operations timed per repetition of each raw workload (the workloads on
+/// the global allocator have their own scale, [`Scale`]).
 fn ops(w: Workload) -> u64 {
     match w {
         Workload::Single64 => 4_000_000,
         Workload::Churn => 2_000_000,
         Workload::Remote => 2_000_000,
-        Workload::Std => memcg_bench::workload::STD_ENTRIES as u64,
+        _ => 0,
     }
 }
 
 struct Args {
     quick: bool,
+    json: bool,
     ops: Option<u64>,
     workloads: Vec<Workload>,
     studies: Vec<Study>,
     allocators: Vec<String>,
-    std_child: Option<String>,
+    /// In a child: the allocator and the workload to run.
+    child: Option<(String, String)>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         quick: false,
+        json: false,
         ops: None,
         workloads: Vec::new(),
         studies: Vec::new(),
         allocators: Vec::new(),
-        std_child: None,
+        child: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => args.quick = true,
+            "--json" => args.json = true,
             "--workload" => {
                 let name = it.next().ok_or("--workload needs a name")?;
                 if let Some(w) = Workload::from_name(&name) {
@@ -112,7 +128,11 @@ fn parse_args() -> Result<Args, String> {
                 args.allocators
                     .push(it.next().ok_or("--allocator needs a name")?);
             }
-            CHILD_FLAG => args.std_child = Some(it.next().ok_or("--std-child needs a name")?),
+            CHILD_FLAG => {
+                let allocator = it.next().ok_or("--global-child needs an allocator")?;
+                let workload = it.next().ok_or("--global-child needs a workload")?;
+                args.child = Some((allocator, workload));
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -126,34 +146,40 @@ fn parse_args() -> Result<Args, String> {
 
 /// What one contender measured on one workload.
 enum Outcome {
-    /// ns per op over the timed repetitions, and, for `std` in a child whose
-    /// global allocator charges a group, what the group was charged.
-    Measured(Spread, Option<Charged>),
-    /// The allocator panicked; the message, and no number.
+    /// ns per op over the timed repetitions, and, in a child whose global
+    /// allocator charges a group, what the group was charged and (on `std`)
+    /// ns per op with the thread in no group.
+    Measured(Spread, Option<Charged>, Option<Spread>),
+    /// The allocator panicked, or its child failed; the message, and no
+    /// number.
     Panicked(String),
 }
 
 /// Measures workload `w` for every contender that runs it, in contender order.
 ///
 /// Raw workloads take turns within this process (see
-/// [`memcg_bench::measure::interleaved`]); `std` runs one child per contender.
-/// A contender that panics (an allocator bug) drops out of the workload with
-/// its panic message instead of ending the report.
+/// [`memcg_bench::measure::interleaved`]); the workloads on the global
+/// allocator run one child per contender. A contender that panics or whose
+/// child fails (an allocator bug) drops out of the workload with its message
+/// instead of ending the report.
 fn measure<'c>(
     contenders: &'c [Contender],
     w: Workload,
     reps: Reps,
     args: &Args,
-) -> Result<Vec<(&'c Contender, Outcome)>, String> {
+) -> Vec<(&'c Contender, Outcome)> {
     let runners: Vec<&Contender> = contenders.iter().filter(|c| c.runs(w)).collect();
-    if w == Workload::Std {
+    if w.on_global_allocator() {
         let child_args: &[&str] = if args.quick { &["--quick"] } else { &[] };
         return runners
             .into_iter()
             .map(|c| {
-                let choice = c.global().expect("runs(Std) implies a global choice");
-                let answer = global::run_in_child(choice, child_args).map_err(|e| e.to_string())?;
-                Ok((c, Outcome::Measured(answer.ns, answer.charged)))
+                let choice = c.global().expect("runs(w) implies a global choice");
+                let outcome = match global::run_in_child(choice, w, child_args) {
+                    Ok(answer) => Outcome::Measured(answer.ns, answer.charged, answer.root_ns),
+                    Err(e) => Outcome::Panicked(e.to_string()),
+                };
+                (c, outcome)
             })
             .collect();
     }
@@ -176,15 +202,15 @@ fn measure<'c>(
             }
         }
     });
-    Ok(runners
+    runners
         .into_iter()
         .zip(spreads)
         .zip(panics)
         .map(|((c, spread), panicked)| match panicked {
             Some(msg) => (c, Outcome::Panicked(msg)),
-            None => (c, Outcome::Measured(spread, None)),
+            None => (c, Outcome::Measured(spread, None, None)),
         })
-        .collect())
+        .collect()
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -207,11 +233,16 @@ fn main() -> ExitCode {
         }
     };
     let reps = if args.quick { Reps::QUICK } else { Reps::FULL };
+    let scale = if args.quick {
+        Scale::quick()
+    } else {
+        Scale::full()
+    };
 
-    if let Some(requested) = args.std_child {
-        return match global::child_answer(&requested, reps) {
-            Ok(line) => {
-                println!("{line}");
+    if let Some((allocator, workload)) = &args.child {
+        return match global::child_answer(allocator, workload, reps, &scale) {
+            Ok(lines) => {
+                println!("{lines}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -235,40 +266,37 @@ fn main() -> ExitCode {
         all.retain(|c| args.allocators.iter().any(|a| a == c.name()));
     }
     let mut rows = Vec::new();
-    let mut charges: Vec<(&'static str, Charged)> = Vec::new();
+    let mut charges: Vec<(Workload, &'static str, Charged)> = Vec::new();
     for &w in &args.workloads {
-        let measured = match measure(&all, w, reps, &args) {
-            Ok(measured) => measured,
-            Err(e) => {
-                eprintln!("memcg-bench: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        for (c, outcome) in measured {
+        for (c, outcome) in measure(&all, w, reps, &args) {
             let (ns_per_op, panicked) = match outcome {
-                Outcome::Measured(ns, charged) => {
-                    eprintln!(
-                        "{:>8} {:<24} {:>8.1} ns/op (min {:.1}, max {:.1})",
-                        w.name(),
-                        c.name(),
-                        ns.median,
-                        ns.min,
-                        ns.max
-                    );
+                Outcome::Measured(ns, charged, root_ns) => {
+                    progress(w, c.name(), ns);
                     if let Some(charged) = charged {
                         eprintln!(
-                            "{:>8} {:<24} memory.peak {} B, memory.current after {} B",
+                            "{:>13} {:<29} memory.peak {} B, memory.current after {} B",
                             w.name(),
                             c.name(),
                             charged.peak,
                             charged.current
                         );
-                        charges.push((c.name(), charged));
+                        charges.push((w, c.name(), charged));
+                    }
+                    if let Some(root) = root_ns {
+                        // The same child's runs in no group: accounting off.
+                        progress(w, MEMCG_GLOBAL_ROOT, root);
+                        rows.push(Row {
+                            workload: w,
+                            allocator: MEMCG_GLOBAL_ROOT,
+                            role: Role::Own,
+                            ns_per_op: root.median,
+                            panicked: None,
+                        });
                     }
                     (ns.median, None)
                 }
                 Outcome::Panicked(msg) => {
-                    eprintln!("{:>8} {:<24} panicked: {msg}", w.name(), c.name());
+                    eprintln!("{:>13} {:<29} panicked: {msg}", w.name(), c.name());
                     (f64::NAN, Some(msg))
                 }
             };
@@ -285,38 +313,75 @@ fn main() -> ExitCode {
     let removals: Option<Vec<Removal>> = args.studies.contains(&Study::Removal).then(|| {
         let reps = removal::removal_reps(reps);
         eprintln!(
-            "removal: {} live objects vs none, {} timed repetitions",
+            "removal: {} live objects (also fragmented) vs none, {} timed repetitions",
             removal::LIVE_OBJECTS,
             reps.timed
         );
         removal::measure(reps)
     });
-    let utilization: Option<Utilization> = args.studies.contains(&Study::Utilization).then(|| {
-        eprintln!("utilization: {} groups churning", utilization::GROUPS);
-        utilization::measure()
-    });
+    let utilizations: Vec<Utilization> = if args.studies.contains(&Study::Utilization) {
+        utilization::Config::ALL
+            .into_iter()
+            .map(|config| {
+                eprintln!("utilization: {}", config.label());
+                utilization::measure(config)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let scalings: Vec<Scaling> = if args.studies.contains(&Study::Scaling) {
+        eprintln!("scaling: one vs two threads charging one group");
+        let s = scaling::measure(reps, args.quick);
+        for s in &s {
+            eprintln!(
+                "scaling: {}: 1 thread {:.1} ns/pair, 2 threads {:.1} ns/pair: {:.2}x",
+                s.path.label(),
+                s.one.median,
+                s.two.median,
+                s.ratio()
+            );
+        }
+        s
+    } else {
+        Vec::new()
+    };
+    eprintln!("took {:.1} s", started.elapsed().as_secs_f64());
+
+    if args.json {
+        let summary = Summary::new(&rows, removals.as_deref(), &utilizations, &scalings);
+        println!("{}", summary.to_json());
+        return ExitCode::SUCCESS;
+    }
 
     let mode = if args.quick { "--quick" } else { "full" };
     println!("# memcg-bench\n");
     print!("{}", report::machine());
     println!(
-        "- mode: {mode}: median of {} timed repetitions after {} warm-up; took {:.1} s\n",
+        "- mode: {mode}: median of {} timed repetitions after {} warm-up; took {:.1} s",
         reps.timed,
         reps.warmup,
         started.elapsed().as_secs_f64()
     );
+    println!(
+        "- ports of mimalloc-bench: {} threads; {:?}\n",
+        ports::threads(),
+        scale
+    );
     print!("{}", report::table(&rows));
     if !charges.is_empty() {
         print!(
-            "\n## What the std workload charged (memcg as the global allocator)\n\n{}",
+            "\n## What the workloads on memcg's global allocator charged\n\n{}",
             report::charges(&charges)
         );
     }
-    let own = report::raw_targets(&rows);
-    if own.lines().count() > 2 {
-        println!("\n## memcg against the fastest peer (DESIGN.md §7)\n\n{own}");
+    let targets = report::targets(&rows);
+    if targets.lines().count() > 2 {
         println!(
-            "## Accounting on vs off: memcg / memcg-root (DESIGN.md §7)\n\n{}",
+            "\n## memcg (global allocator) against the fastest peer (DESIGN.md §7)\n\n{targets}"
+        );
+        println!(
+            "## Accounting on vs off: in a group / in no group (DESIGN.md §7)\n\n{}",
             report::accounting(&rows)
         );
     }
@@ -328,11 +393,11 @@ fn main() -> ExitCode {
             report::removal(removals)
         );
     }
-    if let Some(u) = utilization {
+    for u in &utilizations {
         println!(
-            "## Slab utilization, {} groups churning (DESIGN.md §7)\n\n{}",
-            utilization::GROUPS,
-            report::utilization(&u)
+            "## Slab utilization, {} churning (DESIGN.md §7)\n\n{}",
+            u.config.map_or_else(String::new, |c| c.label()),
+            report::utilization(u)
         );
     }
     if let Some(removals) = &removals {
@@ -341,5 +406,23 @@ fn main() -> ExitCode {
             report::pinned(removals, footprint::group_heap_bytes())
         );
     }
+    if !scalings.is_empty() {
+        println!(
+            "## Two threads charging one group vs one (DESIGN.md §7)\n\n{}",
+            report::scaling(&scalings)
+        );
+    }
     ExitCode::SUCCESS
+}
+
+/// One measured row on stderr.
+fn progress(w: Workload, allocator: &str, ns: Spread) {
+    eprintln!(
+        "{:>13} {:<29} {:>8.1} ns/op (min {:.1}, max {:.1})",
+        w.name(),
+        allocator,
+        ns.median,
+        ns.min,
+        ns.max
+    );
 }

@@ -11,6 +11,9 @@
 //!
 //! This row differs from `memcg` (which calls the kmalloc caches through a
 //! size table) by what the global allocator adds on top of the caches.
+//! [`MemcgGlobal::root`] is the same allocator with the allocating thread in
+//! no group at all (the root, where nothing is charged, S10): the
+//! `memcg-root (global allocator)` row, DESIGN.md §7's "accounting off".
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,9 +26,9 @@ use crate::raw_alloc::RawAlloc;
 static MEMCG_ALLOC: MemcgAlloc = MemcgAlloc;
 
 /// [`MemcgAlloc`] with the allocating thread in its own group of
-/// [`memcg::global()`].
+/// [`memcg::global()`], or in none.
 pub struct MemcgGlobal {
-    group: Group,
+    group: Option<Group>,
 }
 
 impl MemcgGlobal {
@@ -38,12 +41,17 @@ impl MemcgGlobal {
         let group = memcg::global()
             .create(&format!("/bench-global-{n}"))
             .expect("each instance names a new group");
-        MemcgGlobal { group }
+        MemcgGlobal { group: Some(group) }
     }
 
-    /// The group allocating threads enter.
-    pub fn group(&self) -> &Group {
-        &self.group
+    /// Allocating threads stay in no group: nothing is charged.
+    pub fn root() -> MemcgGlobal {
+        MemcgGlobal { group: None }
+    }
+
+    /// The group allocating threads enter, if any.
+    pub fn group(&self) -> Option<&Group> {
+        self.group.as_ref()
     }
 }
 
@@ -64,11 +72,9 @@ unsafe impl RawAlloc for MemcgGlobal {
     }
 
     fn enter_allocating_thread(&self) -> Option<EnterGuard> {
-        Some(
-            self.group
-                .enter()
-                .expect("the bench group is never removed"),
-        )
+        self.group
+            .as_ref()
+            .map(|g| g.enter().expect("the bench group is never removed"))
     }
 }
 
@@ -78,9 +84,10 @@ mod tests {
 
     #[test]
     fn single_thread_workloads_run() {
-        let a = MemcgGlobal::charged();
-        crate::workload::single64(&a, 1000);
-        crate::workload::churn(&a, 1000);
+        for a in [MemcgGlobal::charged(), MemcgGlobal::root()] {
+            crate::workload::single64(&a, 1000);
+            crate::workload::churn(&a, 1000);
+        }
     }
 
     #[test]
@@ -96,6 +103,7 @@ mod tests {
         memcg::global().quiesce();
         let current: u64 = a
             .group()
+            .unwrap()
             .read("memory.current")
             .unwrap()
             .trim()

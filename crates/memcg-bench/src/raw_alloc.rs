@@ -55,3 +55,42 @@ unsafe impl<A: GlobalAlloc + Sync> RawAlloc for Peer<A> {
         unsafe { self.0.dealloc(ptr, layout) }
     }
 }
+
+/// The process's global allocator (`std::alloc::alloc`), whichever it is,
+/// with the allocating threads in `group` if one is given: what the ports
+/// run on in a child process whose global allocator is the one measured
+/// (see [`crate::global`]).
+pub struct ProcessGlobal {
+    group: Option<memcg::Group>,
+}
+
+impl ProcessGlobal {
+    /// The global allocator; allocating threads enter `group`, if any (a
+    /// group of `memcg::global()`, for memcg's global allocator to charge).
+    pub fn new(group: Option<memcg::Group>) -> ProcessGlobal {
+        ProcessGlobal { group }
+    }
+}
+
+// SAFETY: `std::alloc::alloc` and `dealloc` reach the process's
+// `#[global_allocator]` (or `System`), which is a `GlobalAlloc` and so makes
+// the promises `RawAlloc` asks for; the caller's guarantees pass on unchanged.
+unsafe impl RawAlloc for ProcessGlobal {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded caller contract (non-zero size).
+        unsafe { std::alloc::alloc(layout) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded caller contract (`ptr` is live and from `alloc`).
+        unsafe { std::alloc::dealloc(ptr, layout) }
+    }
+
+    fn enter_allocating_thread(&self) -> Option<memcg::EnterGuard> {
+        self.group
+            .as_ref()
+            .map(|g| g.enter().expect("the child's group is never removed"))
+    }
+}

@@ -17,14 +17,21 @@
 //! - *equally cold*: a 64 MB buffer is written first in every case, so the
 //!   cases differ only in what their group holds.
 //!
-//! Three cases, measured in turns like the raw workloads:
+//! Four cases, measured in turns like the raw workloads:
 //! - [`Case::Empty`]: a group that allocated nothing (no cache to kill);
 //! - [`Case::Few`]: a group with [`FEW_OBJECTS`] live objects, so removal
 //!   kills one cache, as in the next case, with a thousandth of its objects;
-//! - [`Case::Live`]: a group with [`LIVE_OBJECTS`] live objects.
+//! - [`Case::Live`]: a group with [`LIVE_OBJECTS`] live objects;
+//! - [`Case::Fragmented`]: a group with [`LIVE_OBJECTS`] live objects whose
+//!   slabs are fragmented: it allocated [`FRAGMENTED_FREED`] more, then
+//!   freed every other object of the first `2 * FRAGMENTED_FREED` it
+//!   allocated, so about a fifth of its slabs are half free (partial) when
+//!   it is removed. DESIGN.md §7's "removal of a group with 1M live objects,
+//!   its slabs fragmented, vs with none" is this case over [`Case::Empty`].
 //!
-//! Both counts fill whole slabs of 64 objects, so in both the cache has only
-//! full slabs when it is killed.
+//! The counts of the first three fill whole slabs of 64 objects, so the
+//! cache has only full slabs when it is killed; the fragmented case adds the
+//! partial slabs a removal has to look at (S8 bounds the work by them).
 
 use std::hint::black_box;
 use std::ptr::NonNull;
@@ -38,6 +45,9 @@ use crate::measure::{interleaved, Reps, Spread};
 pub const LIVE_OBJECTS: usize = 1_000_000;
 /// Live objects in [`Case::Few`].
 pub const FEW_OBJECTS: usize = 1_024;
+/// Objects [`Case::Fragmented`] allocates beyond [`LIVE_OBJECTS`] and frees
+/// again, every other one of the first `2 * FRAGMENTED_FREED`.
+pub const FRAGMENTED_FREED: usize = LIVE_OBJECTS / 8;
 /// The objects' size.
 pub const OBJECT_SIZE: usize = 64;
 
@@ -50,11 +60,13 @@ pub enum Case {
     Few,
     /// [`LIVE_OBJECTS`] live objects.
     Live,
+    /// [`LIVE_OBJECTS`] live objects, some of their slabs half free.
+    Fragmented,
 }
 
 impl Case {
     /// All cases, in report order.
-    pub const ALL: [Case; 3] = [Case::Empty, Case::Few, Case::Live];
+    pub const ALL: [Case; 4] = [Case::Empty, Case::Few, Case::Live, Case::Fragmented];
 
     /// The label in the report.
     pub fn label(self) -> String {
@@ -62,16 +74,46 @@ impl Case {
             Case::Empty => "0 live objects (nothing allocated)".to_owned(),
             Case::Few => format!("{FEW_OBJECTS} live {OBJECT_SIZE}-byte objects"),
             Case::Live => format!("{LIVE_OBJECTS} live {OBJECT_SIZE}-byte objects"),
+            Case::Fragmented => format!(
+                "{LIVE_OBJECTS} live {OBJECT_SIZE}-byte objects, fragmented \
+                 ({FRAGMENTED_FREED} freed among the first {})",
+                2 * FRAGMENTED_FREED
+            ),
         }
     }
 
-    fn objects(self) -> usize {
+    /// The objects the group keeps alive, and how many more it allocates
+    /// and frees to fragment its slabs.
+    fn objects(self) -> (usize, usize) {
         match self {
-            Case::Empty => 0,
-            Case::Few => FEW_OBJECTS,
-            Case::Live => LIVE_OBJECTS,
+            Case::Empty => (0, 0),
+            Case::Few => (FEW_OBJECTS, 0),
+            Case::Live => (LIVE_OBJECTS, 0),
+            Case::Fragmented => (LIVE_OBJECTS, FRAGMENTED_FREED),
         }
     }
+}
+
+/// Allocates `live + freed` objects from `cache` on the calling thread, then
+/// frees every other one of the first `2 * freed`, and returns the `live`
+/// objects left. The slabs of the first `2 * freed` objects, allocated one
+/// after the other, are then half free.
+pub fn fill(cache: SlabCache, live: usize, freed: usize) -> Vec<NonNull<u8>> {
+    let mut objects: Vec<NonNull<u8>> = (0..live + freed)
+        .map(|_| cache.alloc_raw().expect("no limit is set"))
+        .collect();
+    let mut i = 0;
+    objects.retain(|&obj| {
+        i += 1;
+        let keep = i > 2 * freed || i % 2 == 0;
+        if !keep {
+            // SAFETY: allocated above by alloc_raw, freed once, dropped from
+            // the list.
+            unsafe { SlabCache::free_raw(obj) };
+        }
+        keep
+    });
+    objects
 }
 
 /// The state of the CPU caches a removal is measured in.
@@ -168,9 +210,8 @@ fn remove_once(h: &Hierarchy, cache: SlabCache, case: Case, sweep: Option<&mut [
     let objects: Vec<NonNull<u8>> = {
         let group = h.create(PATH).expect("the previous repetition removed it");
         let _in = group.enter().expect("a live group");
-        (0..case.objects())
-            .map(|_| cache.alloc_raw().expect("no limit is set"))
-            .collect()
+        let (live, freed) = case.objects();
+        fill(cache, live, freed)
         // The guard drops first: the thread is back in the root and its
         // slabs are on the cache's lists. Then the handle drops, so the
         // removal below frees the group itself, as S1 says it does.
@@ -230,5 +271,33 @@ mod tests {
             0,
             "freeing the objects destroyed the cache"
         );
+    }
+
+    #[test]
+    fn a_fragmented_fill_keeps_its_live_objects_and_frees_the_rest() {
+        let cache = SlabCache::kmalloc(OBJECT_SIZE).unwrap();
+        let h = Hierarchy::new();
+        let g = h.create("/frag").unwrap();
+        let objects = {
+            let _in = g.enter().unwrap();
+            fill(cache, 1000, 300)
+        };
+        assert_eq!(objects.len(), 1000);
+        let mut sorted: Vec<_> = objects.iter().map(|p| p.as_ptr() as usize).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 1000, "every live object is distinct");
+        drop(g);
+        h.remove("/frag").unwrap();
+        assert!(
+            h.last_removal_slabs() > 0,
+            "the half-free slabs are partial: removal looks at them"
+        );
+        for obj in objects {
+            // SAFETY: live objects from fill, freed once.
+            unsafe { SlabCache::free_raw(obj) };
+        }
+        h.quiesce();
+        assert_eq!(h.live_caches(), 0);
     }
 }

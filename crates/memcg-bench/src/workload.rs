@@ -30,15 +30,31 @@ pub enum Workload {
     /// Build and drop a `HashMap<String, Vec<u8>>` of [`STD_ENTRIES`] entries with
     /// the allocator as the global one. One op: one entry.
     Std,
+    /// mimalloc-bench's larson, ported ([`crate::ports::larson`]), on the
+    /// global allocator. One op: one replacement.
+    Larson,
+    /// mimalloc-bench's xmalloc-test, ported ([`crate::ports::xmalloc`]), on
+    /// the global allocator. One op: one object allocated and freed.
+    Xmalloc,
+    /// mimalloc-bench's mstress, ported ([`crate::ports::mstress`]), on the
+    /// global allocator. One op: one allocation.
+    Mstress,
+    /// mimalloc-bench's cache-scratch, ported ([`crate::ports::cache_scratch`]),
+    /// on the global allocator. One op: one byte written and read.
+    CacheScratch,
 }
 
 impl Workload {
     /// All workloads, in report order.
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Single64,
         Workload::Churn,
         Workload::Remote,
         Workload::Std,
+        Workload::Larson,
+        Workload::Xmalloc,
+        Workload::Mstress,
+        Workload::CacheScratch,
     ];
 
     /// The name printed in the report and accepted by `--workload`.
@@ -48,7 +64,21 @@ impl Workload {
             Workload::Churn => "churn",
             Workload::Remote => "remote",
             Workload::Std => "std",
+            Workload::Larson => "larson",
+            Workload::Xmalloc => "xmalloc",
+            Workload::Mstress => "mstress",
+            Workload::CacheScratch => "cache-scratch",
         }
+    }
+
+    /// Whether the workload runs on the process's global allocator, in a
+    /// child process per allocator ([`crate::global`]), rather than on a
+    /// [`RawAlloc`] in the report's process.
+    pub fn on_global_allocator(self) -> bool {
+        !matches!(
+            self,
+            Workload::Single64 | Workload::Churn | Workload::Remote
+        )
     }
 
     /// The workload called `name`, if any.
@@ -231,6 +261,15 @@ mod tests {
         for w in Workload::ALL {
             assert_eq!(Workload::from_name(w.name()), Some(w));
         }
+    }
+
+    #[test]
+    fn only_the_three_raw_workloads_run_in_the_report_process() {
+        let raw: Vec<_> = Workload::ALL
+            .into_iter()
+            .filter(|w| !w.on_global_allocator())
+            .collect();
+        assert_eq!(raw, [Workload::Single64, Workload::Churn, Workload::Remote]);
     }
 
     #[test]
