@@ -10,24 +10,17 @@
 //! 1,000 groups x 100.
 //!
 //! At the end, after [`Hierarchy::quiesce`], utilization is the bytes asked
-//! for by the live objects over the `slab` bytes the groups are charged
-//! (`memory.stat`, summed over the groups): the bytes of the slabs in use.
-//! The library has no public figure of "bytes of slabs in use across all
-//! caches"; each slab is charged to one group when it is taken, so the sum
-//! of the groups' `slab` is that figure for the slabs these groups use. The same live objects counted
-//! at their slot sizes (the kmalloc class they were rounded up to) separate
-//! the two kinds of waste: rounding inside a slot (internal fragmentation)
-//! and slab-level waste (free slots in partial and empty slabs, span tails).
-//!
-//! Two more figures locate the slab-level waste. The *fewest* slabs that
-//! could hold the live objects — every (group, size class) cache's slabs full
-//! but its last — is the floor per-group caches impose; the slab size of each
-//! class is measured with a probe group holding one object. And writing
-//! `memory.reclaim` to every group frees the empty slabs caches keep for
-//! reuse (these caches are not reclaimable, so nothing else goes): what is
-//! left is live objects in partially used slabs.
+//! for by the live objects over the bytes of slabs in use
+//! ([`memcg::slab::slab_bytes_in_use`], less what was in use before the
+//! study: with shared slabs (S11) every group's objects share the kmalloc
+//! caches' slabs, so no group is charged a slab of its own). The same live
+//! objects counted at their slot sizes (the kmalloc class they were rounded
+//! up to) separate the two kinds of waste: rounding inside a slot (internal
+//! fragmentation) and slab-level waste (free slots in partial and empty
+//! slabs, span tails). The floor, `min_slab_bytes`, is the slot bytes: no
+//! slab-level waste at all. Empty slabs the caches kept from earlier studies
+//! and reuse here are not counted (at most two per size class).
 
-use std::collections::BTreeMap;
 use std::sync::{Barrier, Mutex};
 use std::thread;
 
@@ -95,13 +88,12 @@ pub struct Utilization {
     pub requested_bytes: u64,
     /// The live objects at their slot sizes.
     pub slot_bytes: u64,
-    /// `slab` of `memory.stat`, summed over the groups.
+    /// Bytes of slabs in use for the live objects.
     pub slab_bytes: u64,
-    /// The fewest slab bytes that hold the live objects with per-group
-    /// caches: each (group, class) cache's slabs full but its last.
+    /// The fewest slab bytes that hold the live objects: their slot bytes.
     pub min_slab_bytes: u64,
-    /// `slab` summed over the groups after `memory.reclaim` freed the empty
-    /// slabs the caches kept.
+    /// Bytes of slabs in use after every thread gave its slabs back and
+    /// `memory.reclaim` ran on every group.
     pub slab_bytes_after_reclaim: u64,
 }
 
@@ -121,8 +113,8 @@ impl Utilization {
         self.requested_bytes as f64 / self.slot_bytes as f64
     }
 
-    /// Requested bytes over the fewest slab bytes: the best per-group caches
-    /// could do with these objects.
+    /// Requested bytes over the fewest slab bytes: the best any slab layout
+    /// could do with these objects and size classes.
     pub fn best_possible(&self) -> f64 {
         self.requested_bytes as f64 / self.min_slab_bytes as f64
     }
@@ -138,6 +130,8 @@ struct Tenant {
 /// the utilization it leaves.
 pub fn measure(config: Config) -> Utilization {
     let h = Hierarchy::new();
+    let baseline = memcg::slab::slab_bytes_in_use() as u64;
+    let in_use = || (memcg::slab::slab_bytes_in_use() as u64).saturating_sub(baseline);
     let tenants: Vec<Tenant> = (0..config.groups)
         .map(|g| Tenant {
             group: h.create(&format!("/g{g:04}")).expect("fresh names"),
@@ -167,7 +161,6 @@ pub fn measure(config: Config) -> Utilization {
     });
     h.quiesce();
 
-    let slab_of_class = slab_sizes(&h, &classes);
     let mut u = Utilization {
         config: Some(config),
         ..Utilization::default()
@@ -175,28 +168,22 @@ pub fn measure(config: Config) -> Utilization {
     for tenant in &tenants {
         let live = tenant.live.lock().expect("no visitor panicked");
         u.objects += live.len();
-        // Live objects per slot size, for the fewest slabs.
-        let mut per_slot: BTreeMap<usize, u64> = BTreeMap::new();
         for &(_, size) in live.iter() {
-            let slot = classes.of(size).slot_size();
             u.requested_bytes += size as u64;
-            u.slot_bytes += slot as u64;
-            *per_slot.entry(slot).or_default() += 1;
+            u.slot_bytes += classes.of(size).slot_size() as u64;
         }
-        for (slot, n) in per_slot {
-            let slab = slab_of_class[&slot];
-            u.min_slab_bytes += n.div_ceil(slab / slot as u64) * slab;
-        }
-        u.slab_bytes += stat(&tenant.group, "slab");
     }
+    u.min_slab_bytes = u.slot_bytes;
+    u.slab_bytes = in_use();
+    memcg::slab::flush_thread_cache();
     for tenant in &tenants {
         let slab = stat(&tenant.group, "slab");
         // Fails with `again` when it frees less than asked, which it will:
-        // only the kept empty slabs can go.
+        // live objects are not reclaimable.
         let _ = tenant.group.write("memory.reclaim", &slab.to_string());
     }
     h.quiesce();
-    u.slab_bytes_after_reclaim = tenants.iter().map(|t| stat(&t.group, "slab")).sum();
+    u.slab_bytes_after_reclaim = in_use();
 
     for tenant in &tenants {
         for (addr, _) in tenant.live.lock().expect("no visitor panicked").drain(..) {
@@ -205,36 +192,6 @@ pub fn measure(config: Config) -> Utilization {
         }
     }
     u
-}
-
-/// The bytes of one slab of each size class used, by slot size: what a
-/// probe group holding a single object of the class is charged.
-fn slab_sizes(h: &Hierarchy, classes: &SizeClasses) -> BTreeMap<usize, u64> {
-    let probe = h.create("/probe").expect("a fresh name");
-    let mut sizes = BTreeMap::new();
-    // Each object stays until every class is measured, so each class adds
-    // exactly one slab to the probe's `slab`.
-    let mut held = Vec::new();
-    for size in SIZES.0..=SIZES.1 {
-        let cache = classes.of(size);
-        if sizes.contains_key(&cache.slot_size()) {
-            continue;
-        }
-        {
-            let _in = probe.enter().expect("a live group");
-            held.push(cache.alloc_raw().expect("no limit is set"));
-        }
-        h.quiesce();
-        let before: u64 = sizes.values().sum();
-        sizes.insert(cache.slot_size(), stat(&probe, "slab") - before);
-    }
-    for obj in held {
-        // SAFETY: allocated above by alloc_raw, freed once.
-        unsafe { SlabCache::free_raw(obj) };
-    }
-    drop(probe);
-    h.remove("/probe").expect("no tasks, no children");
-    sizes
 }
 
 /// One visit: enter the group, fill it with `live` objects on the first
