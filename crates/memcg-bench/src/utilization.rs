@@ -10,16 +10,16 @@
 //! 1,000 groups x 100.
 //!
 //! At the end, after [`Hierarchy::quiesce`], utilization is the bytes asked
-//! for by the live objects over the bytes of slabs in use
-//! ([`memcg::slab::slab_bytes_in_use`], less what was in use before the
-//! study: with shared slabs (S11) every group's objects share the kmalloc
-//! caches' slabs, so no group is charged a slab of its own). The same live
+//! for by the live objects over the bytes of the slabs holding them (the
+//! distinct slabs of the live objects, [`memcg::slab::slab_of`]: with shared
+//! slabs (S11) every group's objects share the kmalloc caches' slabs, so no
+//! group is charged a slab of its own; empty slabs the caches keep for reuse,
+//! at most two per size class, are not counted). The same live
 //! objects counted at their slot sizes (the kmalloc class they were rounded
 //! up to) separate the two kinds of waste: rounding inside a slot (internal
 //! fragmentation) and slab-level waste (free slots in partial and empty
 //! slabs, span tails). The floor, `min_slab_bytes`, is the slot bytes: no
-//! slab-level waste at all. Empty slabs the caches kept from earlier studies
-//! and reuse here are not counted (at most two per size class).
+//! slab-level waste at all.
 
 use std::sync::{Barrier, Mutex};
 use std::thread;
@@ -92,8 +92,8 @@ pub struct Utilization {
     pub slab_bytes: u64,
     /// The fewest slab bytes that hold the live objects: their slot bytes.
     pub min_slab_bytes: u64,
-    /// Bytes of slabs in use after every thread gave its slabs back and
-    /// `memory.reclaim` ran on every group.
+    /// Bytes of the slabs holding the live objects after `memory.reclaim`
+    /// ran on every group (live objects are not reclaimable: the same).
     pub slab_bytes_after_reclaim: u64,
 }
 
@@ -130,8 +130,6 @@ struct Tenant {
 /// the utilization it leaves.
 pub fn measure(config: Config) -> Utilization {
     let h = Hierarchy::new();
-    let baseline = memcg::slab::slab_bytes_in_use() as u64;
-    let in_use = || (memcg::slab::slab_bytes_in_use() as u64).saturating_sub(baseline);
     let tenants: Vec<Tenant> = (0..config.groups)
         .map(|g| Tenant {
             group: h.create(&format!("/g{g:04}")).expect("fresh names"),
@@ -174,8 +172,7 @@ pub fn measure(config: Config) -> Utilization {
         }
     }
     u.min_slab_bytes = u.slot_bytes;
-    u.slab_bytes = in_use();
-    memcg::slab::flush_thread_cache();
+    u.slab_bytes = slabs_under(&tenants);
     for tenant in &tenants {
         let slab = stat(&tenant.group, "slab");
         // Fails with `again` when it frees less than asked, which it will:
@@ -183,7 +180,7 @@ pub fn measure(config: Config) -> Utilization {
         let _ = tenant.group.write("memory.reclaim", &slab.to_string());
     }
     h.quiesce();
-    u.slab_bytes_after_reclaim = in_use();
+    u.slab_bytes_after_reclaim = slabs_under(&tenants);
 
     for tenant in &tenants {
         for (addr, _) in tenant.live.lock().expect("no visitor panicked").drain(..) {
@@ -192,6 +189,18 @@ pub fn measure(config: Config) -> Utilization {
         }
     }
     u
+}
+
+/// Bytes of the distinct slabs holding the tenants' live objects.
+fn slabs_under(tenants: &[Tenant]) -> u64 {
+    let mut slabs = std::collections::BTreeMap::new();
+    for tenant in tenants {
+        for &(addr, _) in tenant.live.lock().expect("no visitor panicked").iter() {
+            let (start, bytes) = memcg::slab::slab_of(addr as *const u8).expect("a live object");
+            slabs.insert(start, bytes as u64);
+        }
+    }
+    slabs.values().sum()
 }
 
 /// One visit: enter the group, fill it with `live` objects on the first
