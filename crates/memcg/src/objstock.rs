@@ -29,8 +29,11 @@ use crate::PAGE_SIZE;
 use std::cell::Cell;
 use std::ptr;
 
-/// The most pre-charged bytes a stock keeps: beyond it, whole pages go back.
-pub(crate) const STOCK_MAX: usize = 4 * PAGE_SIZE;
+/// The most pre-charged bytes a stock keeps: beyond it, whole pages go back
+/// (the kernel drains an obj_stock above a page too). So the slack all
+/// stocks hold for a group is under a page per thread, which a charge at the
+/// group's limit cannot drain from other threads.
+pub(crate) const STOCK_MAX: usize = PAGE_SIZE;
 
 /// One thread's object stock. Owner thread only (it lives in thread-locals).
 pub(crate) struct ObjStock {
@@ -170,13 +173,12 @@ impl ObjStock {
         // references), and the clone is taken before the bytes are given up.
         let ctx = unsafe { CtxRef::clone_raw(ctx) };
         if self.ctx.get() == ctx.as_ptr() {
-            // Overflow: keep a page of slack, return the rest.
+            // Overflow: keep the sub-page remainder, return whole pages.
             let bytes = self.bytes.get() + need;
             self.add_slab(kind, -(need as isize));
             self.flush_stat(&ctx);
-            let keep = bytes % PAGE_SIZE + PAGE_SIZE; // bytes > STOCK_MAX >= 2 pages
-            self.bytes.set(keep);
-            uncharge_pages(&ctx, (bytes - keep) / PAGE_SIZE);
+            self.bytes.set(bytes % PAGE_SIZE);
+            uncharge_pages(&ctx, bytes / PAGE_SIZE);
         } else if adopt {
             // As the kernel's refill_obj_stock: the stock follows the frees
             // while the thread does not need it for its own allocations.

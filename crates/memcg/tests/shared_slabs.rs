@@ -256,3 +256,59 @@ fn shared_reclaimable_objects_are_reclaimed_per_context() {
     drop((b_objects, c_objects));
     assert_eq!(h.leftovers(), Leftovers::default());
 }
+
+/// Another thread's object stock holds under a page of a group's slack: a
+/// group whose objects were all freed elsewhere still has room under its
+/// `memory.max` (a stock that kept several pages made this charge fail).
+#[test]
+fn frees_on_another_thread_leave_under_a_page_of_slack() {
+    use std::sync::mpsc;
+    let h = Hierarchy::new();
+    let a = h.create("/a").unwrap();
+    a.write("memory.max", "8K").unwrap();
+    let cache = SlabCache::new("shared-slack", 200, false).unwrap();
+    let (to_worker, jobs) = mpsc::channel::<Option<Vec<SlabObject>>>();
+    let (to_test, made) = mpsc::channel::<memcg::Result<Vec<SlabObject>>>();
+    let worker = thread::spawn(move || {
+        memcg::without_accounting(|| {
+            let _in = a.enter().unwrap();
+            for job in jobs {
+                let n = if job.is_some() { 1 } else { 37 };
+                let objects: memcg::Result<Vec<_>> = (0..n).map(|_| cache.alloc()).collect();
+                memcg::drain_stocks();
+                to_test.send(objects).unwrap();
+            }
+        })
+    });
+    to_worker.send(None).unwrap();
+    let objects = made.recv().unwrap().unwrap();
+    assert_eq!(
+        num(&h, "/a", "memory.current"),
+        8192,
+        "37 x 208 bytes: two pages"
+    );
+    // Freed on a thread in the root, whose stock takes the bytes back; the
+    // thread stays alive (an exit would drain its stock).
+    let (freed, wait_freed) = mpsc::channel();
+    let (end, ended) = mpsc::channel::<()>();
+    let freer = thread::spawn(move || {
+        memcg::without_accounting(|| {
+            drop(objects);
+            freed.send(()).unwrap();
+            ended.recv().unwrap();
+        })
+    });
+    wait_freed.recv().unwrap();
+    to_worker.send(Some(Vec::new())).unwrap();
+    let one = made.recv().unwrap();
+    assert!(
+        one.is_ok(),
+        "a group holding nothing charges a page: {one:?}"
+    );
+    drop(one);
+    drop(to_worker);
+    worker.join().unwrap();
+    end.send(()).unwrap();
+    freer.join().unwrap();
+    assert_eq!(num(&h, "/a", "memory.current"), 0);
+}

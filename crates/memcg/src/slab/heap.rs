@@ -110,6 +110,15 @@ thread_local! {
     static HANDLE_HEAP: Heap = const { Heap::new() };
 }
 
+/// The calling thread's heap. `HEAP` is a const thread-local without a
+/// destructor, so its address is valid for the whole life of the thread;
+/// taking the address in a closure this small keeps `LocalKey::with` inlined
+/// on the fast paths, which a closure doing the work would not.
+#[inline(always)]
+fn heap_ptr() -> *const Heap {
+    HEAP.with(|h| h as *const Heap)
+}
+
 struct ExitHook;
 
 impl Drop for ExitHook {
@@ -129,13 +138,6 @@ thread_local! {
     static EXIT_HOOK: ExitHook = const { ExitHook };
 }
 
-/// The calling thread's id as slabs record their owner: the address of its
-/// heap, unique among live threads (a thread hands its slabs back at exit).
-#[inline]
-pub(crate) fn thread_id() -> usize {
-    HEAP.with(|h| h as *const Heap as usize)
-}
-
 /// The fast path: an object of `root`'s size from the calling thread's
 /// current slab, or `None` when the slow path must run. Returns in a
 /// register; the fallible slow path stays out of line.
@@ -145,7 +147,9 @@ pub(crate) fn alloc_fast(root: &'static RootCache) -> Option<NonNull<u8>> {
         HEAP.with(|h| pop(h, root.index, crate::current::current_ptr()))
     } else {
         let kind = SlabKind::of(root.reclaimable);
-        HEAP.with(|h| pop_shared(h, root.index, crate::current::current_ctx_ptr(), kind))
+        // SAFETY: the thread's own heap, used on this thread only.
+        let h = unsafe { &*heap_ptr() };
+        pop_shared(h, root.index, crate::current::current_ctx_ptr(), kind)
     }
 }
 
@@ -153,14 +157,14 @@ pub(crate) fn alloc_fast(root: &'static RootCache) -> Option<NonNull<u8>> {
 /// own slot): an object charged through the thread's context.
 #[inline(always)]
 pub(crate) fn alloc_fast_index(index: usize) -> Option<NonNull<u8>> {
-    HEAP.with(|h| {
-        pop_shared(
-            h,
-            index,
-            crate::current::current_ctx_ptr(),
-            SlabKind::Unreclaimable,
-        )
-    })
+    // SAFETY: the thread's own heap, used on this thread only.
+    let h = unsafe { &*heap_ptr() };
+    pop_shared(
+        h,
+        index,
+        crate::current::current_ctx_ptr(),
+        SlabKind::Unreclaimable,
+    )
 }
 
 /// Allocate an object of `root`'s size, charged to the calling thread's
@@ -242,7 +246,7 @@ fn pop_shared(
     // SAFETY: a non-null slab in our heap is owned by this thread, so its
     // free list is ours.
     let s = unsafe { h.slabs[index].get().as_ref()? };
-    let need = s.obj_size() + OBJCG_BYTES;
+    let need = s.charge();
     if !ctx.is_null() && !h.stock.can_consume(ctx, need) {
         return None;
     }
@@ -266,17 +270,23 @@ fn pop_shared(
 pub(crate) unsafe fn free(obj: *mut u8) {
     // SAFETY: caller's contract: obj lies in one of our segments.
     let slab = unsafe { Segment::of(obj as usize).slab_of(obj as usize) };
+    // SAFETY: the thread's own heap, used on this thread only.
+    let h = unsafe { &*heap_ptr() };
     // S11: uncharge the object's own context, read before the object is
     // pushed back (after that, its entry may belong to a new object).
-    // SAFETY: a live object of this slab, ours to free.
+    // SAFETY: a live object of this slab, ours to free; its entry was
+    // written when it was made.
     if let Some(entry) = unsafe { slab.objcg_slot(obj) } {
-        // SAFETY: as above: the entry was written when the object was made.
+        // SAFETY: as above.
         let ctx = unsafe { *entry };
         if !ctx.is_null() {
-            uncharge_object(ctx, slab.obj_size() + OBJCG_BYTES, slab.slab_kind());
+            let (need, kind) = (slab.charge(), slab.slab_kind());
+            if !h.stock.try_return(ctx, need, kind) {
+                uncharge_object_slow(h, ctx, need, kind);
+            }
         }
     }
-    if slab.owner() == thread_id() {
+    if slab.owner() == h as *const Heap as usize {
         // SAFETY: we own the slab, so its free list and count are ours.
         unsafe {
             slab.push_local(obj);
@@ -289,28 +299,31 @@ pub(crate) unsafe fn free(obj: *mut u8) {
     free_remote(slab, obj);
 }
 
-/// Give a freed object's bytes back: to the thread's stock when it caches
-/// the object's context, else through the context's shared state.
-#[inline(always)]
+/// Give a freed object's bytes back when the thread's stock does not cache
+/// its context or has no room: through the stock (adopting the context when
+/// the thread does not need the stock for its own group), or through the
+/// context's shared remainder.
+#[cold]
+#[inline(never)]
+fn uncharge_object_slow(h: &Heap, ctx: *const KmemContext, need: usize, kind: SlabKind) {
+    let _internal = crate::internal::Internal::enter();
+    // The stock may adopt `ctx`: the exit hook must drain it. A thread past
+    // its exit hook keeps nothing in its stock.
+    hook_exit(h);
+    let current = crate::current::current_ctx_ptr();
+    let adopt = !h.exited.get() && (current.is_null() || !h.stock.holds(current));
+    // SAFETY: `ctx` is the recorded context of the live object being freed,
+    // charged `need` bytes.
+    unsafe { h.stock.uncharge(ctx, need, kind, adopt) };
+}
+
+/// Give the bytes of an object never handed out back (a failed slow path).
 fn uncharge_object(ctx: *const KmemContext, need: usize, kind: SlabKind) {
-    let done = HEAP.try_with(|h| {
+    HEAP.with(|h| {
         if !h.stock.try_return(ctx, need, kind) {
-            let _internal = crate::internal::Internal::enter();
-            // The stock may adopt `ctx`: the exit hook must drain it. A
-            // thread past its exit hook keeps nothing in its stock.
-            hook_exit(h);
-            let current = crate::current::current_ctx_ptr();
-            let adopt = !h.exited.get() && (current.is_null() || !h.stock.holds(current));
-            // SAFETY: `ctx` is the recorded context of the live object being
-            // freed, charged `need` bytes.
-            unsafe { h.stock.uncharge(ctx, need, kind, adopt) };
+            uncharge_object_slow(h, ctx, need, kind);
         }
-    });
-    if done.is_err() {
-        // Thread teardown: no stock; give the bytes back directly.
-        // SAFETY: as above.
-        unsafe { ObjStock::new().uncharge(ctx, need, kind, false) };
-    }
+    })
 }
 
 /// A local free into an owned slab that is not the current one: a used-up

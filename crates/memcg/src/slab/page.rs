@@ -48,6 +48,8 @@ pub(crate) struct Slab {
     objcgs_cap: UnsafeCell<u32>,
     /// Whether objects count in `slab_reclaimable` (else unreclaimable).
     reclaimable: UnsafeCell<bool>,
+    /// Bytes an object of a shared slab is charged: slot plus vector entry.
+    charge: UnsafeCell<u32>,
     /// The owning thread's id ([`super::heap::thread_id`]), 0 when unowned.
     owner: AtomicUsize,
     thread_free: AtomicUsize,
@@ -84,6 +86,7 @@ impl Slab {
             recip: UnsafeCell::new(0),
             objcgs_cap: UnsafeCell::new(0),
             reclaimable: UnsafeCell::new(false),
+            charge: UnsafeCell::new(0),
             owner: AtomicUsize::new(0),
             thread_free: AtomicUsize::new(remote::UNOWNED),
             cache: AtomicPtr::new(ptr::null_mut()),
@@ -144,6 +147,7 @@ impl Slab {
             *self.obj_size.get() = obj_size as u32;
             *self.recip.get() = (u32::MAX / obj_size as u32) + 1;
             *self.reclaimable.get() = cache.root().reclaimable;
+            *self.charge.get() = (obj_size + std::mem::size_of::<*const KmemContext>()) as u32;
             *self.class.get() = cache.root().index as u16;
             *self.reopen.get() = (capacity - (capacity / 4).max(1)) as u32;
         }
@@ -193,6 +197,14 @@ impl Slab {
         true
     }
 
+    /// Bytes an object of this (shared) slab is charged (S11): its slot and
+    /// its object-vector entry.
+    #[inline(always)]
+    pub(crate) fn charge(&self) -> usize {
+        // SAFETY: immutable while the slab holds objects.
+        unsafe { *self.charge.get() as usize }
+    }
+
     /// The statistic the slab's objects count in.
     #[inline(always)]
     pub(crate) fn slab_kind(&self) -> crate::objstock::SlabKind {
@@ -216,12 +228,12 @@ impl Slab {
     /// `obj` is an object of this slab, of a shared cache, owned by the caller.
     #[inline(always)]
     pub(crate) unsafe fn set_objcg(&self, obj: *mut u8, ctx: *const KmemContext) {
-        // SAFETY: caller's contract: the slab has a vector, and the entry of
-        // an object we own is ours.
+        // SAFETY: caller's contract: the slab has a vector (immutable while
+        // it holds objects), and the entry of an object we own is ours.
         unsafe {
-            let entry = self.objcg_slot(obj);
-            debug_assert!(entry.is_some(), "a shared slab has an object vector");
-            *entry.unwrap_unchecked() = ctx;
+            let v = *self.objcgs.get();
+            debug_assert!(!v.is_null(), "a shared slab has an object vector");
+            *v.add(self.index_of(obj)) = ctx;
         }
     }
 
@@ -240,10 +252,16 @@ impl Slab {
             if v.is_null() {
                 return None;
             }
-            let off = (obj as usize - self.start as usize) as u64;
-            let index = (off * *self.recip.get() as u64) >> 32;
-            Some(v.add(index as usize))
+            Some(v.add(self.index_of(obj)))
         }
+    }
+
+    /// The slot index of `obj`, by multiplication with the reciprocal.
+    #[inline(always)]
+    fn index_of(&self, obj: *mut u8) -> usize {
+        let off = (obj as usize - self.start as usize) as u64;
+        // SAFETY: immutable while the slab holds objects.
+        ((off * unsafe { *self.recip.get() } as u64) >> 32) as usize
     }
 
     #[inline]
