@@ -12,7 +12,7 @@
 //!   ancestors' totals do not change;
 //! - a removed group lives on (dying) only while a handle, or a dying
 //!   descendant, holds it (S1); a kmem context lives while its group does or
-//!   a kmem object charged through it does (S3);
+//!   a kmem page or slab object charged through it does (S3);
 //! - a charge after removal through a retained handle lands on the nearest
 //!   live ancestor (S5); threads in the root charge nothing (S10);
 //! - limits, as charge.rs and files.rs implement them: a charge that would
@@ -25,32 +25,75 @@
 //!   `high` and is reclaimed toward it. Limit writes reclaim down to the new
 //!   value; `memory.max` counts `oom` when it cannot.
 //!
+//! Slab objects (S11) come from shared caches of a few sizes. Each is charged
+//! in bytes, its slot plus its object-vector entry, through the context of
+//! the group it was allocated in, and is freed on any thread. The model keeps
+//! their bytes, never a page count: the page counter sees whole pages only
+//! and the sub-page remainder stays with the context, so once every stock is
+//! drained a context whose live objects take `b` bytes has exactly
+//! `ceil(b / PAGE)` pages charged (what is charged is what its objects use
+//! plus a remainder under a page; nothing else can hold bytes of it). From
+//! that, for every live group: `slab` is the bytes of the live objects billed
+//! to its subtree, `kmem` its kmem pages, `kernel` those pages plus
+//! `ceil(b / PAGE)` per context billing the subtree, and `memory.current`
+//! includes the same pages, all exact. The §3 consistency rule is checked as
+//! written as well (`kernel >= kmem + slab`, and the excess is less than a
+//! page per context billing the group, counted exactly: the contexts of the
+//! subtree's live groups, of its removed groups still held, and of removed
+//! groups whose objects it now bills); the exact check implies it, and it
+//! stays as the contract's own statement.
+//!
+//! Slab allocations run under limits too, modelled exactly rather than kept
+//! away from limited groups, because exact usage is what keeps every other
+//! check exact: `memory.current` feeds the limit arithmetic, and a model that
+//! knew it only within a bound could no longer predict `max` and `oom`
+//! events, reclaim, or a limit write's outcome. With every stock empty at
+//! the start of a step and only allocations in it, an object charges
+//! exactly the whole pages its context's live bytes newly need,
+//! `ceil((b + size) / PAGE) - ceil(b / PAGE)` (0 or 1; the stock and the
+//! remainder cover the rest, as the kernel's `obj_cgroup_charge`), as one
+//! page charge with the limit and high handling above. An allocation of N
+//! objects stops at the first failure and keeps the objects made so far.
+//!
 //! Charge stocks need no modelling, and the model stays exact: every step
-//! starts after a quiesce, so every stock is empty; a charge that does not
-//! fit as a batch of `CHARGE_BATCH` is retried with its exact size before any
-//! event is counted, and a batch that fits but would leave a group above its
+//! starts after the workers drained their object stocks (those that
+//! allocated or freed slab objects since their last drain: nothing else
+//! fills one, and a stock left full would show as a mismatch, never hide
+//! one) and a quiesce, so every stock is empty; a charge that does not fit as a batch of
+//! `CHARGE_BATCH` is retried with its exact size before any event is
+//! counted, and a batch that fits but would leave a group above its
 //! `memory.high` gives its slack back before the high check. So the usage a
 //! limit and a high check see is exactly the model's. That is why every
-//! operation makes at most one charge: a second charge before the quiesce
-//! could find the first one's slack still in the stock, fail its exact-size
-//! try at a limit that the drained usage would meet, and count a `max`
-//! event before draining (as the kernel's `try_charge` does), which no exact
-//! model of drained usage predicts. What the model leaves out: `memory.peak`
-//! (the batch slack raises it; only `peak >= current` is checked), and
-//! writes through the handle of a removed group (see the ignored test at
-//! the end).
+//! operation other than a slab allocation makes at most one charge: a second
+//! charge before the quiesce could find the first one's slack still in the
+//! stock, fail its exact-size try at a limit that the drained usage would
+//! meet, and count a `max` event before draining (as the kernel's
+//! `try_charge` does), which no exact model of drained usage predicts. A
+//! slab allocation may make several charges, but all of one page, through
+//! one context, on one thread: once a batch fits (below every `memory.max`
+//! and `memory.high`, or its slack is given back), the next charges take
+//! their page from its slack without looking at a limit, and the drained
+//! usage the model checks them against is below the batch's, so the model
+//! sees no limit or high crossed there either. Within a step, stocks are in
+//! play: the allocating thread's object stock serves a multi-object
+//! allocation, a thread freeing another group's object adopts its context,
+//! and frees of several objects return bytes through the stock. What the
+//! model leaves out: `memory.peak` (the batch slack raises it; only
+//! `peak >= current` is checked), and writes through the handle of a
+//! removed group (see the ignored test at the end).
 //!
 //! Charges run on a pool of long-lived worker threads, so they are charged
 //! where a real thread's group says; frees run on a worker or the test
 //! thread, whichever the sequence picks.
 
 use memcg::{
-    Error, ErrorKind, Group, Hierarchy, KmemPages, PageKind, UserPage, MAX_RECLAIM_RETRIES,
-    PAGE_SIZE,
+    Error, ErrorKind, Group, Hierarchy, KmemPages, PageKind, SlabCache, SlabObject, UserPage,
+    MAX_RECLAIM_RETRIES, PAGE_SIZE,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::sync::mpsc;
 use std::thread;
@@ -65,6 +108,11 @@ fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::thre
 const PAGE: u64 = PAGE_SIZE as u64;
 const WORKERS: usize = 3;
 const MAX_DEPTH: usize = 3;
+/// Object sizes of the shared slab caches (S11).
+const SLAB_SIZES: [usize; 3] = [16, 64, 200];
+/// Bytes of an object's entry in its slab's object vector: its context's
+/// address. S11 charges it with the object.
+const ENTRY_BYTES: usize = std::mem::size_of::<usize>();
 /// Group names; the last is not a valid name.
 const NAMES: [&str; 4] = ["a", "b", "c", "no good"];
 const HIGH: usize = 0;
@@ -152,6 +200,12 @@ enum Op {
         worker: usize,
         to: Target,
     },
+    /// A job ends: a worker (one attached to a group, if any is) goes back
+    /// to the root (`memcg::detach`), then the group it was in is removed,
+    /// while what it charged lives on.
+    Retire {
+        worker: Index,
+    },
     /// `KmemPages::alloc(bytes)` on a worker: charged to the worker's group.
     Kmem {
         worker: usize,
@@ -168,9 +222,19 @@ enum Op {
         worker: usize,
         file: bool,
     },
-    /// Drop an object on a worker or (`None`) the test thread.
+    /// `SlabCache::alloc` of `count` objects of `SLAB_SIZES[cache]` bytes on
+    /// a worker, until one fails: charged by the byte to its group (S11).
+    /// The worker is one attached to a group, if any is.
+    Slab {
+        worker: Index,
+        cache: usize,
+        count: usize,
+    },
+    /// Drop `count` objects (fewer at the end of the list), from the one
+    /// `obj` picks on, on a worker or (`None`) the test thread.
     Free {
         obj: Index,
+        count: usize,
         by: Option<usize>,
     },
     SetLimit {
@@ -230,13 +294,17 @@ fn op() -> impl Strategy<Value = Op> {
             2 => any::<Index>().prop_map(Target::Ever),
         ].prop_map(|path| Op::Remove { path }),
         1 => any::<Index>().prop_map(|handle| Op::DropHandle { handle }),
-        3 => (0..WORKERS, any_target()).prop_map(|(worker, to)| Op::Attach { worker, to }),
+        5 => (0..WORKERS, any_target()).prop_map(|(worker, to)| Op::Attach { worker, to }),
+        2 => any::<Index>().prop_map(|worker| Op::Retire { worker }),
         3 => (0..WORKERS, 1..=5 * PAGE_SIZE).prop_map(|(worker, bytes)| Op::Kmem { worker, bytes }),
         2 => (actor(), any_target(), 1..=5 * PAGE_SIZE)
             .prop_map(|(by, group, bytes)| Op::KmemFor { by, group, bytes }),
         6 => (0..WORKERS, prop::bool::weighted(0.7))
             .prop_map(|(worker, file)| Op::User { worker, file }),
-        3 => (any::<Index>(), actor()).prop_map(|(obj, by)| Op::Free { obj, by }),
+        5 => (any::<Index>(), 0..SLAB_SIZES.len(), prop_oneof![1..=8usize, 9..=64usize])
+            .prop_map(|(worker, cache, count)| Op::Slab { worker, cache, count }),
+        4 => (any::<Index>(), prop_oneof![3 => Just(1usize), 1 => 2..=24usize], actor())
+            .prop_map(|(obj, count, by)| Op::Free { obj, count, by }),
         3 => (prop::bool::weighted(0.7), path_target(), limit())
             .prop_map(|(max, at, value)| Op::SetLimit { max, at, value }),
         1 => (path_target(), 0..=6 * PAGE).prop_map(|(at, bytes)| Op::Reclaim { at, bytes }),
@@ -252,6 +320,8 @@ enum Kind {
     Kmem,
     Anon,
     File,
+    /// An object of a shared slab cache (S11).
+    Slab,
 }
 
 #[derive(Debug)]
@@ -270,10 +340,14 @@ struct MGroup {
 #[derive(Debug)]
 struct MObj {
     kind: Kind,
+    /// Pages charged for it alone; 0 for a slab object, whose bytes are
+    /// charged with the rest of its context's (see [`Model::slab_pages`]).
     pages: usize,
+    /// A slab object's bytes: its slot and its object-vector entry.
+    bytes: usize,
     /// The group billed now; `None` when never accounted (made in the root).
     owner: Option<usize>,
-    /// kmem: the group whose context it was charged through.
+    /// kmem and slab: the group whose context it was charged through.
     ctx: Option<usize>,
     /// File pages: the LRU age, once on the LRU.
     seq: Option<u64>,
@@ -357,7 +431,8 @@ impl Model {
             .expect("the root is live")
     }
 
-    /// Pages of `kind` (all kinds: `None`) billed to `a` and its descendants.
+    /// Pages of `kind` (all kinds: `None`) billed to `a` and its descendants,
+    /// slab objects aside (see [`slab_pages`](Self::slab_pages)).
     fn billed(&self, a: usize, kind: Option<Kind>) -> usize {
         self.objs
             .iter()
@@ -367,8 +442,41 @@ impl Model {
             .sum()
     }
 
+    /// Bytes of live slab objects charged through each context, by the
+    /// instance of the group it belongs to.
+    fn ctx_bytes(&self) -> Vec<usize> {
+        let mut bytes = vec![0; self.groups.len()];
+        for o in &self.objs {
+            if let (Kind::Slab, Some(c)) = (o.kind, o.ctx) {
+                bytes[c] += o.bytes;
+            }
+        }
+        bytes
+    }
+
+    /// S11, stocks drained: the pages charged for the slab objects billed to
+    /// `a`'s subtree. A context charges whole pages for its objects' bytes
+    /// and keeps a sub-page remainder, so `ceil(bytes / PAGE)` each.
+    fn slab_pages(&self, a: usize) -> usize {
+        self.ctx_bytes()
+            .into_iter()
+            .enumerate()
+            .filter(|&(c, b)| b > 0 && self.is_under(self.nearest_live(c), a))
+            .map(|(_, b)| b.div_ceil(PAGE_SIZE))
+            .sum()
+    }
+
+    /// Bytes of the live slab objects billed to `a`'s subtree: `slab`.
+    fn slab_bytes(&self, a: usize) -> usize {
+        self.objs
+            .iter()
+            .filter(|o| o.kind == Kind::Slab && o.owner.is_some_and(|w| self.is_under(w, a)))
+            .map(|o| o.bytes)
+            .sum()
+    }
+
     fn usage(&self, a: usize) -> usize {
-        self.billed(a, None)
+        self.billed(a, None) + self.slab_pages(a)
     }
 
     fn event(&mut self, i: usize, e: usize) {
@@ -413,7 +521,56 @@ impl Model {
     /// charge.rs `charge` with empty stocks: on success the object is billed
     /// to `owner`; on failure, the group whose limit failed it.
     fn charge(&mut self, owner: usize, obj: MObj) -> Result<(), usize> {
-        let pages = obj.pages;
+        self.try_charge(owner, obj.pages)?;
+        let user = obj.kind != Kind::Kmem;
+        self.objs.push(MObj {
+            owner: Some(owner),
+            seq: None,
+            ..obj
+        });
+        // `handle_high`: the new page is not on its LRU yet.
+        self.handle_high(owner);
+        if user {
+            self.objs.last_mut().expect("pushed").seq = Some(self.clock);
+            self.clock += 1;
+        }
+        Ok(())
+    }
+
+    /// S11: allocate a slab object of `bytes` in `g` (the root: not
+    /// accounted). Its context's live bytes grow by `bytes`; the page counter
+    /// is charged the whole pages they newly need, as one charge (see the
+    /// module doc), and the rest comes from the stock or the remainder. On
+    /// failure: the group whose limit failed it, and the pages asked.
+    fn charge_slab(&mut self, g: usize, bytes: usize) -> Result<(), (usize, usize)> {
+        let accounted = g != 0;
+        let mut pages = 0;
+        if accounted {
+            let had = self.ctx_bytes()[g];
+            pages = (had + bytes).div_ceil(PAGE_SIZE) - had.div_ceil(PAGE_SIZE);
+            if pages > 0 {
+                self.try_charge(g, pages).map_err(|over| (over, pages))?;
+            }
+        }
+        self.objs.push(MObj {
+            kind: Kind::Slab,
+            pages: 0,
+            bytes,
+            owner: accounted.then_some(g),
+            ctx: accounted.then_some(g),
+            seq: None,
+            reclaimed: false,
+        });
+        if pages > 0 {
+            self.handle_high(g);
+        }
+        Ok(())
+    }
+
+    /// The limit half of charge.rs `charge`: charge `pages` to `owner` (in
+    /// the model: check that they fit), or fail with the group whose limit
+    /// failed it, counting events and reclaiming on the way.
+    fn try_charge(&mut self, owner: usize, pages: usize) -> Result<(), usize> {
         let mut counted_max = false;
         let mut retries = MAX_RECLAIM_RETRIES;
         while let Some(over) = self.fails_at(owner, pages) {
@@ -430,13 +587,11 @@ impl Model {
             self.event(over, OOM);
             return Err(over);
         }
-        let user = obj.kind != Kind::Kmem;
-        self.objs.push(MObj {
-            owner: Some(owner),
-            seq: None,
-            ..obj
-        });
-        // `handle_high`: the new page is not on its LRU yet.
+        Ok(())
+    }
+
+    /// charge.rs `handle_high`, after a charge to `owner` that fit.
+    fn handle_high(&mut self, owner: usize) {
         let chain: Vec<usize> = self.chain(owner).collect();
         for g in chain {
             let Some(high) = self.groups[g].high else {
@@ -448,11 +603,6 @@ impl Model {
                 self.reclaim(g, usage - high);
             }
         }
-        if user {
-            self.objs.last_mut().expect("pushed").seq = Some(self.clock);
-            self.clock += 1;
-        }
-        Ok(())
     }
 
     /// files.rs `shrink_to`, after a limit write.
@@ -507,18 +657,37 @@ impl Model {
             .count()
     }
 
+    /// S3: whether instance `i` has a kmem context: while it is live or
+    /// held, or kmem pages or slab objects charged through it live (after a
+    /// drain, a context without objects has no remainder either).
+    fn has_context(&self, i: usize) -> bool {
+        i != 0 && (self.alive(i) || self.objs.iter().any(|o| o.ctx == Some(i)))
+    }
+
     /// S3: one context per live group, plus one per removed group that is
     /// still held or still has kmem charged through its context.
     fn contexts(&self) -> usize {
         (1..self.groups.len())
-            .filter(|&i| {
-                self.alive(i)
-                    || self
-                        .objs
-                        .iter()
-                        .any(|o| o.kind == Kind::Kmem && o.ctx == Some(i))
-            })
+            .filter(|&i| self.has_context(i))
             .count()
+    }
+
+    /// §3 Consistency: the kmem contexts billing `a`'s subtree, those of its
+    /// live groups and of the removed groups (held, or with objects) whose
+    /// charges it bills now.
+    fn contexts_billing(&self, a: usize) -> usize {
+        (1..self.groups.len())
+            .filter(|&i| self.has_context(i) && self.is_under(self.nearest_live(i), a))
+            .count()
+    }
+
+    /// A worker attached to a group other than the root, if there is one.
+    fn pick_worker(&self, x: &Index) -> usize {
+        let attached: Vec<usize> = (0..WORKERS).filter(|&w| self.workers[w] != 0).collect();
+        match attached.len() {
+            0 => x.index(WORKERS),
+            n => attached[x.index(n)],
+        }
     }
 
     fn tasks(&self, i: usize) -> usize {
@@ -585,6 +754,16 @@ impl Worker {
     }
 
     fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        self.start(f)
+            .recv()
+            .expect("the job panicked on the worker")
+    }
+
+    /// Send `f` to the worker; its result arrives on the receiver.
+    fn start<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> mpsc::Receiver<R> {
         let (tx, rx) = mpsc::sync_channel(1);
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
@@ -594,7 +773,7 @@ impl Worker {
             .expect("running")
             .send(job)
             .expect("worker alive");
-        rx.recv().expect("the job panicked on the worker")
+        rx
     }
 }
 
@@ -611,6 +790,7 @@ impl Drop for Worker {
 enum Obj {
     Kmem(#[allow(dead_code)] KmemPages),
     Page(UserPage),
+    Slab(#[allow(dead_code)] SlabObject),
 }
 
 struct Real {
@@ -619,6 +799,12 @@ struct Real {
     handles: Vec<Group>,
     workers: Vec<Worker>,
     h: Hierarchy,
+    /// Shared caches (S11) of `SLAB_SIZES`, process-wide like every cache.
+    caches: [SlabCache; SLAB_SIZES.len()],
+    /// The workers that allocated or freed slab objects since their last
+    /// drain: only those can hold an object stock (kmem and user pages go
+    /// through charge stocks, which a quiesce drains on every thread).
+    stocked: Cell<[bool; WORKERS]>,
 }
 
 impl Real {
@@ -630,6 +816,15 @@ impl Real {
         match by {
             None => f(),
             Some(w) => self.workers[w].run(f),
+        }
+    }
+
+    /// Note that worker `w` (if any) allocated or freed slab objects.
+    fn stock(&self, w: Option<usize>) {
+        if let Some(w) = w {
+            let mut s = self.stocked.get();
+            s[w] = true;
+            self.stocked.set(s);
         }
     }
 }
@@ -680,6 +875,34 @@ fn resolve_matches(
     }
 }
 
+/// rmdir `path` on both sides and compare what it returns.
+fn remove_both(op: &Op, m: &mut Model, r: &mut Real, path: &str) -> Result<(), TestCaseError> {
+    let want = match m.live_path(path) {
+        Some(0) => Want::Kind(ErrorKind::Invalid),
+        None => Want::Kind(ErrorKind::NotFound),
+        Some(i) => {
+            let children = (0..m.groups.len())
+                .filter(|&c| m.groups[c].live && m.groups[c].parent == Some(i))
+                .count();
+            let tasks = m.tasks(i);
+            if children + tasks > 0 {
+                Want::Exact(Error::Busy {
+                    path: path.to_string(),
+                    children,
+                    tasks,
+                })
+            } else {
+                Want::Ok
+            }
+        }
+    };
+    if check_outcome(op, r.h.remove(path), &want)?.is_some() {
+        let i = m.live_path(path).expect("was live");
+        m.remove(i);
+    }
+    Ok(())
+}
+
 /// Run one operation on both sides and compare what it returns.
 fn step(op: &Op, m: &mut Model, r: &mut Real) -> Result<(), TestCaseError> {
     match op {
@@ -720,31 +943,12 @@ fn step(op: &Op, m: &mut Model, r: &mut Real) -> Result<(), TestCaseError> {
                 }
             }
         }
-        Op::Remove { path } => {
-            let path = &m.path_of(path);
-            let want = match m.live_path(path) {
-                Some(0) => Want::Kind(ErrorKind::Invalid),
-                None => Want::Kind(ErrorKind::NotFound),
-                Some(i) => {
-                    let children = (0..m.groups.len())
-                        .filter(|&c| m.groups[c].live && m.groups[c].parent == Some(i))
-                        .count();
-                    let tasks = m.tasks(i);
-                    if children + tasks > 0 {
-                        Want::Exact(Error::Busy {
-                            path: path.clone(),
-                            children,
-                            tasks,
-                        })
-                    } else {
-                        Want::Ok
-                    }
-                }
-            };
-            if check_outcome(op, r.h.remove(path), &want)?.is_some() {
-                let i = m.live_path(path).expect("was live");
-                m.remove(i);
-            }
+        Op::Remove { path } => remove_both(op, m, r, &m.path_of(path))?,
+        Op::Retire { worker } => {
+            let worker = m.pick_worker(worker);
+            r.workers[worker].run(memcg::detach);
+            let was = std::mem::replace(&mut m.workers[worker], 0);
+            remove_both(op, m, r, &m.groups[was].path.clone())?;
         }
         Op::DropHandle { handle } => {
             if !m.handles.is_empty() {
@@ -803,11 +1007,53 @@ fn step(op: &Op, m: &mut Model, r: &mut Real) -> Result<(), TestCaseError> {
             let got = r.workers[*worker].run(move || UserPage::charge(pk));
             charge_both(op, m, r, group, group, kind, PAGE_SIZE, got.map(Obj::Page))?;
         }
-        Op::Free { obj, by } => {
+        Op::Slab {
+            worker,
+            cache,
+            count,
+        } => {
+            let worker = m.pick_worker(worker);
+            let group = m.workers[worker];
+            let cache = r.caches[*cache];
+            let (count, bytes) = (*count, cache.slot_size() + ENTRY_BYTES);
+            r.stock(Some(worker));
+            let (made, got) = r.workers[worker].run(move || {
+                let mut made = Vec::with_capacity(count);
+                for _ in 0..count {
+                    match cache.alloc() {
+                        Ok(o) => made.push(Obj::Slab(o)),
+                        Err(e) => return (made, Err(e)),
+                    }
+                }
+                (made, Ok(()))
+            });
+            let mut want = Want::Ok;
+            let mut fits = 0;
+            while fits < count {
+                match m.charge_slab(group, bytes) {
+                    Ok(()) => fits += 1,
+                    Err((over, pages)) => {
+                        want = Want::Exact(Error::Limit {
+                            path: m.groups[over].path.clone(),
+                            pages,
+                            max: m.groups[over].max.expect("limited") as u64 * PAGE,
+                        });
+                        break;
+                    }
+                }
+            }
+            let made_len = made.len();
+            r.objs.extend(made);
+            prop_assert_eq!(made_len, fits, "{:?}: objects made", op);
+            check_outcome(op, got, &want)?;
+        }
+        Op::Free { obj, count, by } => {
             if !m.objs.is_empty() {
                 let k = obj.index(m.objs.len());
-                m.objs.remove(k);
-                let o = r.objs.remove(k);
+                let end = (k + count).min(m.objs.len());
+                m.objs.drain(k..end);
+                let o: Vec<Obj> = r.objs.drain(k..end).collect();
+                r.stock(*by);
                 r.on(*by, move || drop(o));
             }
         }
@@ -886,6 +1132,7 @@ fn charge_both(
     let obj = MObj {
         kind,
         pages,
+        bytes: 0,
         owner: None,
         ctx: (kind == Kind::Kmem && ctx != 0).then_some(ctx),
         seq: None,
@@ -924,9 +1171,24 @@ fn key(text: &str, key: &str) -> u64 {
         .expect("a number")
 }
 
-/// Quiesce, then compare every counter of every live group with the model.
-fn compare(op: &Op, m: &Model, r: &Real) -> Result<(), TestCaseError> {
+/// Every thread's stocks back: the object stocks of each worker that may
+/// hold one, then the test thread's and every page stock (quiesce), and
+/// deferred destruction run.
+fn drain(r: &Real) {
+    let stocked = r.stocked.replace([false; WORKERS]);
+    let drained: Vec<_> = (0..WORKERS)
+        .filter(|&w| stocked[w])
+        .map(|w| r.workers[w].start(memcg::drain_stocks))
+        .collect();
+    for d in drained {
+        d.recv().expect("drained");
+    }
     r.h.quiesce();
+}
+
+/// Drain, then compare every counter of every live group with the model.
+fn compare(op: &Op, m: &Model, r: &Real) -> Result<(), TestCaseError> {
+    drain(r);
     for i in m.live_sorted() {
         let g = &m.groups[i];
         let path = g.path.as_str();
@@ -947,14 +1209,55 @@ fn compare(op: &Op, m: &Model, r: &Real) -> Result<(), TestCaseError> {
         );
         prop_assert_eq!(anon, want(Kind::Anon), "after {:?}: {} anon", op, path);
         prop_assert_eq!(file, want(Kind::File), "after {:?}: {} file", op, path);
-        prop_assert_eq!(kernel, want(Kind::Kmem), "after {:?}: {} kernel", op, path);
-        prop_assert_eq!(key(&stat, "slab"), 0, "after {:?}: {} slab", op, path);
+        let (kmem, slab) = (key(&stat, "kmem"), key(&stat, "slab"));
+        prop_assert_eq!(kmem, want(Kind::Kmem), "after {:?}: {} kmem", op, path);
+        // S11: bytes of live objects; pages for them, per context.
+        prop_assert_eq!(
+            slab,
+            m.slab_bytes(i) as u64,
+            "after {:?}: {} slab",
+            op,
+            path
+        );
+        prop_assert_eq!(
+            (
+                key(&stat, "slab_reclaimable"),
+                key(&stat, "slab_unreclaimable")
+            ),
+            (0, slab),
+            "after {:?}: {} slab_reclaimable, slab_unreclaimable",
+            op,
+            path
+        );
+        prop_assert_eq!(
+            kernel,
+            kmem + m.slab_pages(i) as u64 * PAGE,
+            "after {:?}: {} kernel (kmem {}, slab {})",
+            op,
+            path,
+            kmem,
+            slab
+        );
+        // §3 Consistency, as stated there.
         prop_assert_eq!(
             current,
             anon + file + kernel,
             "after {:?}: {} consistency",
             op,
             path
+        );
+        let contexts = m.contexts_billing(i) as u64;
+        let excess = kernel.checked_sub(kmem + slab);
+        prop_assert!(
+            excess.is_some_and(|e| e == 0 || e < contexts * PAGE),
+            "after {:?}: {} kernel {} vs kmem {} + slab {}: not within less than a \
+             page per context billing it ({})",
+            op,
+            path,
+            kernel,
+            kmem,
+            slab,
+            contexts
         );
         prop_assert_eq!(
             read("cgroup.stat"),
@@ -1052,6 +1355,10 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
         handles: Vec::new(),
         workers: (0..WORKERS).map(Worker::spawn).collect(),
         h: Hierarchy::new(),
+        caches: SLAB_SIZES.map(|size| {
+            SlabCache::new(&format!("model-{size}"), size, false).expect("a shared cache")
+        }),
+        stocked: Cell::new([false; WORKERS]),
     };
     for op in ops {
         step(op, &mut m, &mut r)?;
@@ -1059,11 +1366,14 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     }
     let objs = std::mem::take(&mut r.objs);
     for (k, o) in objs.into_iter().enumerate() {
-        r.on((k % (WORKERS + 1)).checked_sub(1), move || drop(o));
+        let by = (k % (WORKERS + 1)).checked_sub(1);
+        r.stock(by);
+        r.on(by, move || drop(o));
     }
     for w in &r.workers {
         w.run(memcg::detach);
     }
+    drain(&r);
     let mut live = m.live_sorted();
     live.reverse();
     for i in live.into_iter().filter(|&i| i != 0) {
@@ -1071,7 +1381,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
     }
     r.handles.clear();
-    r.h.quiesce();
+    drain(&r);
     prop_assert_eq!(r.h.read("/", "memory.current").unwrap(), "0\n");
     let stat = r.h.read("/", "memory.stat").unwrap();
     prop_assert!(
@@ -1091,10 +1401,11 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
-    /// DESIGN.md §8, S1–S5, S7, S10 and consistency: after every step of a
-    /// random sequence, every live group's counters, stats, events and
-    /// descendant counts equal the reference model's, and after freeing and
-    /// removing everything all counters are 0 and no kmem context is left.
+    /// DESIGN.md §8, S1–S5, S7, S10, S11 and consistency: after every step
+    /// of a random sequence, stocks drained, every live group's counters,
+    /// stats (slab bytes included), events and descendant counts equal the
+    /// reference model's, and after freeing and removing everything all
+    /// counters are 0 and nothing is left over.
     #[test]
     fn every_counter_matches_the_reference_model_after_every_step(
         ops in prop::collection::vec(op(), 1..=48)
