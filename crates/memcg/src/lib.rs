@@ -38,7 +38,7 @@
 //! [page counter](page_counter); groups ([`Hierarchy`], [`Group`]); kmem
 //! contexts and per-thread charge stocks; page-level kmem ([`KmemPages`]),
 //! the [slab allocator](slab) with per-group caches ([`SlabCache`]) and
-//! [large blocks](large); user pages ([`UserPage`]) with reclaim
+//! [large blocks](large) in cached runs of pages; user pages ([`UserPage`]) with reclaim
 //! ([`Shrinker`]); and the front ends: the global allocator [`MemcgAlloc`]
 //! over [`global()`], and [`Group::allocator`] handles for `allocator_api2`
 //! collections.
