@@ -341,6 +341,32 @@ fn idle_runs_decay() {
     large::trim();
 }
 
+/// A program that stops making large blocks still sees its idle runs go:
+/// the slab allocator's slow path (a new slab span) runs the decay too.
+#[test]
+fn idle_runs_decay_when_only_small_objects_are_made() {
+    let _serial = serial();
+    large::trim();
+    let l = layout(40_000);
+    // SAFETY: a valid layout; freed once.
+    unsafe {
+        let p = A.alloc(l);
+        A.dealloc(p, l);
+    }
+    assert_eq!(large::stats().cached_runs, 1);
+    large::set_decay(Duration::from_millis(30));
+    thread::sleep(Duration::from_millis(100));
+    // 4 MiB of 4 KiB objects: more slabs than any cache keeps empty, so new
+    // spans are taken from the pools.
+    let small: Vec<Box<[u8; 4096]>> = (0..1024).map(|_| Box::new([1; 4096])).collect();
+    assert_eq!(
+        large::stats().cached_runs,
+        0,
+        "decayed without a large block"
+    );
+    drop(small);
+}
+
 /// S1, S2: blocks of a removed group stay usable; freed on another thread,
 /// they uncharge the parent, down to exactly 0.
 #[test]

@@ -54,6 +54,7 @@ use std::alloc::Layout;
 use std::ptr;
 use std::time::Duration;
 
+pub(crate) use runs::decay_if_due;
 pub use runs::{CACHE_BYTES, DEFAULT_DECAY, DIRECT_PAGES};
 
 /// What the large-block allocator holds and has done, process-wide.
@@ -94,7 +95,8 @@ pub fn trim() -> usize {
 /// Set how long a free run stays cached with no block reusing it; returns
 /// the previous setting. `Duration::ZERO` caches nothing: every freed run is
 /// unmapped at once. Runs already idle longer than `decay` are unmapped now;
-/// later ones are when the cache is next used (there is no timer).
+/// later ones are when the cache is next used, or a slab span is next taken
+/// from the span pools (there is no timer).
 pub fn set_decay(decay: Duration) -> Duration {
     runs::set_decay(decay)
 }

@@ -12,8 +12,9 @@
 //!
 //! The cache is bounded twice: by bytes ([`CACHE_BYTES`], the oldest runs go
 //! first) and by time: a run idle longer than the decay time (default
-//! [`DEFAULT_DECAY`]) is unmapped at the next operation of the cache (no
-//! timer thread), as jemalloc's dirty decay and mimalloc's purge delay.
+//! [`DEFAULT_DECAY`]) is unmapped at the next operation of the cache or the
+//! next slab span taken from the span pools (no timer thread), as
+//! jemalloc's dirty decay and mimalloc's purge delay.
 //! Unmapped, not `MADV_DONTNEED`ed: a decayed run gives the address space
 //! back as well, and the cache then holds only runs whose memory a previous
 //! block dirtied, so a run taken from it is exactly the case in which
@@ -110,6 +111,9 @@ static CACHE: Mutex<Cache> = Mutex::new(Cache {
 });
 
 static DECAY_MS: AtomicU64 = AtomicU64::new(DEFAULT_DECAY.as_millis() as u64);
+/// When the oldest cached run decays, in [`now_ms`] time; `u64::MAX` when the
+/// cache is empty. A hint for [`decay_if_due`], written under the lock.
+static NEXT_DUE_MS: AtomicU64 = AtomicU64::new(u64::MAX);
 static OS_MAPS: AtomicU64 = AtomicU64::new(0);
 static OS_UNMAPS: AtomicU64 = AtomicU64::new(0);
 
@@ -207,6 +211,12 @@ impl Cache {
             }
             evicted = run;
         }
+        let due = match self.oldest.is_null() {
+            true => u64::MAX,
+            // SAFETY: a linked run; lock held.
+            false => unsafe { (*self.oldest).freed_ms }.saturating_add(decay_ms),
+        };
+        NEXT_DUE_MS.store(due, Relaxed);
         evicted
     }
 }
@@ -275,6 +285,22 @@ pub(super) unsafe fn put(addr: usize, bin: usize) {
         unsafe { c.push(run) };
         c.evict(CACHE_BYTES, now, decay)
     };
+    unmap_all(evicted);
+}
+
+/// Unmap the runs idle past the decay time, if the oldest is. Cheap when
+/// none is due (one load, and a clock read if the cache holds runs): for
+/// slow paths elsewhere.
+pub(crate) fn decay_if_due() {
+    let due = NEXT_DUE_MS.load(Relaxed);
+    if due == u64::MAX {
+        return;
+    }
+    let now = now_ms();
+    if now < due {
+        return;
+    }
+    let evicted = lock().evict(CACHE_BYTES, now, DECAY_MS.load(Relaxed));
     unmap_all(evicted);
 }
 
