@@ -14,24 +14,23 @@
 //! ```
 //!
 //! Small sizes (up to [`KMALLOC_MAX`](crate::slab::KMALLOC_MAX)) come from the
-//! slab size classes; larger ones are page-level kmem mapped from the OS,
-//! whose context is recorded in a page map (not in a header).
+//! slab size classes; larger ones are [large blocks](crate::large): page-level
+//! kmem in cached runs of whole pages, whose context is recorded in a page
+//! map (not in a header).
 //!
 //! Re-entrancy: while memcg itself runs (a slow path, a hierarchy operation,
 //! reclaim, deferred work) the thread is *internal*, and allocations go to
 //! the system allocator, uncharged, taking no lock of ours. Frees tell the
-//! three kinds apart by address: slab segments and large mappings are ours
+//! three kinds apart by address: slab segments and large blocks are ours
 //! (both found in lock-free maps), anything else is the system's.
 
 use crate::charge::{limit_policy, LimitPolicy};
 use crate::context::CtxRef;
 use crate::internal::{is_internal, Internal};
 use crate::slab::{segment, KMALLOC_MAX};
-use crate::stats::Stat;
 use crate::PAGE_SIZE;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
 
 /// The process-wide hierarchy that [`MemcgAlloc`] charges: a thread in one
 /// of its groups (by [`Group::enter`](crate::Group::enter) or
@@ -83,9 +82,10 @@ fn class_size(class: usize) -> usize {
 }
 
 // SAFETY: every block returned is either a slab object of at least
-// layout.size() bytes aligned to layout.align() (see small_class), a fresh
-// mapping of whole pages aligned as asked, or the system allocator's; dealloc
-// routes each back to where it came from by its address.
+// layout.size() bytes aligned to layout.align() (see small_class), a large
+// block of whole pages aligned as asked (zeroed for alloc_zeroed; see
+// crate::large), or the system allocator's; dealloc routes each back to
+// where it came from by its address.
 unsafe impl GlobalAlloc for MemcgAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -95,7 +95,12 @@ unsafe impl GlobalAlloc for MemcgAlloc {
         }
         match small_class(layout) {
             Some(class) => crate::slab::kmalloc_global(class),
-            None => large_alloc(layout, limit_policy() == LimitPolicy::Overcharge, None),
+            None => large_alloc(
+                layout,
+                limit_policy() == LimitPolicy::Overcharge,
+                None,
+                false,
+            ),
         }
     }
 
@@ -110,19 +115,28 @@ unsafe impl GlobalAlloc for MemcgAlloc {
             // SAFETY: forwarded.
             return unsafe { System.alloc_zeroed(layout) };
         }
-        // SAFETY: forwarded.
-        let p = unsafe { self.alloc(layout) };
-        if !p.is_null() && is_slab(p) {
-            // SAFETY: a slab object of at least layout.size() bytes.
-            unsafe { ptr::write_bytes(p, 0, layout.size()) };
+        match small_class(layout) {
+            Some(class) => {
+                let p = crate::slab::kmalloc_global(class);
+                if !p.is_null() {
+                    // SAFETY: a slab object of at least layout.size() bytes.
+                    unsafe { ptr::write_bytes(p, 0, layout.size()) };
+                }
+                p
+            }
+            // Cleared only if its run was reused: fresh mappings are zero.
+            None => large_alloc(
+                layout,
+                limit_policy() == LimitPolicy::Overcharge,
+                None,
+                true,
+            ),
         }
-        // Large blocks are fresh mappings: zero already.
-        p
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // In place when the block already fits: same slab class, or the same
-        // number of pages of a large mapping.
+        // number of pages of a large block.
         // SAFETY: the new layout is valid by GlobalAlloc's contract.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         if is_slab(ptr) {
@@ -131,7 +145,7 @@ unsafe impl GlobalAlloc for MemcgAlloc {
                     return ptr;
                 }
             }
-        } else if large::lookup(ptr as usize).is_some()
+        } else if crate::large::contains(ptr)
             && layout.size().div_ceil(PAGE_SIZE) == new_size.div_ceil(PAGE_SIZE)
             && new_size > KMALLOC_MAX
         {
@@ -163,18 +177,25 @@ pub(crate) unsafe fn free_any(ptr: *mut u8, layout: Layout) {
     if is_slab(ptr) {
         // SAFETY: a slab object of ours, freed once.
         unsafe { crate::slab::heap::free(ptr) };
-    } else if let Some(entry) = large::take(ptr as usize) {
-        // SAFETY: a live large block of ours with this layout.
-        unsafe { large_free(ptr, layout, entry) };
     } else {
-        // SAFETY: allocated by System while internal.
-        unsafe { System.dealloc(ptr, layout) };
+        // SAFETY: ptr came from us with this layout: a large block, or
+        // (when `free` finds none) the system allocator's.
+        unsafe {
+            if !crate::large::free(ptr, layout) {
+                System.dealloc(ptr, layout);
+            }
+        }
     }
 }
 
-/// Allocate a large block: whole pages from the OS, charged through the
+/// Allocate a large block (see [`crate::large`]), charged through the
 /// calling thread's group's context (or `ctx` if given).
-pub(crate) fn large_alloc(layout: Layout, nofail: bool, ctx: Option<CtxRef>) -> *mut u8 {
+pub(crate) fn large_alloc(
+    layout: Layout,
+    nofail: bool,
+    ctx: Option<CtxRef>,
+    zeroed: bool,
+) -> *mut u8 {
     let _internal = Internal::enter();
     let ctx = ctx.or_else(|| {
         if crate::context::accounting_enabled() {
@@ -183,136 +204,7 @@ pub(crate) fn large_alloc(layout: Layout, nofail: bool, ctx: Option<CtxRef>) -> 
             None
         }
     });
-    let pages = layout.size().max(1).div_ceil(PAGE_SIZE);
-    if let Some(ctx) = &ctx {
-        if crate::charge::charge(ctx, pages, Stat::Kmem, nofail).is_err() {
-            return ptr::null_mut();
-        }
-    }
-    let align = layout.align().max(PAGE_SIZE);
-    let len = pages * PAGE_SIZE;
-    let map_len = len + align - PAGE_SIZE;
-    // SAFETY: an anonymous private mapping; the misaligned head and the
-    // tail beyond `len` are unmapped at once.
-    let p = unsafe {
-        let raw = libc::mmap(
-            ptr::null_mut(),
-            map_len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if raw == libc::MAP_FAILED {
-            if let Some(ctx) = &ctx {
-                crate::charge::uncharge(ctx, pages, Stat::Kmem);
-            }
-            return ptr::null_mut();
-        }
-        let raw = raw as usize;
-        let start = (raw + align - 1) & !(align - 1);
-        if start > raw {
-            libc::munmap(raw as *mut libc::c_void, start - raw);
-        }
-        let end = raw + map_len;
-        if end > start + len {
-            libc::munmap((start + len) as *mut libc::c_void, end - start - len);
-        }
-        start
-    };
-    large::insert(p, ctx);
-    p as *mut u8
-}
-
-/// # Safety
-/// `ptr` is a live large block with `layout`, just taken from the map.
-unsafe fn large_free(ptr: *mut u8, layout: Layout, ctx: Option<CtxRef>) {
-    let pages = layout.size().max(1).div_ceil(PAGE_SIZE);
-    // SAFETY: the block's pages were mapped by large_alloc with this length.
-    unsafe { libc::munmap(ptr as *mut libc::c_void, pages * PAGE_SIZE) };
-    if let Some(ctx) = ctx {
-        let _internal = Internal::enter();
-        crate::charge::uncharge(&ctx, pages, Stat::Kmem);
-    }
-}
-
-/// The page map of large blocks: for the first page of each, the context it
-/// was charged through (a counted reference) or a mark for "not charged".
-/// Two levels, lock-free: 1 GiB regions, then 4 KiB pages.
-mod large {
-    use super::*;
-
-    const REGION_SHIFT: usize = 30;
-    const PAGES_PER_REGION: usize = 1 << (REGION_SHIFT - 12);
-    const UNCHARGED: usize = 1;
-
-    static REGIONS: [AtomicPtr<AtomicUsize>; 1 << (47 - REGION_SHIFT)] =
-        [const { AtomicPtr::new(ptr::null_mut()) }; 1 << (47 - REGION_SHIFT)];
-
-    fn slot(addr: usize, create: bool) -> Option<&'static AtomicUsize> {
-        let region = REGIONS.get(addr >> REGION_SHIFT)?;
-        let mut table = region.load(Acquire);
-        if table.is_null() {
-            if !create {
-                return None;
-            }
-            let bytes = PAGES_PER_REGION * std::mem::size_of::<AtomicUsize>();
-            // SAFETY: an anonymous mapping: zeroed memory is a valid array of
-            // AtomicUsize (all 0); it is never unmapped.
-            let fresh = unsafe {
-                libc::mmap(
-                    ptr::null_mut(),
-                    bytes,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            if fresh == libc::MAP_FAILED {
-                return None;
-            }
-            let fresh = fresh as *mut AtomicUsize;
-            match region.compare_exchange(ptr::null_mut(), fresh, AcqRel, Acquire) {
-                Ok(_) => table = fresh,
-                Err(won) => {
-                    // SAFETY: our mapping lost the race and was never shared.
-                    unsafe { libc::munmap(fresh as *mut libc::c_void, bytes) };
-                    table = won;
-                }
-            }
-        }
-        let page = (addr >> 12) & (PAGES_PER_REGION - 1);
-        // SAFETY: the table has PAGES_PER_REGION entries and lives forever.
-        Some(unsafe { &*table.add(page) })
-    }
-
-    pub(super) fn insert(addr: usize, ctx: Option<CtxRef>) {
-        let value = ctx.map_or(UNCHARGED, |c| c.into_raw() as usize);
-        slot(addr, true)
-            .expect("the page map has room for every user address")
-            .store(value, Release);
-    }
-
-    /// Whether `addr` starts a live large block.
-    pub(super) fn lookup(addr: usize) -> Option<()> {
-        (slot(addr, false)?.load(Acquire) != 0).then_some(())
-    }
-
-    /// Take the entry of the large block at `addr`: `None` if there is none,
-    /// `Some(ctx)` (ctx `None` when uncharged) otherwise.
-    pub(super) fn take(addr: usize) -> Option<Option<CtxRef>> {
-        if addr & (PAGE_SIZE - 1) != 0 {
-            return None;
-        }
-        let value = slot(addr, false)?.swap(0, AcqRel);
-        match value {
-            0 => None,
-            UNCHARGED => Some(None),
-            // SAFETY: stored by insert from CtxRef::into_raw, taken once.
-            p => Some(Some(unsafe { CtxRef::from_raw(p as *const _) })),
-        }
-    }
+    crate::large::alloc(layout, ctx, nofail, zeroed)
 }
 
 /// An [`Allocator`](allocator_api2::alloc::Allocator) that charges one group,
@@ -354,8 +246,8 @@ impl GroupAllocator {
     }
 }
 
-// SAFETY: blocks come from the slab classes or large mappings, sized and
-// aligned for the layout (see small_class and large_alloc), valid until
+// SAFETY: blocks come from the slab classes or large blocks, sized and
+// aligned for the layout (see small_class and crate::large), valid until
 // deallocated, and any handle of the same group may free them (frees go by
 // address, not by handle).
 unsafe impl allocator_api2::alloc::Allocator for GroupAllocator {
@@ -373,7 +265,7 @@ unsafe impl allocator_api2::alloc::Allocator for GroupAllocator {
                     .alloc_for(&self.group.inner)
                     .map_err(|_| AllocError)?,
                 None => {
-                    let p = large_alloc(layout, false, self.group.context());
+                    let p = large_alloc(layout, false, self.group.context(), false);
                     std::ptr::NonNull::new(p).ok_or(AllocError)?
                 }
             }

@@ -36,14 +36,16 @@
 //!
 //! Layers, each on the ones before it (DESIGN.md §6): the
 //! [page counter](page_counter); groups ([`Hierarchy`], [`Group`]); kmem
-//! contexts and per-thread charge stocks; page-level kmem ([`KmemPages`]) and
-//! the [slab allocator](slab) with per-group caches ([`SlabCache`]); user
-//! pages ([`UserPage`]) with reclaim ([`Shrinker`]); and the front ends: the
-//! global allocator [`MemcgAlloc`] over [`global()`], and
-//! [`Group::allocator`] handles for `allocator_api2` collections.
+//! contexts and per-thread charge stocks; page-level kmem ([`KmemPages`]),
+//! the [slab allocator](slab) with per-group caches ([`SlabCache`]) and
+//! [large blocks](large) in cached runs of pages; user pages ([`UserPage`]) with reclaim
+//! ([`Shrinker`]); and the front ends: the global allocator [`MemcgAlloc`]
+//! over [`global()`], and [`Group::allocator`] handles for `allocator_api2`
+//! collections.
 //!
-//! `unsafe` lives in the allocator layer (`slab`, `kmem`, `global`) and in the
-//! kmem context's owner pointer (`context`); every block says why it is sound.
+//! `unsafe` lives in the allocator layer (`slab`, `large`, `kmem`, `global`)
+//! and in the kmem context's owner pointer (`context`); every block says why
+//! it is sound.
 
 #![warn(missing_docs)]
 // Under loom the charge stocks are bypassed, which leaves their code unused.
@@ -60,6 +62,7 @@ mod group;
 mod hierarchy;
 mod internal;
 mod kmem;
+pub mod large;
 #[cfg(all(test, loom))]
 mod loom_models;
 mod lru;

@@ -11,7 +11,7 @@
 //! | 1 page counter | `page_counter` |
 //! | 2 groups | `group`, `context`, `deferred`, `stats`, `lru`, `shrinker` |
 //! | 3 charging | `charge`, `stock`, `objstock`, `current` |
-//! | 4 allocator | `slab::*`, `kmem` |
+//! | 4 allocator | `slab::*`, `kmem`, `large::*` |
 //! | 5 reclaim | `user`, `reclaim`, `files` |
 //! | 6 front ends | `global`, `task`, `hierarchy` |
 //!
@@ -40,6 +40,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("current", 3),
     ("slab", 4),
     ("kmem", 4),
+    ("large", 4),
     ("user", 5),
     ("reclaim", 5),
     ("files", 5),

@@ -139,6 +139,9 @@ pub(crate) fn span_bytes_in_use() -> usize {
 /// Take a free span of size `1 << SPAN_SHIFTS[pool]`; `None` if the OS
 /// refuses memory.
 pub(crate) fn alloc_span(pool: usize) -> Option<&'static Slab> {
+    // A slow path, called with no lock held: let idle large-block runs
+    // decay even in a program that has stopped making large blocks.
+    crate::large::decay_if_due();
     let mut p = POOLS[pool].0.lock().unwrap_or_else(|e| e.into_inner());
     if p.free.is_null() {
         map_segment(&mut p, pool)?;
