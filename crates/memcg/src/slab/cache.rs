@@ -616,8 +616,11 @@ impl Cache {
     }
 
     /// A free by a thread that does not own `slab` found it unowned and
-    /// needing attention: move it to the partial list, or, in a dead cache,
-    /// collect it and free it if it is empty.
+    /// needing attention: collect its remote frees and put it on the list
+    /// its fill says, or free it once empty (beyond the empty slabs a live
+    /// cache keeps, as SLUB frees an emptied slab beyond `min_partial`).
+    /// Collecting empties the remote list, so the next remote free to the
+    /// unowned slab notifies again.
     pub(crate) fn notify(&'static self, slab: &'static Slab) {
         let mut l = lock(&self.lists);
         // The slab may have been taken, or freed and reused, meanwhile; its
@@ -627,17 +630,9 @@ impl Cache {
         }
         // SAFETY: cache lock held; the slab is unowned and on our lists.
         unsafe {
-            if self.is_dead() {
-                l.unlink(slab);
-                slab.collect(false);
-                self.place(&mut l, slab);
-            } else if slab.list() == ListKind::Full && slab.has_remote_frees() {
-                // Only with a free object waiting: since the free that called
-                // us, a refill may have collected it, used the slab up and
-                // put it back as full.
-                l.unlink(slab);
-                l.link(slab, ListKind::Partial);
-            }
+            l.unlink(slab);
+            slab.collect(false);
+            self.place(&mut l, slab);
         }
     }
 
@@ -708,8 +703,11 @@ impl Cache {
     /// Reclaim objects oldest first until `pages` pages are freed or none is
     /// left (the shrinker of a reclaimable cache). Returns pages freed.
     pub(crate) fn scan_objects(&'static self, pages: usize) -> usize {
-        let mut freed = 0;
-        while freed < pages {
+        // Pages go back as the frees empty slabs (notify) and as shrinking
+        // releases emptied ones: count them by the cache's pages.
+        let start = self.pages();
+        let freed = || start.saturating_sub(self.pages());
+        while freed() < pages {
             let batch: Vec<Arc<ObjRecord>> = {
                 let mut lru = lock(&self.lru);
                 std::iter::from_fn(|| lru.pop_first().map(|(_, r)| r))
@@ -721,9 +719,9 @@ impl Cache {
             }
             free_records(batch);
             super::heap::trim_local();
-            freed += self.shrink(EMPTY_KEEP).1;
+            self.shrink(EMPTY_KEEP);
         }
-        freed
+        freed()
     }
 }
 

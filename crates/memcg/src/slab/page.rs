@@ -37,6 +37,10 @@ pub(crate) struct Slab {
     local_free: UnsafeCell<usize>,
     used: UnsafeCell<u32>,
     capacity: UnsafeCell<u32>,
+    /// Objects linked into the free list so far: a fresh slab links a page's
+    /// worth and the rest as it is needed (mimalloc's page extension), so a
+    /// slab only ever touches the pages its objects use.
+    extended: UnsafeCell<u32>,
     /// The object vector of a shared slab (S11): the kmem context of each
     /// slot (null: not charged), kept outside the span it describes. Null
     /// for slabs of isolated caches, which are charged whole.
@@ -67,6 +71,9 @@ pub(crate) struct Slab {
     span_bytes: usize,
     prev: UnsafeCell<*mut Slab>,
     next: UnsafeCell<*mut Slab>,
+    /// While the span is free in its pool: when it was freed (milliseconds
+    /// of the pool clock), for decay. Pool lock.
+    freed_at: UnsafeCell<u64>,
 }
 
 // SAFETY: the fields behind UnsafeCell are accessed under the ownership rules
@@ -82,6 +89,7 @@ impl Slab {
             local_free: UnsafeCell::new(0),
             used: UnsafeCell::new(0),
             capacity: UnsafeCell::new(0),
+            extended: UnsafeCell::new(0),
             objcgs: UnsafeCell::new(ptr::null_mut()),
             recip: UnsafeCell::new(0),
             objcgs_cap: UnsafeCell::new(0),
@@ -98,6 +106,7 @@ impl Slab {
             span_bytes,
             prev: UnsafeCell::new(ptr::null_mut()),
             next: UnsafeCell::new(ptr::null_mut()),
+            freed_at: UnsafeCell::new(0),
         }
     }
 
@@ -132,16 +141,10 @@ impl Slab {
                 *self.objcgs.get() = ptr::null_mut();
             }
         }
-        // SAFETY: exclusive use of a fresh span (caller's contract); objects
-        // are at least 8 bytes and 8-aligned, so each can hold the link.
+        // SAFETY: exclusive use of a fresh span (caller's contract).
         unsafe {
-            let mut head = 0usize;
-            for i in (0..capacity).rev() {
-                let obj = self.start.add(i * obj_size);
-                (obj as *mut usize).write(head);
-                head = obj as usize;
-            }
-            *self.local_free.get() = head;
+            *self.local_free.get() = 0;
+            *self.extended.get() = 0;
             *self.used.get() = 0;
             *self.capacity.get() = capacity as u32;
             *self.obj_size.get() = obj_size as u32;
@@ -151,11 +154,43 @@ impl Slab {
             *self.class.get() = cache.root().index as u16;
             *self.reopen.get() = (capacity - (capacity / 4).max(1)) as u32;
         }
+        // SAFETY: as above; obj_size is set.
+        unsafe { self.extend() };
         self.cache
             .store(cache as *const Cache as *mut Cache, Relaxed);
         self.list.store(ListKind::None as u8, Relaxed);
         self.thread_free.store(0, Relaxed);
         self.owner.store(owner, Release);
+        true
+    }
+
+    /// Link the next page's worth of never-used objects (at least one) into
+    /// the empty free list. Returns false when every object is linked.
+    ///
+    /// # Safety
+    /// Exclusive use of the free list (owner, or cache lock while unowned),
+    /// and the list is empty.
+    #[cold]
+    #[inline(never)]
+    unsafe fn extend(&self) -> bool {
+        // SAFETY: caller's contract; objects are at least 8 bytes and
+        // 8-aligned, so each can hold the link; indices stay below capacity.
+        unsafe {
+            let (from, capacity) = (*self.extended.get() as usize, self.capacity());
+            if from == capacity {
+                return false;
+            }
+            let size = self.obj_size();
+            let to = capacity.min(from + (crate::PAGE_SIZE / size).max(1));
+            let mut head = 0usize;
+            for i in (from..to).rev() {
+                let obj = self.start.add(i * size);
+                (obj as *mut usize).write(head);
+                head = obj as usize;
+            }
+            *self.local_free.get() = head;
+            *self.extended.get() = to as u32;
+        }
         true
     }
 
@@ -289,9 +324,12 @@ impl Slab {
         // SAFETY: by the caller's contract we have exclusive use of the list;
         // a listed object's first word is the next link.
         unsafe {
-            let head = *self.local_free.get();
+            let mut head = *self.local_free.get();
             if head == 0 {
-                return None;
+                if !self.extend() {
+                    return None;
+                }
+                head = *self.local_free.get();
             }
             *self.local_free.get() = *(head as *const usize);
             *self.used.get() += 1;
@@ -368,9 +406,11 @@ impl Slab {
         unsafe { *self.capacity.get() as usize }
     }
 
+    /// Whether an object can be popped: linked free ones, or ones never
+    /// used yet. Owner only, or cache lock held while unowned.
     pub(crate) unsafe fn has_local_free(&self) -> bool {
         // SAFETY: caller's contract.
-        unsafe { *self.local_free.get() != 0 }
+        unsafe { *self.local_free.get() != 0 || (*self.extended.get() as usize) < self.capacity() }
     }
 
     /// Which cache list the slab is on. Stable under the cache lock.
@@ -423,6 +463,18 @@ impl Slab {
     pub(crate) unsafe fn set_list_next(&self, s: *mut Slab) {
         // SAFETY: as above.
         unsafe { *self.next.get() = s }
+    }
+
+    /// When the free span was freed. Pool lock held.
+    pub(crate) unsafe fn freed_at(&self) -> u64 {
+        // SAFETY: caller's contract.
+        unsafe { *self.freed_at.get() }
+    }
+
+    /// Record when the span was freed. Pool lock held.
+    pub(crate) unsafe fn set_freed_at(&self, ms: u64) {
+        // SAFETY: caller's contract.
+        unsafe { *self.freed_at.get() = ms }
     }
 
     pub(crate) unsafe fn set_list_prev(&self, s: *mut Slab) {

@@ -4,9 +4,14 @@
 //! `segment = addr & !(SEGMENT_SIZE - 1)`, `index = (addr - segment) >> shift`.
 //!
 //! Spans come from a pool per span size, under a lock taken once per slab
-//! (never per object). A freed span's memory goes back to the OS with
-//! `madvise(MADV_DONTNEED)` once its pool holds more than [`RESERVE_SPANS`]
-//! free spans; the segment itself stays mapped. That keeps slab metadata
+//! (never per object). Freed spans stay backed by memory ("dirty") and are
+//! handed out again first, most recently freed first, so a program that
+//! frees and rebuilds a large structure faults its pages in once. Dirty
+//! spans go back to the OS (`madvise(MADV_DONTNEED)`), oldest first, once
+//! they have been idle for [`DECAY_MS`] beyond the [`RESERVE_BYTES`] a pool
+//! always keeps, or at once beyond [`DIRTY_MAX_BYTES`]; the pools check on
+//! every span taken or freed (jemalloc's and mimalloc's decay, without a
+//! timer thread). The segment itself stays mapped. That keeps slab metadata
 //! type-stable (the kernel's `SLAB_TYPESAFE_BY_RCU` idea): a thread that
 //! freed an object and then notifies its slab's cache may find the slab
 //! reused, but never unmapped, and checks under the cache lock.
@@ -21,8 +26,21 @@ pub(crate) const SEGMENT_SHIFT: usize = 22;
 pub(crate) const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
 /// Span sizes: 4, 8, 16, 32, 64 KiB.
 pub(crate) const SPAN_SHIFTS: [usize; 5] = [12, 13, 14, 15, 16];
-/// Free spans a pool keeps backed by memory before it returns them.
-pub(crate) const RESERVE_SPANS: usize = 16;
+/// Bytes of dirty free spans a pool keeps however long they are idle.
+pub(crate) const RESERVE_BYTES: usize = 1 << 20;
+/// Bytes of dirty free spans beyond which a pool returns the oldest at once.
+pub(crate) const DIRTY_MAX_BYTES: usize = 16 << 20;
+/// How long a dirty free span beyond the reserve may stay idle.
+pub(crate) const DECAY_MS: u64 = 1000;
+
+/// Milliseconds since the pools' first use: the decay clock.
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
 
 /// The header at the start of every segment, followed by one [`Slab`] per span.
 #[repr(C)]
@@ -94,8 +112,12 @@ impl Segment {
 }
 
 struct PoolInner {
-    /// Free spans, linked through their slabs' `next`/`prev`.
+    /// Free spans, linked through their slabs' `next`/`prev`: the `ndirty`
+    /// dirty ones first (most recently freed at the head, the oldest at
+    /// `dirty_tail`), then the ones returned to the OS or never touched.
     free: *mut Slab,
+    dirty_tail: *mut Slab,
+    ndirty: usize,
     nfree: usize,
     segments: usize,
 }
@@ -109,6 +131,8 @@ struct Pool(Mutex<PoolInner>);
 static POOLS: [Pool; 5] = [const {
     Pool(Mutex::new(PoolInner {
         free: ptr::null_mut(),
+        dirty_tail: ptr::null_mut(),
+        ndirty: 0,
         nfree: 0,
         segments: 0,
     }))
@@ -143,6 +167,7 @@ pub(crate) fn alloc_span(pool: usize) -> Option<&'static Slab> {
     // decay even in a program that has stopped making large blocks.
     crate::large::decay_if_due();
     let mut p = POOLS[pool].0.lock().unwrap_or_else(|e| e.into_inner());
+    decay(&mut p, SPAN_SHIFTS[pool], now_ms());
     if p.free.is_null() {
         map_segment(&mut p, pool)?;
     }
@@ -154,6 +179,13 @@ pub(crate) fn alloc_span(pool: usize) -> Option<&'static Slab> {
         p.free = slab.list_next();
         if !p.free.is_null() {
             (*p.free).set_list_prev(ptr::null_mut());
+        }
+        if p.ndirty > 0 {
+            // The head was dirty.
+            p.ndirty -= 1;
+            if p.ndirty == 0 {
+                p.dirty_tail = ptr::null_mut();
+            }
         }
         let seg = Segment::of(slab as *const Slab as usize);
         *seg.free.get() -= 1;
@@ -170,27 +202,56 @@ pub(crate) unsafe fn free_span(slab: &'static Slab) {
     // SAFETY: a slab of ours lies in a live segment.
     let seg = unsafe { Segment::of(slab as *const Slab as usize) };
     let mut p = POOLS[seg.pool].0.lock().unwrap_or_else(|e| e.into_inner());
-    // SAFETY: pool lock held; the span is ours to link.
+    p.nfree += 1;
+    let sp = slab as *const Slab as *mut Slab;
+    let now = now_ms();
+    // SAFETY: pool lock held; the span is on no list and ours to link.
     unsafe {
+        *seg.free.get() += 1;
+        slab.set_freed_at(now);
         slab.set_list_prev(ptr::null_mut());
         slab.set_list_next(p.free);
         if !p.free.is_null() {
-            (*p.free).set_list_prev(slab as *const Slab as *mut Slab);
+            (*p.free).set_list_prev(sp);
         }
-        p.free = slab as *const Slab as *mut Slab;
-        *seg.free.get() += 1;
     }
-    p.nfree += 1;
-    if p.nfree > RESERVE_SPANS {
+    p.free = sp;
+    p.ndirty += 1;
+    if p.dirty_tail.is_null() {
+        p.dirty_tail = sp;
+    }
+    decay(&mut p, seg.span_shift, now);
+}
+
+/// Return the oldest dirty spans to the OS: beyond [`DIRTY_MAX_BYTES`] at
+/// once, beyond [`RESERVE_BYTES`] once idle for [`DECAY_MS`]. They stay in
+/// place, now first among the clean ones. Pool lock held.
+fn decay(p: &mut PoolInner, shift: usize, now: u64) {
+    while p.ndirty > 0 {
+        let dirty = p.ndirty << shift;
+        // SAFETY: ndirty > 0, so dirty_tail is a free span of this pool.
+        let oldest = unsafe { &*p.dirty_tail };
+        // SAFETY: pool lock held.
+        let idle = now.saturating_sub(unsafe { oldest.freed_at() });
+        if dirty <= RESERVE_BYTES || (dirty <= DIRTY_MAX_BYTES && idle < DECAY_MS) {
+            return;
+        }
         // SAFETY: the span is free and ours; its pages read back as zeroes
         // when touched again, which `Slab::format` overwrites anyway.
         unsafe {
             libc::madvise(
-                slab.start() as *mut libc::c_void,
-                slab.span_bytes(),
+                oldest.start() as *mut libc::c_void,
+                oldest.span_bytes(),
                 libc::MADV_DONTNEED,
             );
         }
+        p.ndirty -= 1;
+        // SAFETY: pool lock held: the links are the pool's.
+        p.dirty_tail = if p.ndirty == 0 {
+            ptr::null_mut()
+        } else {
+            unsafe { oldest.list_prev() }
+        };
     }
 }
 
