@@ -198,6 +198,7 @@ pub(crate) fn run(
     };
     Ok(Report {
         title: "memcg sim removal-cost: rmdir time against what the group leaves behind".into(),
+        intro: String::new(),
         tables: tables(&summary),
         summary: serde_json::to_string_pretty(&summary).expect("the summary serializes"),
         notes: notes(),
