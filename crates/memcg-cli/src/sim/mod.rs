@@ -9,12 +9,13 @@
 //! table or, with `--json`, as JSON; `--out DIR` writes `report.svg`,
 //! `samples.csv` and `report.md`.
 //!
-//! `churn` compares the library's two slab designs: shared caches
+//! Both scenarios compare the library's two slab designs: shared caches
 //! (S11, the default: a removed group leaves only its kmem context) and
 //! isolated per-group caches (S6: a removed group also leaves dead caches,
-//! with their slabs, until its last object is freed). It runs the same jobs
-//! once per design, each on a fresh hierarchy, and reports them side by side
-//! (a scenario file may pick one).
+//! with their slabs, until its last object is freed). `churn` runs the same
+//! jobs once per design, each on a fresh hierarchy, and reports them side by
+//! side (a scenario file may pick one); `removal-cost` removes groups left
+//! with objects of either kind of cache.
 //!
 //! Exit status: 0 when every invariant held (drift 0 at every sample and at
 //! the end), 1 when one broke or the engine refused an operation, 2 when the
