@@ -3,7 +3,10 @@
 //! The contract pinned here: a bad scenario file exits 2 naming the file, the
 //! line and the key; the same seed samples the same values (timings apart);
 //! every built-in scenario, and every `examples/*.toml`, ends with drift 0
-//! (S2: once everything is freed, every counter is back at 0) and exits 0.
+//! (S2: once everything is freed, every counter is back at 0) and exits 0,
+//! with shared slab caches (S11) and with isolated ones (S6); the default
+//! `churn` runs both and shows what sharing saves: no slab left for a removed
+//! group (S3), fewer slabs in use.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -122,6 +125,21 @@ fn the_same_seed_samples_the_same_values() {
     let second = samples_without_timings(&args, &scratch("seed-b"));
     assert!(first.len() > 2, "samples were taken: {first:?}");
     assert_eq!(first, second);
+    let header: Vec<&str> = first[0].split(',').collect();
+    for column in ["isolated", "slab_bytes", "live_object_bytes"] {
+        assert!(
+            header.contains(&column),
+            "samples.csv has {column}: {header:?}"
+        );
+    }
+    // Both designs are sampled, shared first: the slabs survivors pin are
+    // the same on every run in both.
+    let design: Vec<&str> = first[1..]
+        .iter()
+        .map(|row| row.split(',').next().expect("a first cell"))
+        .collect();
+    assert_eq!(design.first(), Some(&"0"), "{first:?}");
+    assert_eq!(design.last(), Some(&"1"), "{first:?}");
     let other = samples_without_timings(
         &["churn", "--rounds", "40", "--seed", "8"],
         &scratch("seed-c"),
@@ -137,29 +155,128 @@ fn the_same_seed_samples_the_same_values() {
     );
 }
 
+/// The slab numbers of one design's churn summary hold together: live
+/// objects sit in the slabs counted, and every survivor is gone at the end.
+fn check_slabs(s: &serde_json::Value) {
+    let peak = |key: &str| s[key].as_i64().unwrap_or_else(|| panic!("{key}: {s:#}"));
+    assert!(peak("peak_live_object_bytes") > 0, "{s:#}");
+    assert!(
+        peak("peak_live_object_bytes") <= peak("peak_slab_bytes"),
+        "live objects fit in the slabs in use: {s:#}"
+    );
+    let utilization = s["mean_slab_utilization"].as_f64().expect("a ratio");
+    assert!(utilization > 0.0 && utilization <= 1.0, "{s:#}");
+}
+
+/// S3 and S11 against S6, one invocation: the default churn runs the shared
+/// design at the top level and the isolated one beside it, under one seed.
+/// A removed group leaves no slab with shared caches; isolated caches keep
+/// dead caches and their slabs, and use more slabs for the same objects.
+#[test]
+fn the_default_churn_compares_shared_slabs_with_isolated_caches() {
+    let shared = summary(&["--rounds", "60"]);
+    let isolated = &shared["isolated"];
+    assert_eq!(shared["design"], "shared", "{shared:#}");
+    assert_eq!(isolated["design"], "isolated", "{shared:#}");
+    assert_eq!(shared["parameters"]["isolated"], false);
+    assert_eq!(isolated["parameters"]["isolated"], true);
+    for key in [
+        "seed",
+        "objects_allocated",
+        "survivors",
+        "peak_dead_contexts",
+    ] {
+        assert_eq!(shared[key], isolated[key], "{key}: the same jobs");
+    }
+    assert_eq!(
+        shared["peak_live_object_bytes"], isolated["peak_live_object_bytes"],
+        "the same survivors"
+    );
+
+    assert_eq!(shared["peak_dead_slab_bytes"], 0, "S3: {shared:#}");
+    assert_eq!(shared["peak_dead_caches"], 0, "S3: {shared:#}");
+    assert!(
+        isolated["peak_dead_slab_bytes"].as_i64() > Some(0),
+        "S6: {isolated:#}"
+    );
+    assert!(
+        isolated["peak_dead_caches"].as_i64() > Some(0),
+        "S6: {isolated:#}"
+    );
+    check_slabs(&shared);
+    check_slabs(isolated);
+
+    let (s, i) = (
+        shared["peak_slab_bytes"].as_f64().expect("bytes"),
+        isolated["peak_slab_bytes"].as_f64().expect("bytes"),
+    );
+    assert!(
+        s < i,
+        "shared slabs hold the same objects in fewer slabs: {s} vs {i}"
+    );
+    let saving = shared["slab_saving"].as_f64().expect("slab_saving");
+    assert!(
+        (saving - (1.0 - s / i)).abs() < 1e-9,
+        "{saving} vs {s} / {i}"
+    );
+}
+
+/// `isolated = true|false` in a scenario file runs that design alone.
+#[test]
+fn a_scenario_file_picks_one_design() {
+    for (isolated, design) in [(true, "isolated"), (false, "shared")] {
+        let path = scratch(&format!("{design}.toml"));
+        std::fs::write(
+            &path,
+            format!("scenario = \"churn\"\nisolated = {isolated}\n"),
+        )
+        .expect("scratch is writable");
+        let s = summary(&[path.to_str().expect("UTF-8 path"), "--rounds", "20"]);
+        assert_eq!(s["design"], design, "{s:#}");
+        assert!(s.get("isolated").is_none(), "one design: {s:#}");
+        assert!(s.get("slab_saving").is_none(), "one design: {s:#}");
+        assert_eq!(s["drift_bytes"], 0, "{s:#}");
+        check_slabs(&s);
+    }
+}
+
+/// The drift checks of one churn summary (S1, S2, S4).
+fn check_churn_drift(s: &serde_json::Value) {
+    assert_eq!(s["drift_bytes"], 0, "{s:#}");
+    assert_eq!(s["max_abs_sample_drift_bytes"], 0, "{s:#}");
+    assert_eq!(s["max_abs_hierarchy_gap_bytes"], 0, "{s:#}");
+    assert_eq!(s["peak_dying_groups"], 0, "S1: {s:#}");
+    assert_eq!(s["end_live_contexts"], 0, "{s:#}");
+    assert_eq!(s["end_live_caches"], 0, "{s:#}");
+    assert!(s["peak_dead_contexts"].as_u64() > Some(0), "{s:#}");
+}
+
 /// S2 for whole workloads: after every survivor is freed and every group
 /// removed, the root's memory.current is exactly 0, and so was the drift at
-/// every sample.
+/// every sample, with shared and with isolated slab caches.
 #[test]
 fn drift_is_zero_at_the_end_of_every_built_in_scenario() {
     let churn = summary(&["churn", "--rounds", "60"]);
-    assert_eq!(churn["drift_bytes"], 0, "{churn:#}");
-    assert_eq!(churn["max_abs_sample_drift_bytes"], 0, "{churn:#}");
-    assert_eq!(churn["max_abs_hierarchy_gap_bytes"], 0, "{churn:#}");
-    assert_eq!(churn["peak_dying_groups"], 0, "S1: {churn:#}");
-    assert_eq!(churn["end_live_contexts"], 0, "{churn:#}");
-    assert!(churn["peak_dead_contexts"].as_u64() > Some(0), "{churn:#}");
+    check_churn_drift(&churn);
+    check_churn_drift(&churn["isolated"]);
 
     let removal = summary(&["removal-cost", "--rounds", "1"]);
     assert_eq!(removal["drift_bytes"], 0, "{removal:#}");
-    let most_objects = removal["points"]
-        .as_array()
-        .expect("points")
-        .iter()
-        .filter(|p| p["kind"] == "kmem_objects")
-        .map(|p| p["count"].as_u64().expect("a count"))
-        .max();
-    assert_eq!(most_objects, Some(1_000_000));
+    let points = removal["points"].as_array().expect("points");
+    let most = |kind: &str| {
+        points
+            .iter()
+            .filter(|p| p["kind"] == kind)
+            .map(|p| p["count"].as_u64().expect("a count"))
+            .max()
+    };
+    assert_eq!(most("kmem_objects"), Some(1_000_000));
+    assert_eq!(most("isolated_objects"), Some(1_000_000));
+    // S8 without a clock: removing a group from shared caches looks at no
+    // slab, however many objects it leaves.
+    for p in points.iter().filter(|p| p["kind"] == "kmem_objects") {
+        assert_eq!(p["slabs_looked_at"], 0, "{p:#}");
+    }
 }
 
 #[test]
@@ -175,5 +292,8 @@ fn every_example_scenario_runs_with_drift_zero() {
     for scenario in scenarios {
         let s = summary(&[scenario.to_str().expect("UTF-8 path"), "--rounds", "2"]);
         assert_eq!(s["drift_bytes"], 0, "{}: {s:#}", scenario.display());
+        if let Some(isolated) = s.get("isolated") {
+            assert_eq!(isolated["drift_bytes"], 0, "{}: {s:#}", scenario.display());
+        }
     }
 }

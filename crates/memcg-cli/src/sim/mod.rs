@@ -9,6 +9,14 @@
 //! table or, with `--json`, as JSON; `--out DIR` writes `report.svg`,
 //! `samples.csv` and `report.md`.
 //!
+//! Both scenarios compare the library's two slab designs: shared caches
+//! (S11, the default: a removed group leaves only its kmem context) and
+//! isolated per-group caches (S6: a removed group also leaves dead caches,
+//! with their slabs, until its last object is freed). `churn` runs the same
+//! jobs once per design, each on a fresh hierarchy, and reports them side by
+//! side (a scenario file may pick one); `removal-cost` removes groups left
+//! with objects of either kind of cache.
+//!
 //! Exit status: 0 when every invariant held (drift 0 at every sample and at
 //! the end), 1 when one broke or the engine refused an operation, 2 when the
 //! scenario cannot be read or is invalid.
@@ -36,7 +44,8 @@ const PAGE: i128 = memcg::PAGE_SIZE as i128;
 /// The options of `memcg sim`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SimArgs {
-    /// `churn` (jobs come and go, leaving objects behind), `removal-cost`
+    /// `churn` (jobs come and go, leaving objects behind; shared slab caches
+    /// against isolated ones), `removal-cost`
     /// (rmdir time against live objects and pages), or a TOML scenario file
     /// (see examples/*.toml).
     #[arg(value_name = "SCENARIO", default_value = "churn")]
@@ -44,7 +53,8 @@ pub(crate) struct SimArgs {
     /// Seed of every random choice: the same seed samples the same values.
     #[arg(long, value_name = "N", default_value_t = 1)]
     seed: u64,
-    /// Rounds: jobs for churn, repetitions for removal-cost.
+    /// Rounds: jobs for churn (per slab design), repetitions for
+    /// removal-cost.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     rounds: Option<u64>,
     /// Write report.svg, samples.csv and report.md into DIR.

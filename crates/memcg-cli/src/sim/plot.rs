@@ -2,8 +2,10 @@
 //! plotters' SVG backend (no font rasterizer: SVG text is laid out by the
 //! viewer, so plotters' estimate of text sizes is enough).
 //!
-//! Log axes are drawn as linear axes over `log10` of the values, labelled
-//! with the values themselves; points at or below 0 are left out there.
+//! Log axes are drawn as linear axes over the logarithm of the values,
+//! labelled with the values themselves; points at or below 0 are left out
+//! there. Byte axes take `log2`, so that their ticks fall on powers of two
+//! (`64 KiB`, `1 MiB`); the others `log10`.
 
 use std::path::Path;
 
@@ -49,8 +51,16 @@ impl Unit {
         match self {
             Unit::Count if v > 0.0 && v < 1.0 => format!("{v:.1}"),
             Unit::Count => format!("{v:.0}"),
-            Unit::Bytes => human_bytes(v),
+            Unit::Bytes => human_bytes(v).replace(".0 ", " "),
             Unit::Nanos => human_ns(v),
+        }
+    }
+
+    /// The base of a log axis of this unit.
+    fn log_base(self) -> f64 {
+        match self {
+            Unit::Bytes => 2.0,
+            Unit::Count | Unit::Nanos => 10.0,
         }
     }
 }
@@ -100,10 +110,12 @@ fn draw_panel(area: &Area<'_>, panel: &Panel) -> Result<(), Box<dyn std::error::
             .unwrap_or((1.0, "B")),
         _ => (1.0, ""),
     };
-    let tx = |v: f64| if panel.log_x { log(v) } else { Some(v) };
+    // x axes count things; a log y axis takes its unit's base.
+    let (x_base, y_base) = (10.0, panel.y_unit.log_base());
+    let tx = |v: f64| if panel.log_x { log(v, x_base) } else { Some(v) };
     let ty = |v: f64| {
         if panel.log_y {
-            log(v)
+            log(v, y_base)
         } else {
             Some(v / scale)
         }
@@ -125,7 +137,12 @@ fn draw_panel(area: &Area<'_>, panel: &Panel) -> Result<(), Box<dyn std::error::
         .flat_map(|s| &s.points)
         .filter_map(|p| tx(p.0));
     let x_range = range(xs, panel.log_x, 0.0);
-    let headroom = if panel.log_y { 0.2 } else { 0.5 };
+    // On a log axis: a fifth of a decade, or one power of two.
+    let headroom = match (panel.log_y, y_base == 2.0) {
+        (true, true) => 1.0,
+        (true, false) => 0.2,
+        (false, _) => 0.5,
+    };
     let y_range = range(lines.iter().flatten().map(|p| p.1), panel.log_y, headroom);
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, ("sans-serif", 16))
@@ -136,32 +153,35 @@ fn draw_panel(area: &Area<'_>, panel: &Panel) -> Result<(), Box<dyn std::error::
         .build_cartesian_2d(x_range.clone(), y_range.clone())?;
     let x_fmt = |v: &f64| {
         if panel.log_x {
-            format!("{:.0}", 10f64.powf(*v))
+            format!("{:.0}", x_base.powf(*v))
         } else {
             format!("{v:.0}")
         }
     };
     let y_fmt = |v: &f64| {
         if panel.log_y {
-            panel.y_unit.label(10f64.powf(*v))
+            panel.y_unit.label(y_base.powf(*v))
         } else if !unit.is_empty() {
             format!("{v} {unit}")
         } else {
             panel.y_unit.label(*v)
         }
     };
-    let ticks = |r: &std::ops::Range<f64>, log: bool| {
-        if log {
-            (r.end - r.start).round() as usize + 1
-        } else {
+    // A tick per decade; per power of two, plotters keeps every other.
+    let ticks = |r: &std::ops::Range<f64>, log: bool, base: f64| {
+        if !log {
             6
+        } else if base == 2.0 {
+            ((r.end - r.start) / 2.0).ceil() as usize + 1
+        } else {
+            (r.end - r.start).round() as usize + 1
         }
     };
     chart
         .configure_mesh()
         .x_desc(panel.x_label.as_str())
-        .x_labels(ticks(&x_range, panel.log_x))
-        .y_labels(ticks(&y_range, panel.log_y))
+        .x_labels(ticks(&x_range, panel.log_x, x_base))
+        .y_labels(ticks(&y_range, panel.log_y, y_base))
         .x_label_formatter(&x_fmt)
         .y_label_formatter(&y_fmt)
         .light_line_style(WHITE.mix(0.0))
@@ -189,12 +209,12 @@ fn draw_panel(area: &Area<'_>, panel: &Panel) -> Result<(), Box<dyn std::error::
     Ok(())
 }
 
-fn log(v: f64) -> Option<f64> {
-    (v > 0.0).then(|| v.log10())
+fn log(v: f64, base: f64) -> Option<f64> {
+    (v > 0.0).then(|| v.log(base))
 }
 
-/// An axis' range over `values`: whole decades, with `headroom` (in
-/// decades) around the data on a log axis; from 0 on a linear one, with
+/// An axis' range over `values`: whole powers of the base, with `headroom`
+/// (in powers) around the data on a log axis; from 0 on a linear one, with
 /// `headroom` (a fraction of the span) above the data for the legend.
 fn range(values: impl Iterator<Item = f64>, log: bool, headroom: f64) -> std::ops::Range<f64> {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {

@@ -3,21 +3,28 @@
 //!
 //! A group is created, a thread enters it and allocates N slab objects (or
 //! charges N anon pages), leaves, and the group is removed, timed. kmem is
-//! reparented by switching the context's pointer and killing the group's
-//! caches, which looks only at their empty and partial slabs: the time does
-//! not grow with N (S8). User pages are walked to the parent one by one: the
-//! time grows linearly with N (S7). The engine's own count of the slabs a
-//! removal looked at (`last_removal_slabs`) shows the same without a clock.
+//! reparented by switching the context's pointer: the time does not grow
+//! with N (S8). User pages are walked to the parent one by one: the time
+//! grows linearly with N (S7).
+//!
+//! Slab objects are measured in both designs, from two caches of one size.
+//! In a shared cache (S11, the default) the objects sit in slabs of all
+//! groups and a removal touches no slab at all. In an isolated cache (S6)
+//! the removal also kills the group's child cache, which looks only at its
+//! empty and partial slabs, never at the full ones: still not N. The
+//! engine's own count of the slabs a removal looked at
+//! (`last_removal_slabs`) shows both without a clock: 0 for shared caches,
+//! a few for isolated ones, whatever N.
 //!
 //! Every removal starts with cold CPU caches: the simulator first writes a
 //! 64 MiB buffer, as large as the most objects measured. Otherwise the
 //! memory a large group was just filled with would evict the hierarchy's
 //! structures for large counts only, and the clock would measure that.
 //!
-//! After each measurement the objects are freed from the root (remote frees
-//! into the dead cache, uncharging the parent) and the parent must be back at
-//! 0. Measurements run in an order shuffled by the seed, repeated `rounds`
-//! times; the report gives medians.
+//! After each measurement the objects are freed from the root (remote frees,
+//! into the dead cache for isolated ones, uncharging the parent) and the
+//! parent must be back at 0. Measurements run in an order shuffled by the
+//! seed, repeated `rounds` times; the report gives medians.
 
 use std::time::{Duration, Instant};
 
@@ -31,11 +38,13 @@ use super::rng::Rng;
 use super::scenario::RemovalCost;
 use super::{settle_to_empty, stat_bytes, SimError};
 
-/// The sampled columns, in CSV order: one row per measurement, either
-/// `kmem_objects` or `anon_pages` non-zero.
-const COLUMNS: [&str; 6] = [
+/// The sampled columns, in CSV order: one row per measurement, one of
+/// `kmem_objects` (shared cache), `isolated_objects` (isolated cache) or
+/// `anon_pages` non-zero.
+const COLUMNS: [&str; 7] = [
     "rep",
     "kmem_objects",
+    "isolated_objects",
     "anon_pages",
     "slabs_looked_at",
     "parent_bytes_after",
@@ -51,7 +60,10 @@ const VICTIM: &str = "/bench/victim";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 enum Kind {
+    /// Objects of a shared cache (S11).
     KmemObjects,
+    /// Objects of an isolated cache (S6).
+    IsolatedObjects,
     AnonPages,
 }
 
@@ -72,8 +84,11 @@ struct Summary {
     seed: u64,
     rounds: usize,
     points: Vec<Point>,
-    /// Median rmdir time with the most objects over that with the fewest.
+    /// Median rmdir time with the most objects over that with the fewest,
+    /// shared cache.
     kmem_growth: f64,
+    /// The same with an isolated cache.
+    isolated_kmem_growth: f64,
     /// Median rmdir time with the most anon pages over that with the fewest.
     anon_growth: f64,
     /// Median rmdir time per anon page at the largest count.
@@ -95,16 +110,16 @@ pub(crate) fn run(
     let h = Hierarchy::new();
     h.create(PARENT)
         .map_err(|e| SimError::engine(format!("mkdir {PARENT}"), e))?;
-    let cache = SlabCache::new(
-        &format!("sim/removal-{}", cfg.object_size),
-        cfg.object_size,
-        false,
-    )
-    .map_err(|e| SimError::engine("cache", e))?;
+    let name = format!("sim/removal-{}", cfg.object_size);
+    let shared = SlabCache::new(&name, cfg.object_size, false)
+        .map_err(|e| SimError::engine(format!("cache {name}"), e))?;
+    let name = format!("sim/removal-isolated-{}", cfg.object_size);
+    let isolated = SlabCache::isolated(&name, cfg.object_size, false)
+        .map_err(|e| SimError::engine(format!("cache {name}"), e))?;
     let plan: Vec<(Kind, usize)> = cfg
         .objects
         .iter()
-        .map(|&n| (Kind::KmemObjects, n))
+        .flat_map(|&n| [(Kind::KmemObjects, n), (Kind::IsolatedObjects, n)])
         .chain(cfg.anon_pages.iter().map(|&n| (Kind::AnonPages, n)))
         .collect();
     progress.set_length((plan.len() * cfg.rounds) as u64);
@@ -116,6 +131,10 @@ pub(crate) fn run(
         shuffle(&mut order, &mut Rng::derive(seed, &[rep as u64]));
         for (kind, count) in order {
             progress.set_message(format!("{count} {}", kind_name(kind)));
+            let cache = match kind {
+                Kind::IsolatedObjects => isolated,
+                _ => shared,
+            };
             let (slabs, parent_bytes, time) =
                 measure(&h, cache, kind, count, &mut sweep, &mut failures)?;
             rows.push((kind, count, rep, slabs, parent_bytes, time));
@@ -136,14 +155,12 @@ pub(crate) fn run(
 
     let mut samples = Samples::new(&COLUMNS);
     for &(kind, count, rep, slabs, parent_bytes, time) in &rows {
-        let (objects, pages) = match kind {
-            Kind::KmemObjects => (count, 0),
-            Kind::AnonPages => (0, count),
-        };
+        let of = |k| if k == kind { count as i128 } else { 0 };
         samples.push(vec![
             rep as i128,
-            objects as i128,
-            pages as i128,
+            of(Kind::KmemObjects),
+            of(Kind::IsolatedObjects),
+            of(Kind::AnonPages),
             slabs as i128,
             parent_bytes,
             time.as_nanos() as i128,
@@ -189,6 +206,7 @@ pub(crate) fn run(
         seed,
         rounds: cfg.rounds,
         kmem_growth: growth(Kind::KmemObjects),
+        isolated_kmem_growth: growth(Kind::IsolatedObjects),
         anon_growth: growth(Kind::AnonPages),
         anon_ns_per_page,
         points,
@@ -198,6 +216,7 @@ pub(crate) fn run(
     };
     Ok(Report {
         title: "memcg sim removal-cost: rmdir time against what the group leaves behind".into(),
+        intro: String::new(),
         tables: tables(&summary),
         summary: serde_json::to_string_pretty(&summary).expect("the summary serializes"),
         notes: notes(),
@@ -227,7 +246,7 @@ fn measure(
     {
         let _inside = victim.enter().map_err(|e| engine("enter", e))?;
         match kind {
-            Kind::KmemObjects => {
+            Kind::KmemObjects | Kind::IsolatedObjects => {
                 objects.reserve_exact(count);
                 for _ in 0..count {
                     objects.push(cache.alloc().map_err(|e| engine("alloc", e))?);
@@ -258,7 +277,8 @@ fn measure(
         Ok(text.trim().parse().unwrap_or(-1))
     };
     let parent_bytes = read(&parent)?;
-    // From this thread, in the root: remote frees into the dead cache.
+    // From this thread, in the root: remote frees (into the dead cache, for
+    // an isolated one).
     drop(objects);
     drop(pages);
     // The parent's own context lives on; the victim's must be gone.
@@ -275,7 +295,8 @@ fn measure(
 
 fn kind_name(kind: Kind) -> &'static str {
     match kind {
-        Kind::KmemObjects => "slab objects",
+        Kind::KmemObjects => "slab objects (shared cache)",
+        Kind::IsolatedObjects => "slab objects (isolated cache)",
         Kind::AnonPages => "anon pages",
     }
 }
@@ -301,25 +322,34 @@ fn tables(s: &Summary) -> Vec<Table> {
     counts.dedup();
     let mut t = Table::new(&[
         "left in the group",
-        "rmdir: slab objects",
+        "rmdir: shared slab objects",
+        "slabs looked at",
+        "rmdir: isolated slab objects",
         "slabs looked at",
         "rmdir: anon pages",
     ]);
     for n in counts {
         let find = |kind| s.points.iter().find(|p| p.kind == kind && p.count == n);
-        let kmem = find(Kind::KmemObjects);
-        let anon = find(Kind::AnonPages);
+        let time = |p: Option<&Point>| p.map_or("-".into(), |p| human_ns(p.median_rmdir_ns as f64));
+        let slabs = |p: Option<&Point>| p.map_or("-".into(), |p| p.slabs_looked_at.to_string());
+        let (shared, isolated) = (find(Kind::KmemObjects), find(Kind::IsolatedObjects));
         t.row(vec![
             n.to_string(),
-            kmem.map_or("-".into(), |p| human_ns(p.median_rmdir_ns as f64)),
-            kmem.map_or("-".into(), |p| p.slabs_looked_at.to_string()),
-            anon.map_or("-".into(), |p| human_ns(p.median_rmdir_ns as f64)),
+            time(shared),
+            slabs(shared),
+            time(isolated),
+            slabs(isolated),
+            time(find(Kind::AnonPages)),
         ]);
     }
     let mut m = Table::new(&["removal-cost", "value"]);
     m.row(vec![
-        "slab objects: rmdir growth, fewest to most (S8)".into(),
+        "shared slab objects: rmdir growth, fewest to most (S8)".into(),
         format!("{:.2}x", s.kmem_growth),
+    ]);
+    m.row(vec![
+        "isolated slab objects: rmdir growth, fewest to most (S8)".into(),
+        format!("{:.2}x", s.isolated_kmem_growth),
     ]);
     m.row(vec![
         "anon pages: rmdir growth, fewest to most (S7)".into(),
@@ -339,8 +369,8 @@ fn tables(s: &Summary) -> Vec<Table> {
 
 fn notes() -> Vec<String> {
     [
-        "Each row of `samples.csv` is one removal of a group left with `kmem_objects` live slab objects or `anon_pages` anon pages; `rmdir_ns` is the time of `Hierarchy::remove`, medians in the summary.",
-        "`slabs_looked_at`: `Hierarchy::last_removal_slabs()`, the empty and partial slabs the removal shrank. Full slabs are never visited, so it does not grow with the objects (S8).",
+        "Each row of `samples.csv` is one removal of a group left with `kmem_objects` live objects of a shared slab cache (S11), `isolated_objects` live objects of an isolated one (S6), or `anon_pages` anon pages; `rmdir_ns` is the time of `Hierarchy::remove`, medians in the summary.",
+        "`slabs_looked_at`: `Hierarchy::last_removal_slabs()`, the empty and partial slabs of the group's child caches the removal shrank. Shared caches have no child cache: 0. Isolated ones: full slabs are never visited, so it does not grow with the objects (S8).",
         "`parent_bytes_after`: the parent's `memory.current` right after the removal: the removed group's charges, now billed to the parent.",
         "`drift_bytes`: the root's `memory.current` after every object was freed and every group removed. Must be exactly 0.",
         "Columns ending in `_ns` are timings; every other column is the same for the same seed.",
@@ -371,20 +401,28 @@ fn panels(s: &Summary) -> Vec<Panel> {
                 series(Kind::AnonPages, "anon pages: walked (S7)", &|p| {
                     p.median_rmdir_ns as f64
                 }),
-                series(Kind::KmemObjects, "slab objects: reparented (S8)", &|p| {
-                    p.median_rmdir_ns as f64
-                }),
+                series(
+                    Kind::KmemObjects,
+                    "shared slab objects: reparented (S8)",
+                    &|p| p.median_rmdir_ns as f64,
+                ),
+                series(
+                    Kind::IsolatedObjects,
+                    "isolated slab objects: reparented, cache killed (S8)",
+                    &|p| p.median_rmdir_ns as f64,
+                ),
             ],
         },
         Panel {
-            title: "Work of the removal: anon pages walked, slabs looked at".into(),
+            title: "Work of the removal: anon pages walked, slabs looked at (shared caches: none)"
+                .into(),
             x_label: "live slab objects / anon pages in the removed group".into(),
             y_unit: Unit::Count,
             log_x: true,
             log_y: true,
             series: vec![
                 series(Kind::AnonPages, "anon pages walked", &|p| p.count as f64),
-                series(Kind::KmemObjects, "slabs looked at", &|p| {
+                series(Kind::IsolatedObjects, "slabs looked at, isolated", &|p| {
                     p.slabs_looked_at as f64
                 }),
             ],

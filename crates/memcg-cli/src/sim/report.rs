@@ -10,6 +10,8 @@ use super::plot::Panel;
 pub(crate) struct Report {
     /// The title of the plot and of `report.md`.
     pub(crate) title: String,
+    /// What the run shows, in a paragraph, for `report.md` (may be empty).
+    pub(crate) intro: String,
     /// The summary as JSON, fields in the order of the summary's struct;
     /// always has `drift_bytes`.
     pub(crate) summary: String,
@@ -185,6 +187,9 @@ impl Report {
             "# {}\n\n```sh\n{command}\n```\n\n![plot](report.svg)\n\n",
             self.title
         );
+        if !self.intro.is_empty() {
+            let _ = writeln!(out, "{}\n", self.intro);
+        }
         for table in &self.tables {
             out.push_str(&table.to_markdown());
             out.push('\n');

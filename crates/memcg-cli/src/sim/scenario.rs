@@ -8,6 +8,12 @@
 //! names the file, the line and the key, as `FILE:LINE: cache[1].size: ...`.
 //! toml reports errors with byte spans; a second, spanned parse of the same
 //! text maps a span back to the key it belongs to, and a key to its line.
+//!
+//! A churn scenario runs with shared slab caches (S11, the library's
+//! default), with isolated per-group caches (S6, the seed's design), or with
+//! both, one after the other on fresh hierarchies under the same seed: the
+//! key `isolated` picks one; left out, as in the built-in, both run and the
+//! report compares them.
 
 use std::ops::Range;
 
@@ -68,6 +74,12 @@ pub(crate) struct Churn {
     /// The slab caches each thread allocates from (TOML: `[[cache]]`).
     #[serde(rename = "cache")]
     pub(crate) caches: Vec<CacheSpec>,
+    /// The slab design: `false` runs shared caches only (S11: objects of all
+    /// groups share slabs and are charged by the byte), `true` isolated
+    /// caches only (S6: per-group child caches, dead after removal). Unset
+    /// (the built-in): both, shared first, and the report compares them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) isolated: Option<bool>,
 }
 
 /// Page-level kmem buffers per thread and job.
@@ -129,6 +141,7 @@ impl Default for Churn {
                 cache("kmalloc-64", 64, false, 512),
                 cache("task", 1024, false, 8),
             ],
+            isolated: None,
         }
     }
 }
@@ -491,6 +504,12 @@ mod tests {
         };
         assert_eq!(c.threads, 3);
         assert_eq!(c.rounds, Churn::default().rounds);
+        assert_eq!(c.isolated, None, "both designs unless the file picks one");
+        let s = parse("s.toml", "scenario = \"churn\"\nisolated = true\n").unwrap();
+        let Scenario::Churn(c) = s else {
+            panic!("a churn scenario")
+        };
+        assert_eq!(c.isolated, Some(true));
     }
 
     #[test]
