@@ -171,37 +171,35 @@ fn claim_slot() -> *const Slot {
 /// Take `pages` of `stat` from the calling thread's stock if it holds that
 /// many for `ctx`; the statistic is counted in the stock's deltas.
 pub(crate) fn consume(ctx: &CtxRef, pages: usize, stat: Stat) -> bool {
-    let Some(slot) = my_slot() else { return false };
-    slot.lock();
-    let hit =
-        std::ptr::eq(slot.ctx.load(Relaxed), ctx.as_ptr()) && slot.pages.load(Relaxed) >= pages;
-    let flush = if hit {
-        slot.pages.fetch_sub(pages, Relaxed);
-        slot.count(stat, pages as isize)
-    } else {
-        None
-    };
-    slot.unlock();
-    if let Some(deltas) = flush {
-        apply(ctx, deltas);
-    }
-    hit
+    with_slot_for(ctx, stat, pages as isize, |slot| {
+        let hit = slot.pages.load(Relaxed) >= pages;
+        if hit {
+            slot.pages.fetch_sub(pages, Relaxed);
+        }
+        hit
+    })
 }
 
 /// Give `pages` of `stat` charged through `ctx` back into the calling
 /// thread's stock, if it holds `ctx` and has room; the caller uncharges
 /// them itself otherwise.
 pub(crate) fn uncharge_cached(ctx: &CtxRef, pages: usize, stat: Stat) -> bool {
+    with_slot_for(ctx, stat, -(pages as isize), |slot| {
+        let hit = slot.pages.load(Relaxed) + pages <= 2 * CHARGE_BATCH;
+        if hit {
+            slot.pages.fetch_add(pages, Relaxed);
+        }
+        hit
+    })
+}
+
+/// Under the calling thread's slot lock, if the slot holds `ctx`: run `f`,
+/// and if it took or gave back pages, count `delta` pages of `stat`.
+fn with_slot_for(ctx: &CtxRef, stat: Stat, delta: isize, f: impl FnOnce(&Slot) -> bool) -> bool {
     let Some(slot) = my_slot() else { return false };
     slot.lock();
-    let hit = std::ptr::eq(slot.ctx.load(Relaxed), ctx.as_ptr())
-        && slot.pages.load(Relaxed) + pages <= 2 * CHARGE_BATCH;
-    let flush = if hit {
-        slot.pages.fetch_add(pages, Relaxed);
-        slot.count(stat, -(pages as isize))
-    } else {
-        None
-    };
+    let hit = std::ptr::eq(slot.ctx.load(Relaxed), ctx.as_ptr()) && f(slot);
+    let flush = if hit { slot.count(stat, delta) } else { None };
     slot.unlock();
     if let Some(deltas) = flush {
         apply(ctx, deltas);

@@ -332,35 +332,9 @@ pub(super) fn os_counts() -> (u64, u64) {
 }
 
 /// Map `len` bytes (whole pages) aligned to `align` (a power of two, at
-/// least a page). `None` if the OS refuses.
+/// least a page), counted. `None` if the OS refuses.
 pub(super) fn map(len: usize, align: usize) -> Option<usize> {
-    let map_len = len.checked_add(align - PAGE_SIZE)?;
-    // SAFETY: an anonymous private mapping, ours alone; the misaligned head
-    // and the tail beyond `len` are unmapped at once, leaving exactly
-    // [start, start + len) mapped.
-    let start = unsafe {
-        let raw = libc::mmap(
-            ptr::null_mut(),
-            map_len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if raw == libc::MAP_FAILED {
-            return None;
-        }
-        let raw = raw as usize;
-        let start = (raw + align - 1) & !(align - 1);
-        if start > raw {
-            libc::munmap(raw as *mut libc::c_void, start - raw);
-        }
-        let end = raw + map_len;
-        if end > start + len {
-            libc::munmap((start + len) as *mut libc::c_void, end - start - len);
-        }
-        start
-    };
+    let start = crate::slab::segment::map_aligned(len, align)?;
     OS_MAPS.fetch_add(1, Relaxed);
     Some(start)
 }

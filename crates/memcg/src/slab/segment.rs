@@ -255,14 +255,17 @@ fn decay(p: &mut PoolInner, shift: usize, now: u64) {
     }
 }
 
-fn map_segment(p: &mut PoolInner, pool: usize) -> Option<()> {
-    let shift = SPAN_SHIFTS[pool];
-    // SAFETY: an anonymous private mapping of twice the segment size, from
-    // which an aligned segment is cut; the excess is unmapped at once.
-    let base = unsafe {
+/// Map `len` bytes (whole pages) aligned to `align` (a power of two, at
+/// least a page), for segments and large runs. `None` if the OS refuses.
+pub(crate) fn map_aligned(len: usize, align: usize) -> Option<usize> {
+    let map_len = len.checked_add(align - crate::PAGE_SIZE)?;
+    // SAFETY: an anonymous private mapping, ours alone; the misaligned head
+    // and the tail beyond `len` are unmapped at once, leaving exactly
+    // [start, start + len) mapped.
+    unsafe {
         let raw = libc::mmap(
             ptr::null_mut(),
-            2 * SEGMENT_SIZE,
+            map_len,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
@@ -272,19 +275,21 @@ fn map_segment(p: &mut PoolInner, pool: usize) -> Option<()> {
             return None;
         }
         let raw = raw as usize;
-        let aligned = (raw + SEGMENT_SIZE - 1) & !(SEGMENT_SIZE - 1);
-        if aligned > raw {
-            libc::munmap(raw as *mut libc::c_void, aligned - raw);
+        let start = (raw + align - 1) & !(align - 1);
+        if start > raw {
+            libc::munmap(raw as *mut libc::c_void, start - raw);
         }
-        let end = raw + 2 * SEGMENT_SIZE;
-        if end > aligned + SEGMENT_SIZE {
-            libc::munmap(
-                (aligned + SEGMENT_SIZE) as *mut libc::c_void,
-                end - aligned - SEGMENT_SIZE,
-            );
+        let end = raw + map_len;
+        if end > start + len {
+            libc::munmap((start + len) as *mut libc::c_void, end - start - len);
         }
-        aligned
-    };
+        Some(start)
+    }
+}
+
+fn map_segment(p: &mut PoolInner, pool: usize) -> Option<()> {
+    let shift = SPAN_SHIFTS[pool];
+    let base = map_aligned(SEGMENT_SIZE, SEGMENT_SIZE)?;
     let (first, nspans) = span_range(shift);
     // SAFETY: the mapping is fresh, zeroed, writable and ours; we initialise
     // the header and every slab before publishing the segment.
