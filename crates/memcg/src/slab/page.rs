@@ -31,7 +31,9 @@ pub(crate) enum ListKind {
     HeapFull,
 }
 
-#[repr(C)]
+/// Aligned to a cache line, so that the fields the fast paths read (the
+/// first 64 bytes) share one line whichever span the slab describes.
+#[repr(C, align(64))]
 pub(crate) struct Slab {
     // Hot fields first: the fast paths read these and nothing else.
     local_free: UnsafeCell<usize>,
