@@ -37,15 +37,18 @@
 //! Layers, each on the ones before it (DESIGN.md §6): the
 //! [page counter](page_counter); groups ([`Hierarchy`], [`Group`]); kmem
 //! contexts and per-thread charge stocks; page-level kmem ([`KmemPages`]),
-//! the [slab allocator](slab) with per-group caches ([`SlabCache`]) and
+//! the [slab allocator](slab) with shared slabs and byte charges
+//! ([`SlabCache`]; per-group caches on request) and
 //! [large blocks](large) in cached runs of pages; user pages ([`UserPage`]) with reclaim
 //! ([`Shrinker`]); and the front ends: the global allocator [`MemcgAlloc`]
 //! over [`global()`], and [`Group::allocator`] handles for `allocator_api2`
 //! collections.
 //!
 //! `unsafe` lives in the allocator layer (`slab`, `large`, `kmem`, `global`)
-//! and in the kmem context's owner pointer (`context`); every block says why
-//! it is sound.
+//! and in the kmem context pointer: the context's owner pointer and the
+//! counted context references kept as raw pointers by the charge and object
+//! stocks and the thread's current context (`context`, `stock`, `objstock`,
+//! `current`); every block says why it is sound.
 
 #![warn(missing_docs)]
 // Under loom the charge stocks are bypassed, which leaves their code unused.

@@ -1,13 +1,23 @@
-//! Layer 4b: the slab allocator, with per-group caches (DESIGN.md §6).
+//! Layer 4b: the slab allocator (DESIGN.md §6): shared slabs with byte
+//! charges by default (S11), per-group child caches on request (S6).
 //!
 //! Vocabulary (DESIGN.md §2): a *root cache* is made by name and object size
-//! ([`SlabCache::new`], the kernel's `kmem_cache_create`); a group's first
-//! allocation from it makes the group's *child cache*, found later through
-//! the root's slot for the group's id. A child cache gets its memory as
-//! *slabs*: spans of 4–64 KiB cut from 4 MiB *segments* mapped from the OS.
-//! Each slab is charged once, through the child cache's kmem context and the
-//! thread's charge stock; objects carry no header, and the slab of any object
-//! is found by masking its address.
+//! ([`SlabCache::new`], the kernel's `kmem_cache_create`). It gets its memory
+//! as *slabs*: spans of 4–64 KiB cut from 4 MiB *segments* mapped from the
+//! OS; objects carry no header, and the slab of any object is found by
+//! masking its address.
+//!
+//! - **Shared** (the default): the slabs of a root cache serve every group.
+//!   Each slab has an *object vector*, kept outside the span, holding the
+//!   kmem context of each slot; an object is charged its slot plus its
+//!   vector entry, in bytes, through the thread's object stock
+//!   (`objstock`), and a free from any thread uncharges the object's own
+//!   context. A removed group leaves its context and nothing else (S3).
+//! - **Isolated** ([`SlabCache::isolated`], the seed's design): a group's
+//!   first allocation makes its *child cache*, found through the root's slot
+//!   for the group's id; each slab is charged once, whole, through the child
+//!   cache's context. On removal the child cache is dead and lives until
+//!   its last object is freed (S6).
 //!
 //! Module map: `heap` is the fast path (one screen); `page` the slab and
 //! its ownership rules; `remote` the lock-free remote-free list; `cache`
@@ -24,9 +34,11 @@
 //!     (0..100).map(|_| dentries.alloc().unwrap()).collect()
 //! };
 //! h.quiesce();
-//! // 100 objects of 192 bytes fill five 4 KiB slabs, charged as slab pages.
+//! // 100 objects of 192 bytes, each charged 200 bytes (slot + vector
+//! // entry): 20,000 bytes of slab, five pages charged.
 //! assert_eq!(job.read("memory.current").unwrap(), "20480\n");
-//! // Reclaimable: memory.reclaim frees them (oldest first) and their slabs.
+//! assert!(job.read("memory.stat").unwrap().contains("slab_reclaimable 20000\n"));
+//! // Reclaimable: memory.reclaim frees them, oldest first.
 //! job.write("memory.reclaim", "20K").unwrap();
 //! assert!(objects.iter().all(|o| !o.is_live()));
 //! ```
@@ -46,7 +58,8 @@ use cache::{ObjRecord, RootCache};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-/// A root slab cache: objects of one size, per-group child caches below it.
+/// A root slab cache: objects of one size, in slabs shared by all groups, or
+/// in per-group child caches when made [`isolated`](SlabCache::isolated).
 /// Cheap to copy; root caches live for the process.
 #[derive(Clone, Copy)]
 pub struct SlabCache {
@@ -135,7 +148,8 @@ impl SlabCache {
         self.root.isolated
     }
 
-    /// Allocate an object, charged (per slab) to the calling thread's group.
+    /// Allocate an object, charged to the calling thread's group (by the
+    /// byte, or per slab for an isolated cache).
     /// Dropping the handle frees it, from any thread. In a reclaimable cache
     /// the object is on its group's LRU and reclaim may free it first.
     pub fn alloc(&self) -> Result<SlabObject> {
