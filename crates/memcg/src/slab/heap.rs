@@ -372,7 +372,7 @@ fn free_remote(slab: &'static Slab, obj: *mut u8) {
     // slab reused. The cache stays valid memory (caches are type-stable) and
     // `notify` checks the slab under the cache lock.
     let cache = slab.cache();
-    if slab.push_remote(obj, false) {
+    if slab.push_remote(obj) {
         cache.notify(slab);
     }
 }
