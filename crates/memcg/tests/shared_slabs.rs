@@ -312,3 +312,56 @@ fn frees_on_another_thread_leave_under_a_page_of_slack() {
     freer.join().unwrap();
     assert_eq!(num(&h, "/a", "memory.current"), 0);
 }
+
+/// A thread that leaves its group keeps only a few used-up slabs per size
+/// class: the rest go back to the shared cache, so slots other threads free
+/// in them are reused by any thread (slab utilization, DESIGN.md §7), while
+/// the thread itself stays alive.
+#[test]
+fn a_thread_leaving_its_group_hands_back_its_used_up_slabs() {
+    use std::collections::BTreeSet;
+    use std::sync::mpsc;
+    let h = Hierarchy::new();
+    let a = h.create("/a").unwrap();
+    let cache = SlabCache::new("shared-hoard", 64, false).unwrap();
+    let (made, objects) = mpsc::channel::<Vec<SlabObject>>();
+    let (end, ended) = mpsc::channel::<()>();
+    let owner = thread::spawn(move || {
+        memcg::without_accounting(|| {
+            let objects: Vec<SlabObject> = {
+                let _in = a.enter().unwrap();
+                (0..64 * 40).map(|_| cache.alloc().unwrap()).collect()
+            }; // leaves /a here, and stays alive
+            made.send(objects).unwrap();
+            ended.recv().unwrap();
+        })
+    });
+    let objects = objects.recv().unwrap();
+    let slabs: BTreeSet<usize> = objects
+        .iter()
+        .map(|o| {
+            memcg::slab::slab_of(o.as_ptr().unwrap().as_ptr())
+                .unwrap()
+                .0
+        })
+        .collect();
+    assert!(slabs.len() >= 40);
+    drop(objects); // frees from this thread, into the owner's used-up slabs
+    let reused = thread::spawn(move || {
+        memcg::without_accounting(|| {
+            let o = cache.alloc_raw().unwrap();
+            let slab = memcg::slab::slab_of(o.as_ptr()).unwrap().0;
+            // SAFETY: allocated just above, freed once.
+            unsafe { SlabCache::free_raw(o) };
+            slab
+        })
+    })
+    .join()
+    .unwrap();
+    assert!(
+        slabs.contains(&reused),
+        "another thread reuses a slab the owner handed back"
+    );
+    end.send(()).unwrap();
+    owner.join().unwrap();
+}

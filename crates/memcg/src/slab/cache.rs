@@ -616,11 +616,11 @@ impl Cache {
     }
 
     /// A free by a thread that does not own `slab` found it unowned and
-    /// needing attention: collect its remote frees and put it on the list
-    /// its fill says, or free it once empty (beyond the empty slabs a live
-    /// cache keeps, as SLUB frees an emptied slab beyond `min_partial`).
-    /// Collecting empties the remote list, so the next remote free to the
-    /// unowned slab notifies again.
+    /// needing attention. A live cache moves a full slab to the partial
+    /// list, where any thread's refill collects its remote frees; a dead
+    /// cache (whose every remote free notifies) collects it and frees it
+    /// once empty. Slabs that remote frees empty in a live cache are freed by
+    /// the refill that takes them beyond the empty ones kept, or by shrink.
     pub(crate) fn notify(&'static self, slab: &'static Slab) {
         let mut l = lock(&self.lists);
         // The slab may have been taken, or freed and reused, meanwhile; its
@@ -630,9 +630,17 @@ impl Cache {
         }
         // SAFETY: cache lock held; the slab is unowned and on our lists.
         unsafe {
-            l.unlink(slab);
-            slab.collect(false);
-            self.place(&mut l, slab);
+            if self.is_dead() {
+                l.unlink(slab);
+                slab.collect(false);
+                self.place(&mut l, slab);
+            } else if slab.list() == ListKind::Full && slab.has_remote_frees() {
+                // Only with a free object waiting: since the free that called
+                // us, a refill may have collected it, used the slab up and
+                // put it back as full.
+                l.unlink(slab);
+                l.link(slab, ListKind::Partial);
+            }
         }
     }
 

@@ -78,6 +78,9 @@ impl HeapLists {
 
 /// How many of the oldest full slabs a refill checks for remote frees.
 const FULL_SCAN: usize = 4;
+/// Used-up slabs a heap keeps per class when its thread leaves a group;
+/// older ones go back to the cache (see [`leave_group`]).
+const FULL_KEEP: usize = 8;
 
 impl Heap {
     /// The owned-slab lists of class `i`.
@@ -372,7 +375,7 @@ fn free_remote(slab: &'static Slab, obj: *mut u8) {
     // slab reused. The cache stays valid memory (caches are type-stable) and
     // `notify` checks the slab under the cache lock.
     let cache = slab.cache();
-    if slab.push_remote(obj) {
+    if slab.push_remote(obj, cache.is_dead()) {
         cache.notify(slab);
     }
 }
@@ -603,12 +606,28 @@ pub(crate) fn flush_local() {
 }
 
 /// The calling thread leaves its group: return its object stocks and the
-/// slabs of its isolated caches; its shared slabs serve any group.
+/// slabs of its isolated caches. Its shared slabs serve any group, but a
+/// thread that moves between groups (a worker serving many tenants) would
+/// otherwise hoard used-up slabs whose slots other threads free and only it
+/// reuses: all but the newest [`FULL_KEEP`] per class go back to their cache,
+/// where other threads' frees reopen them for everyone. A thread that stays
+/// in its group keeps them all, so its own frees stay local.
 pub(crate) fn leave_group() {
     let _internal = crate::internal::Internal::enter();
     let _ = HEAP.try_with(|h| {
         flush_isolated(h);
         h.stock.drain();
+        for i in 0..MAX_ROOTS {
+            // SAFETY: our own lists; each listed slab is ours to give back.
+            unsafe {
+                let l = h.lists(i);
+                while l.full.len > FULL_KEEP {
+                    let oldest = l.full.last().expect("len > FULL_KEEP");
+                    l.full.remove(oldest);
+                    retire(oldest);
+                }
+            }
+        }
     });
     let _ = HANDLE_HEAP.try_with(|h| h.stock.drain());
 }

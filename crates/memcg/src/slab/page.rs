@@ -351,16 +351,14 @@ impl Slab {
     }
 
     /// Free `obj` from a thread that does not own the slab. Returns true
-    /// when the cache must be notified ([`remote::push`]): the slab is
-    /// unowned and this free is the first since its remote frees were last
-    /// collected (the notify collects them, so every such free notifies).
-    pub(crate) fn push_remote(&self, obj: *mut u8) -> bool {
+    /// when the cache must be notified ([`remote::push`]).
+    pub(crate) fn push_remote(&self, obj: *mut u8, dead_cache: bool) -> bool {
         remote::push(
             &self.thread_free,
             obj as usize,
             // SAFETY: obj is a dead object of this slab: its first word is ours.
             |next| unsafe { (obj as *mut usize).write(next) },
-            false,
+            dead_cache,
         )
     }
 
