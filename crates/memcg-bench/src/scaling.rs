@@ -158,8 +158,11 @@ pub fn run(path: Path, group: &Group, threads: usize, ops: u64, cpus: Option<[us
                 })
             })
             .collect();
-        start.wait();
+        // The clock starts before the workers are released: started after,
+        // a worker could finish its whole run while this thread waited to be
+        // scheduled (seen: 0.0 ns per pair with one thread).
         let began = Instant::now();
+        start.wait();
         for w in workers {
             w.join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
