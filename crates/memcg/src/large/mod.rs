@@ -89,6 +89,7 @@ pub fn stats() -> Stats {
 /// Return every cached free run to the OS now, as its decay would later;
 /// returns the bytes unmapped. Blocks in use are not affected.
 pub fn trim() -> usize {
+    flush_local();
     runs::trim()
 }
 
@@ -99,6 +100,66 @@ pub fn trim() -> usize {
 /// from the span pools (there is no timer).
 pub fn set_decay(decay: Duration) -> Duration {
     runs::set_decay(decay)
+}
+
+/// Runs of at most this many pages are kept one per thread before the
+/// shared cache: a thread that frees and allocates blocks of one size in a
+/// loop (buffers, a growing `Vec`) takes no lock and shares no line.
+const LOCAL_PAGES: usize = 16;
+
+/// The calling thread's one cached run: `(address, bin)`, or `None`.
+struct LocalRun(std::cell::Cell<Option<(usize, usize)>>);
+
+impl Drop for LocalRun {
+    fn drop(&mut self) {
+        if let Some((addr, bin)) = self.0.take() {
+            // SAFETY: a free run the thread kept; nothing uses it.
+            unsafe { runs::put(addr, bin) };
+        }
+    }
+}
+
+thread_local! {
+    static LOCAL: LocalRun = const { LocalRun(std::cell::Cell::new(None)) };
+}
+
+/// A run of `bin` from the calling thread's slot, if it holds one.
+fn take_local(bin: usize) -> Option<usize> {
+    LOCAL
+        .try_with(|l| match l.0.get() {
+            Some((addr, b)) if b == bin => {
+                l.0.set(None);
+                Some(addr)
+            }
+            _ => None,
+        })
+        .ok()
+        .flatten()
+}
+
+/// Keep a freed run of `bin` in the calling thread's slot if it is small
+/// and the slot is free; returns false if the caller must give it back.
+fn keep_local(addr: usize, bin: usize) -> bool {
+    runs::bin_pages(bin) <= LOCAL_PAGES
+        && LOCAL
+            .try_with(|l| {
+                let free = l.0.get().is_none();
+                if free {
+                    l.0.set(Some((addr, bin)));
+                }
+                free
+            })
+            .unwrap_or(false)
+}
+
+/// Give the calling thread's kept run back to the shared cache (trim).
+fn flush_local() {
+    let _ = LOCAL.try_with(|l| {
+        if let Some((addr, bin)) = l.0.take() {
+            // SAFETY: a free run the thread kept; nothing uses it.
+            unsafe { runs::put(addr, bin) };
+        }
+    });
 }
 
 /// The pages charged for a block of `layout`.
@@ -124,7 +185,9 @@ pub(crate) fn alloc(layout: Layout, ctx: Option<CtxRef>, nofail: bool, zeroed: b
     }
     let bin = bin_for(layout, pages);
     let run = match bin {
-        Some(bin) => runs::take(bin),
+        Some(bin) => take_local(bin)
+            .map(|a| (a, true))
+            .or_else(|| runs::take(bin)),
         None => runs::map(pages * PAGE_SIZE, layout.align().max(PAGE_SIZE)).map(|a| (a, false)),
     };
     let Some((addr, dirty)) = run else {
@@ -184,6 +247,7 @@ pub(crate) fn contains(ptr: *const u8) -> bool {
 /// `addr` is such a run, taken by [`alloc`], and nothing uses it any more.
 unsafe fn release(addr: usize, bin: Option<usize>, pages: usize) {
     match bin {
+        Some(bin) if keep_local(addr, bin) => {}
         // SAFETY: forwarded contract.
         Some(bin) => unsafe { runs::put(addr, bin) },
         None => runs::unmap(addr, pages * PAGE_SIZE),
