@@ -14,6 +14,10 @@ pub(crate) fn reclaim(group: &GroupInner, pages: usize) -> usize {
         return 0;
     }
     let _internal = crate::internal::Internal::enter();
+    // Reclaim counts its progress on the page counters: the pages it frees
+    // must reach them, not this thread's charge stock (which `memory.high`
+    // reclaim, right after a charge, usually still holds).
+    crate::stock::flush_local();
     let subtree: Vec<Arc<GroupInner>> = {
         let tree = group.common.tree.lock();
         match tree.groups.get(&group.path) {

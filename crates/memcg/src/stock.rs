@@ -119,20 +119,24 @@ impl Slot {
     }
 }
 
+/// The calling thread's slot, claimed on first use; `None` once the thread
+/// is past its exit hook (a slot claimed then would never be handed back:
+/// callers charge and uncharge the counters directly instead).
 fn my_slot() -> Option<&'static Slot> {
     MY_SLOT
         .try_with(|s| {
             if s.get().is_null() {
+                // The hook first: if it cannot be registered, the thread is
+                // tearing down, and claiming would leak the slot.
+                EXIT_HOOK.try_with(|_| {}).ok()?;
                 s.set(claim_slot());
-                // Registering may fail during thread teardown; then the slot
-                // is drained by the next quiesce and stays claimed.
-                let _ = EXIT_HOOK.try_with(|_| {});
             }
             // SAFETY: slots are leaked and never freed, so any slot pointer is
             // valid for 'static.
-            unsafe { &*s.get() }
+            Some(unsafe { &*s.get() })
         })
         .ok()
+        .flatten()
 }
 
 fn claim_slot() -> *const Slot {
@@ -257,6 +261,22 @@ pub(crate) fn drain_local() {
     let taken = slot.take();
     slot.unlock();
     slot.in_use.store(false, Release);
+    if let Some(taken) = taken {
+        taken.settle();
+    }
+}
+
+/// Return the calling thread's stock but keep its slot (reclaim: uncharges
+/// made meanwhile must reach the counters, not the stock).
+pub(crate) fn flush_local() {
+    let Some(p) = MY_SLOT.try_with(|s| s.get()).ok().filter(|p| !p.is_null()) else {
+        return;
+    };
+    // SAFETY: slots are never freed.
+    let slot = unsafe { &*p };
+    slot.lock();
+    let taken = slot.take();
+    slot.unlock();
     if let Some(taken) = taken {
         taken.settle();
     }

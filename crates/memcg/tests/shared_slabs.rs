@@ -365,3 +365,38 @@ fn a_thread_leaving_its_group_hands_back_its_used_up_slabs() {
     end.send(()).unwrap();
     owner.join().unwrap();
 }
+
+/// `memory.high` reclaim right after a charge takes about the excess: the
+/// pages it frees reach the counters, not the charging thread's charge
+/// stock (which used to swallow up to two batches of them, so reclaim went
+/// on freeing objects).
+#[test]
+fn high_reclaim_frees_about_the_excess() {
+    let h = Hierarchy::new();
+    let a = h.create("/a").unwrap();
+    let cache = SlabCache::new("shared-high", 248, true).unwrap();
+    let gone = thread::spawn(move || {
+        memcg::without_accounting(|| {
+            let _in = a.enter().unwrap();
+            let objects: Vec<SlabObject> = (0..4000).map(|_| cache.alloc().unwrap()).collect();
+            // Read without a quiesce: the thread's stock keeps its pages.
+            let used: u64 = a.read("memory.current").unwrap().trim().parse().unwrap();
+            let high = used + 50 * PAGE_SIZE as u64;
+            a.write("memory.high", &high.to_string()).unwrap();
+            let one_more = cache.alloc().unwrap();
+            // 100 pages: about 50 over memory.high.
+            let k = memcg::KmemPages::alloc(100 * PAGE_SIZE).unwrap();
+            let gone = objects.iter().filter(|o| !o.is_live()).count();
+            drop((k, one_more, objects));
+            gone
+        })
+    })
+    .join()
+    .unwrap();
+    let per_page = PAGE_SIZE / 264; // 248-byte objects take 256 + 8 bytes
+    assert!(gone >= 40 * per_page, "{gone} objects reclaimed");
+    assert!(
+        gone <= 70 * per_page,
+        "{gone} objects reclaimed for about 50 pages over memory.high"
+    );
+}

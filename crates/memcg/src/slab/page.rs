@@ -140,7 +140,7 @@ impl Slab {
                     return false;
                 }
             } else {
-                *self.objcgs.get() = ptr::null_mut();
+                self.release_objcgs();
             }
         }
         // SAFETY: exclusive use of a fresh span (caller's contract).
@@ -194,6 +194,28 @@ impl Slab {
             *self.extended.get() = to as u32;
         }
         true
+    }
+
+    /// Free the object vector, if any (a span formatted for an isolated
+    /// cache has none).
+    ///
+    /// # Safety
+    /// Exclusive use of the slab (a fresh span).
+    unsafe fn release_objcgs(&self) {
+        // SAFETY: exclusive use (caller's contract); the vector was allocated
+        // by reserve_objcgs with `objcgs_cap` entries.
+        unsafe {
+            let v = *self.objcgs.get();
+            if !v.is_null() {
+                let layout = std::alloc::Layout::array::<*const KmemContext>(
+                    *self.objcgs_cap.get() as usize,
+                )
+                .expect("allocated with this layout");
+                std::alloc::GlobalAlloc::dealloc(&std::alloc::System, v as *mut u8, layout);
+            }
+            *self.objcgs.get() = ptr::null_mut();
+            *self.objcgs_cap.get() = 0;
+        }
     }
 
     /// Give the slab an object vector of at least `capacity` entries. The
