@@ -479,10 +479,16 @@ pub fn machine() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn row(workload: Workload, allocator: &'static str, role: Role, ns_per_op: f64) -> Row {
+    /// A measured row, for the tests of this module and of `summary`.
+    pub(crate) fn row(
+        workload: Workload,
+        allocator: &'static str,
+        role: Role,
+        ns_per_op: f64,
+    ) -> Row {
         Row {
             workload,
             allocator,

@@ -161,18 +161,9 @@ mod tests {
     use super::*;
     use crate::contender::Role;
     use crate::measure::Spread;
+    use crate::report::tests::row;
     use crate::utilization::Config;
     use memcg::Leftovers;
-
-    fn row(workload: Workload, allocator: &'static str, role: Role, ns_per_op: f64) -> Row {
-        Row {
-            workload,
-            allocator,
-            role,
-            ns_per_op,
-            panicked: None,
-        }
-    }
 
     fn spread(median: f64) -> Spread {
         Spread {

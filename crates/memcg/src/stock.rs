@@ -54,11 +54,7 @@ impl Taken {
             if self.pages > 0 {
                 g.counter.uncharge(self.pages);
             }
-            for (i, &d) in self.deltas.iter().enumerate() {
-                if d != 0 {
-                    g.stat_pages(Stat::ALL[i], d);
-                }
-            }
+            apply_to(g, &self.deltas);
         });
     }
 }
@@ -213,13 +209,15 @@ fn with_slot_for(ctx: &CtxRef, stat: Stat, delta: isize, f: impl FnOnce(&Slot) -
 
 /// Apply statistics deltas to the group `ctx` bills now.
 fn apply(ctx: &CtxRef, deltas: [isize; NR_STATS]) {
-    ctx.with_owner(|g| {
-        for (i, &d) in deltas.iter().enumerate() {
-            if d != 0 {
-                g.stat_pages(Stat::ALL[i], d);
-            }
+    ctx.with_owner(|g| apply_to(g, &deltas));
+}
+
+fn apply_to(g: &crate::group::GroupInner, deltas: &[isize; NR_STATS]) {
+    for (i, &d) in deltas.iter().enumerate() {
+        if d != 0 {
+            g.stat_pages(Stat::ALL[i], d);
         }
-    });
+    }
 }
 
 /// Put `pages` charged through `ctx` into the calling thread's stock,

@@ -21,7 +21,7 @@
 //! are reclaimable only once it leaves its group, exits, or trims them.)
 
 use super::cache::{Cache, RootCache, MAX_ROOTS};
-use super::page::{ListKind, Slab, SlabList};
+use super::page::{ListKind, Slab, SlabList, OBJCG_BYTES};
 use super::segment::Segment;
 use crate::error::{Error, Result};
 
@@ -35,9 +35,6 @@ use crate::objstock::{ObjStock, SlabKind};
 use crate::sync::Arc;
 use std::cell::{Cell, UnsafeCell};
 use std::ptr::{self, NonNull};
-
-/// Bytes of an object's entry in its slab's object vector, charged with it.
-pub(crate) const OBJCG_BYTES: usize = std::mem::size_of::<*const KmemContext>();
 
 struct Heap {
     /// The group the heap's isolated caches are bound to: a counted

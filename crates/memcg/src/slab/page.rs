@@ -12,6 +12,9 @@
 use super::cache::Cache;
 use super::remote;
 use crate::context::KmemContext;
+
+/// Bytes of an object's entry in its slab's object vector, charged with it.
+pub(crate) const OBJCG_BYTES: usize = std::mem::size_of::<*const KmemContext>();
 use std::cell::UnsafeCell;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering::*};
@@ -152,7 +155,7 @@ impl Slab {
             *self.obj_size.get() = obj_size as u32;
             *self.recip.get() = (u32::MAX / obj_size as u32) + 1;
             *self.reclaimable.get() = cache.root().reclaimable;
-            *self.charge.get() = (obj_size + std::mem::size_of::<*const KmemContext>()) as u32;
+            *self.charge.get() = (obj_size + OBJCG_BYTES) as u32;
             *self.class.get() = cache.root().index as u16;
             *self.reopen.get() = (capacity - (capacity / 4).max(1)) as u32;
         }
