@@ -4,6 +4,15 @@
 //! (`Arc::into_raw`) or null for the root; the context cell caches that
 //! group's context for the shared-slab fast path. Only the front end
 //! (`task`) moves a thread, through [`set`].
+//!
+//! A thread never attached (and never detached) *follows the default group*
+//! (S12): the group a hierarchy made its default with
+//! `Hierarchy::set_default_group`, or the root. Such a thread picks the
+//! default up in [`refresh_default`], which the slow paths of every
+//! allocation call: a thread's first allocation of each kind is a slow one,
+//! so a thread started after the default was set charges it from its first
+//! byte, and one already running follows a change at its next slow path.
+//! The fast path reads nothing shared to find out (S10).
 
 use crate::context::KmemContext;
 use crate::group::GroupInner;
@@ -16,6 +25,125 @@ thread_local! {
     /// The kmem context of `CURRENT` (null in the root): valid while CURRENT
     /// holds the group, which holds it.
     static CURRENT_CTX: Cell<*const KmemContext> = const { Cell::new(ptr::null()) };
+    /// Whether the thread follows the default group: never attached to a
+    /// group (nor detached to the root) by the front end.
+    static FOLLOWS_DEFAULT: Cell<bool> = const { Cell::new(true) };
+    /// The [`DEFAULT_GEN`] the thread's group was last resolved at.
+    static DEFAULT_SEEN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The process's default group: hierarchies share it, because one
+/// allocation charges one group (a thread is in one group, as a process is in
+/// one cgroup of the unified hierarchy). `None`: the root.
+static DEFAULT: std::sync::Mutex<Option<Arc<GroupInner>>> = std::sync::Mutex::new(None);
+
+/// Bumped by every change of [`DEFAULT`]; 0 means "never set", which every
+/// thread has seen.
+static DEFAULT_GEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Drops the thread's group reference at exit when the thread follows the
+/// default group (attached threads are released by the front end's hook).
+struct DefaultExit;
+
+impl Drop for DefaultExit {
+    fn drop(&mut self) {
+        if FOLLOWS_DEFAULT.try_with(|f| f.get()).unwrap_or(false) {
+            let _internal = crate::internal::Internal::enter();
+            drop(set(None));
+        }
+    }
+}
+
+thread_local! {
+    static DEFAULT_EXIT: DefaultExit = const { DefaultExit };
+}
+
+/// The default group now (`None`: the root).
+pub(crate) fn default_group() -> Option<Arc<GroupInner>> {
+    DEFAULT.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Make `group` the default group (`None`: the root), if `check` accepts the
+/// one in place; returns the one replaced. Threads following the default
+/// move to it at their next slow path.
+pub(crate) fn set_default<E>(
+    group: Option<Arc<GroupInner>>,
+    check: impl FnOnce(Option<&Arc<GroupInner>>) -> Result<(), E>,
+) -> Result<Option<Arc<GroupInner>>, E> {
+    let mut slot = DEFAULT.lock().unwrap_or_else(|e| e.into_inner());
+    check(slot.as_ref())?;
+    let old = std::mem::replace(&mut *slot, group);
+    DEFAULT_GEN.fetch_add(1, std::sync::atomic::Ordering::Release);
+    drop(slot);
+    Ok(old)
+}
+
+/// Whether `g` is the default group.
+pub(crate) fn is_default(g: &GroupInner) -> bool {
+    DEFAULT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .is_some_and(|d| ptr::eq(Arc::as_ptr(d), g))
+}
+
+/// Whether the calling thread follows the default group.
+pub(crate) fn follows_default() -> bool {
+    FOLLOWS_DEFAULT.try_with(|f| f.get()).unwrap_or(false)
+}
+
+/// Set whether the calling thread follows the default group; a thread that
+/// starts following it again resolves it at once (see [`refresh_default`]).
+pub(crate) fn set_follows_default(follows: bool) {
+    let _ = FOLLOWS_DEFAULT.try_with(|f| f.set(follows));
+    if follows {
+        let _ = DEFAULT_SEEN.try_with(|s| s.set(u64::MAX));
+    }
+}
+
+/// Set whether the calling thread follows the default group, keeping its
+/// group as it is (a scope restoring the group it resolved before).
+pub(crate) fn keep_follows_default(follows: bool) {
+    let _ = FOLLOWS_DEFAULT.try_with(|f| f.set(follows));
+}
+
+/// Move a thread that follows the default group to the current default, if
+/// it changed since the thread last looked. Called by allocation slow paths
+/// and the front end; cheap when nothing changed (two thread-local reads and
+/// one load of a counter written only by `set_default_group`).
+#[inline]
+pub(crate) fn refresh_default() {
+    if !FOLLOWS_DEFAULT.try_with(|f| f.get()).unwrap_or(false) {
+        return;
+    }
+    let gen = DEFAULT_GEN.load(std::sync::atomic::Ordering::Acquire);
+    if DEFAULT_SEEN.try_with(|s| s.get()).unwrap_or(gen) != gen {
+        adopt_default(gen);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn adopt_default(gen: u64) {
+    let _internal = crate::internal::Internal::enter();
+    // A thread in teardown keeps what it has.
+    if DEFAULT_EXIT.try_with(|_| {}).is_err() {
+        return;
+    }
+    let _ = DEFAULT_SEEN.try_with(|s| s.set(gen));
+    let group = default_group().filter(|g| !g.is_root());
+    // A removed default (its hierarchy was dropped) bills where its
+    // context does now: the live ancestor.
+    let group = group.map(|g| {
+        if g.is_dying() {
+            g.ctx
+                .as_ref()
+                .map_or(g.clone(), |c| c.with_owner(|o| o.clone()))
+        } else {
+            g
+        }
+    });
+    drop(set(group.filter(|g| !g.is_root())));
 }
 
 /// Make `group` (`None`: the root) the calling thread's group; returns the

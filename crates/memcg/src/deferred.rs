@@ -131,6 +131,7 @@ mod imp {
                     Common::run_deferred(&common);
                 }
             }
+            crate::watch::deliver();
         }
     }
 }

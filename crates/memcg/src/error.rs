@@ -66,6 +66,12 @@ pub enum Error {
         /// Attached tasks.
         tasks: usize,
     },
+    /// `rmdir` of the default group (S12).
+    #[error("busy: {0} is the default group; make another group the default (Hierarchy::set_default_group) first")]
+    DefaultGroup(String),
+    /// The OS could not start a thread (`EAGAIN` of `pthread_create`).
+    #[error("again: the OS could not start a thread ({0}); retry later, or use fewer threads")]
+    Spawn(String),
     /// `mkdir` of an existing path.
     #[error("exists: {0} exists already")]
     Exists(String),
@@ -107,12 +113,12 @@ impl Error {
     /// The kind of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Busy { .. } => ErrorKind::Busy,
+            Error::Busy { .. } | Error::DefaultGroup(_) => ErrorKind::Busy,
             Error::Exists(_) => ErrorKind::Exists,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Invalid(_) => ErrorKind::Invalid,
             Error::Limit { .. } => ErrorKind::Limit,
-            Error::Again { .. } => ErrorKind::Again,
+            Error::Again { .. } | Error::Spawn(_) => ErrorKind::Again,
         }
     }
 }

@@ -197,6 +197,7 @@ pub(crate) fn large_alloc(
     zeroed: bool,
 ) -> *mut u8 {
     let _internal = Internal::enter();
+    crate::current::refresh_default();
     let ctx = ctx.or_else(|| {
         if crate::context::accounting_enabled() {
             crate::current::with_current(|g| g.and_then(|g| g.ctx.clone()))

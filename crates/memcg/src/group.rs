@@ -275,6 +275,9 @@ impl GroupInner {
         for g in self.ancestors() {
             g.events.hier[event as usize].fetch_add(1, Relaxed);
         }
+        // Watchers are woken by the deferred worker, never from here: this
+        // may run inside the allocator.
+        crate::watch::note_event();
     }
 
     /// Take `ctx` off this group's list of reparented contexts, if on it.

@@ -143,6 +143,9 @@ impl Hierarchy {
             .get(path)
             .cloned()
             .ok_or_else(|| Error::NotFound(path.into()))?;
+        if crate::current::is_default(&group) {
+            return Err(Error::DefaultGroup(path.into()));
+        }
         let children = tree.children(path).count();
         let tasks = group.tasks.lock().len();
         if children > 0 || tasks > 0 {
@@ -232,6 +235,108 @@ impl Hierarchy {
         }
     }
 
+    /// Make `group` the default group (`None` or the root: the root again).
+    /// Threads never attached to a group — those started by
+    /// `std::thread::spawn` in libraries you do not control, and what they
+    /// spawn — charge the default group (S12). Threads already running
+    /// follow a change at their next allocation slow path (a new slab or a
+    /// large block), or at once when they call into memcg.
+    ///
+    /// One allocation charges one group, so the default is process-wide:
+    /// setting one here while another hierarchy has one is `invalid`.
+    /// Removing the default group is `busy`.
+    ///
+    /// ```
+    /// let h = memcg::Hierarchy::new();
+    /// let pool = h.create("/pool").unwrap();
+    /// h.set_default_group(Some(&pool)).unwrap();
+    /// let charged = std::thread::spawn({
+    ///     let h = h.clone();
+    ///     move || h.current_group().path()
+    /// });
+    /// assert_eq!(charged.join().unwrap(), "/pool");
+    /// assert_eq!(h.remove("/pool").unwrap_err().kind(), memcg::ErrorKind::Busy);
+    /// h.set_default_group(None).unwrap();
+    /// h.remove("/pool").unwrap();
+    /// ```
+    pub fn set_default_group(&self, group: Option<&Group>) -> Result<()> {
+        let _internal = crate::internal::Internal::enter();
+        let target = group.filter(|g| !g.inner.is_root());
+        if let Some(g) = target {
+            if !Arc::ptr_eq(&g.inner.common, self.common()) {
+                return Err(Error::Invalid(format!(
+                    "{} belongs to another hierarchy; pass a group of this one",
+                    g.inner.path
+                )));
+            }
+        }
+        // Checked and set under the tree lock, so that a removal (which
+        // checks for the default under the same lock) cannot slip between.
+        let tree = self.common().tree.lock();
+        if let Some(g) = target {
+            if g.inner.is_dying() {
+                return Err(Error::NotFound(format!(
+                    "{} (removed; pick a live group)",
+                    g.inner.path
+                )));
+            }
+        }
+        let mine = self.common().clone();
+        let old = crate::current::set_default(target.map(|g| g.inner.clone()), |old| match old {
+            Some(o) if !Arc::ptr_eq(&o.common, &mine) => Err(Error::Invalid(format!(
+                "another hierarchy's group {} is the default group; clear it there first",
+                o.path
+            ))),
+            _ => Ok(()),
+        })?;
+        drop(tree);
+        drop(old);
+        crate::current::refresh_default();
+        Ok(())
+    }
+
+    /// The default group of this hierarchy (the root unless set).
+    pub fn default_group(&self) -> Group {
+        let _internal = crate::internal::Internal::enter();
+        match crate::current::default_group() {
+            Some(g) if Arc::ptr_eq(&g.common, self.common()) => self.group(g),
+            _ => self.root(),
+        }
+    }
+
+    /// The group of this hierarchy the calling thread charges now: the one
+    /// it is attached to, the default group if it never was, or the root
+    /// (attached elsewhere, or detached). A thread in a group removed
+    /// meanwhile charges where that group's kmem context bills now.
+    pub fn current_group(&self) -> Group {
+        let _internal = crate::internal::Internal::enter();
+        crate::current::refresh_default();
+        let g = crate::current::current_group()
+            .filter(|g| Arc::ptr_eq(&g.common, self.common()))
+            .map(|g| match (&g.ctx, g.is_dying()) {
+                (Some(ctx), true) => ctx.with_owner(|o| o.clone()),
+                _ => g,
+            });
+        match g {
+            Some(g) => self.group(g),
+            None => self.root(),
+        }
+    }
+
+    /// Every online group of this hierarchy, the root first, then in path
+    /// order (a parent before its children).
+    pub fn groups(&self) -> Vec<Group> {
+        let _internal = crate::internal::Internal::enter();
+        let all: Vec<_> = self.common().tree.lock().groups.values().cloned().collect();
+        all.into_iter().map(|g| self.group(g)).collect()
+    }
+
+    /// The paths of every online group, as [`groups`](Self::groups) orders them.
+    pub fn paths(&self) -> Vec<String> {
+        let _internal = crate::internal::Internal::enter();
+        self.common().tree.lock().groups.keys().cloned().collect()
+    }
+
     /// kmem contexts of this hierarchy destroyed so far (by deferred work).
     pub fn destroyed_contexts(&self) -> usize {
         self.common()
@@ -291,6 +396,12 @@ impl Drop for Shared {
         }
         tree.groups.clear();
         drop(tree);
+        // The default group goes with its hierarchy.
+        let mine = self.common.clone();
+        let _ = crate::current::set_default(None, |old| match old {
+            Some(o) if Arc::ptr_eq(&o.common, &mine) => Ok(()),
+            _ => Err(()),
+        });
         drop(groups);
         Common::run_deferred(&self.common);
     }
@@ -322,7 +433,8 @@ impl Group {
     /// which moves it back where it was. Guards nest.
     pub fn enter(&self) -> Result<EnterGuard> {
         let _internal = crate::internal::Internal::enter();
-        let previous = crate::task::switch(self.target())?;
+        let previous = crate::task::place();
+        crate::task::switch(self.target())?;
         Ok(EnterGuard::new(previous))
     }
 
@@ -335,6 +447,39 @@ impl Group {
 
     fn target(&self) -> Option<&Arc<GroupInner>> {
         (!self.inner.is_root()).then_some(&self.inner)
+    }
+
+    /// The group's online children, in path order.
+    pub fn children(&self) -> Vec<Group> {
+        let _internal = crate::internal::Internal::enter();
+        let tree = self.inner.common.tree.lock();
+        let children: Vec<_> = tree.children(&self.inner.path).cloned().collect();
+        drop(tree);
+        children
+            .into_iter()
+            .map(|g| self.hierarchy.group(g))
+            .collect()
+    }
+
+    /// The group's `memory.events` counters (this group and its descendants).
+    pub fn events(&self) -> crate::MemoryEvents {
+        crate::MemoryEvents::read(&self.inner, false)
+    }
+
+    /// The group's `memory.events.local` counters (this group only).
+    pub fn local_events(&self) -> crate::MemoryEvents {
+        crate::MemoryEvents::read(&self.inner, true)
+    }
+
+    /// Subscribe to changes of the group's `memory.events` (see
+    /// [`EventWatch`](crate::EventWatch)).
+    pub fn watch_events(&self) -> crate::EventWatch {
+        crate::EventWatch::new(self.inner.clone())
+    }
+
+    /// The group's parent (`None` for the root).
+    pub fn parent(&self) -> Option<Group> {
+        self.inner.parent.clone().map(|p| self.hierarchy.group(p))
     }
 
     /// Read an interface file (DESIGN.md §4), e.g. `memory.current`.

@@ -46,6 +46,7 @@ impl KmemPages {
     /// assert_eq!(g.read("memory.current").unwrap(), "12288\n");
     /// ```
     pub fn alloc(bytes: usize) -> Result<KmemPages> {
+        crate::current::refresh_default();
         let ctx = if crate::context::accounting_enabled() {
             crate::current::with_current(|g| g.and_then(|g| g.ctx.clone()))
         } else {

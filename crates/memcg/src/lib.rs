@@ -60,6 +60,7 @@ mod current;
 mod deferred;
 mod error;
 mod files;
+mod future;
 mod global;
 mod group;
 mod hierarchy;
@@ -78,13 +79,16 @@ mod stats;
 mod stock;
 mod sync;
 mod task;
+mod thread;
 mod user;
+mod watch;
 
 pub use charge::MAX_RECLAIM_RETRIES;
 pub use charge::{limit_policy, set_limit_policy, LimitPolicy};
 pub use context::{accounting_enabled, context_size};
 pub use error::{Error, ErrorKind, Result};
 pub use files::parse_size;
+pub use future::{FutureExt, InGroup};
 pub use global::{global, GroupAllocator, MemcgAlloc};
 pub use group::group_size;
 pub use hierarchy::{Group, Hierarchy, Leftovers};
@@ -95,7 +99,9 @@ pub use shrinker::{ShrinkControl, ShrinkStage, Shrinker};
 pub use slab::{SlabCache, SlabObject};
 pub use stock::CHARGE_BATCH;
 pub use task::{detach, EnterGuard};
+pub use thread::{spawn, Builder};
 pub use user::UserPage;
+pub use watch::{Changed, EventWatch, MemoryEvents};
 
 /// The page size: counters count pages, files report bytes.
 pub const PAGE_SIZE: usize = 4096;

@@ -77,9 +77,15 @@ pub(crate) enum Event {
     High = 0,
     Max = 1,
     Oom = 2,
+    /// Usage under `memory.low` was reclaimed (S13).
+    Low = 3,
 }
 
-pub(crate) const EVENT_NAMES: [(Event, &str); 3] = [
+pub(crate) const NR_EVENTS: usize = 4;
+
+/// The keys in the kernel's order.
+pub(crate) const EVENT_NAMES: [(Event, &str); NR_EVENTS] = [
+    (Event::Low, "low"),
     (Event::High, "high"),
     (Event::Max, "max"),
     (Event::Oom, "oom"),
@@ -89,8 +95,8 @@ pub(crate) const EVENT_NAMES: [(Event, &str); 3] = [
 /// `memory.events` (this group and its descendants).
 #[derive(Debug, Default)]
 pub(crate) struct Events {
-    pub(crate) local: [AtomicUsize; 3],
-    pub(crate) hier: [AtomicUsize; 3],
+    pub(crate) local: [AtomicUsize; NR_EVENTS],
+    pub(crate) hier: [AtomicUsize; NR_EVENTS],
 }
 
 impl Events {

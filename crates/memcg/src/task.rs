@@ -15,6 +15,8 @@ thread_local! {
     static TASK_ID: Cell<u64> = const { Cell::new(0) };
 }
 
+static NEXT_TASK_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 #[cfg(not(loom))]
 struct ExitHook;
 
@@ -37,10 +39,9 @@ thread_local! {
 }
 
 fn task_id() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     TASK_ID.with(|t| {
         if t.get() == 0 {
-            t.set(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            t.set(new_task_id());
         }
         t.get()
     })
@@ -55,10 +56,44 @@ fn release(g: Arc<GroupInner>) {
     }
 }
 
+/// Where a thread was before a move: its group (`None`: the root) and
+/// whether it followed the default group (S12).
+pub(crate) struct Place {
+    group: Option<Arc<GroupInner>>,
+    follows_default: bool,
+}
+
+/// Where the calling thread is now.
+pub(crate) fn place() -> Place {
+    crate::current::refresh_default();
+    Place {
+        group: crate::current::current_group(),
+        follows_default: crate::current::follows_default(),
+    }
+}
+
+/// Put the calling thread back at `place`. A group removed meanwhile (it had
+/// no task while we were away from it) sends the thread to the root.
+pub(crate) fn restore(place: &Place) {
+    if place.follows_default {
+        let _internal = crate::internal::Internal::enter();
+        if let Some(old) = crate::current::set(None) {
+            release(old);
+        }
+        crate::slab::heap::leave_group();
+        crate::current::set_follows_default(true);
+        crate::current::refresh_default();
+    } else if switch(place.group.as_ref()).is_err() {
+        let _ = switch(None);
+    }
+}
+
 /// Move the calling thread into `group` (`None`: the root), returning the group
-/// it was in. Fails if `group` was removed.
+/// it was in. Fails if `group` was removed. The thread no longer follows
+/// the default group.
 pub(crate) fn switch(group: Option<&Arc<GroupInner>>) -> Result<Option<Arc<GroupInner>>> {
     let _internal = crate::internal::Internal::enter();
+    crate::current::refresh_default();
     let previous = crate::current::current_group();
     if let Some(g) = group {
         // Checked and registered under the tree lock, so that removal (which
@@ -81,6 +116,7 @@ pub(crate) fn switch(group: Option<&Arc<GroupInner>>) -> Result<Option<Arc<Group
         #[cfg(not(loom))]
         EXIT_HOOK.with(|_| {});
     }
+    crate::current::set_follows_default(false);
     let new = group.map_or(ptr::null(), Arc::as_ptr);
     let old = crate::current::set(group.cloned()).map_or(ptr::null(), |o| {
         let p = Arc::as_ptr(&o);
@@ -97,16 +133,16 @@ pub(crate) fn switch(group: Option<&Arc<GroupInner>>) -> Result<Option<Arc<Group
 }
 
 /// A guard that keeps the calling thread in a group; dropping it moves the
-/// thread back to the group it was in before. Made by
-/// [`Group::enter`](crate::Group::enter).
+/// thread back to where it was before (a group, the root, or following the
+/// default group). Made by [`Group::enter`](crate::Group::enter).
 #[must_use = "the thread leaves the group when the guard is dropped"]
 pub struct EnterGuard {
-    previous: Option<Arc<GroupInner>>,
+    previous: Place,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl EnterGuard {
-    pub(crate) fn new(previous: Option<Arc<GroupInner>>) -> EnterGuard {
+    pub(crate) fn new(previous: Place) -> EnterGuard {
         EnterGuard {
             previous,
             _not_send: std::marker::PhantomData,
@@ -116,15 +152,192 @@ impl EnterGuard {
 
 impl Drop for EnterGuard {
     fn drop(&mut self) {
-        // The previous group may have been removed meanwhile (it had no task
-        // while we were away from it); then return to the root.
-        if switch(self.previous.as_ref()).is_err() {
-            let _ = switch(None);
+        restore(&self.previous);
+    }
+}
+
+/// A task id for a thread not started yet: it takes it over at its start
+/// ([`start_reserved`]), so its entry can be listed before it runs.
+fn new_task_id() -> u64 {
+    NEXT_TASK_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// List a thread about to start in `g`'s tasks, so that `g` cannot be
+/// removed before the thread runs (it is busy from now on). Fails if `g` was
+/// removed. Returns the thread's task id.
+pub(crate) fn reserve(g: &Arc<GroupInner>, name: Option<&str>) -> Result<u64> {
+    let _internal = crate::internal::Internal::enter();
+    let _tree = g.common.tree.lock();
+    if g.is_dying() {
+        return Err(Error::NotFound(format!(
+            "{} (removed; spawn into a live group)",
+            g.path
+        )));
+    }
+    let id = new_task_id();
+    g.tasks.lock().push(TaskEntry {
+        id,
+        name: name.map_or_else(|| format!("spawned-{id}"), str::to_string),
+    });
+    Ok(id)
+}
+
+/// Take back a reservation whose thread never started.
+pub(crate) fn unreserve(g: &Arc<GroupInner>, id: u64) {
+    let _internal = crate::internal::Internal::enter();
+    let mut tasks = g.tasks.lock();
+    if let Some(i) = tasks.iter().position(|t| t.id == id) {
+        tasks.remove(i);
+    }
+}
+
+/// At the start of a thread spawned into `g` with the reservation `id`:
+/// take the id and enter the group. Runs on the new thread.
+pub(crate) fn start_reserved(g: Arc<GroupInner>, id: u64) {
+    let _internal = crate::internal::Internal::enter();
+    TASK_ID.with(|t| t.set(id));
+    if let Some(name) = std::thread::current().name() {
+        if let Some(t) = g.tasks.lock().iter_mut().find(|t| t.id == id) {
+            t.name = name.to_string();
+        }
+    }
+    #[cfg(not(loom))]
+    EXIT_HOOK.with(|_| {});
+    crate::current::set_follows_default(false);
+    drop(crate::current::set(Some(g)));
+}
+
+/// At the start of a thread spawned by a thread attached to the root: stay
+/// there, not following the default group.
+pub(crate) fn start_in_root() {
+    crate::current::set_follows_default(false);
+}
+
+/// Where a spawned thread starts: with its parent (see [`Place`]).
+pub(crate) enum Start {
+    /// Follow the default group, as a thread never attached.
+    Default,
+    /// The root, not following the default.
+    Root,
+    /// A group, with the task id reserved there.
+    Group(Arc<GroupInner>, u64),
+}
+
+impl Start {
+    /// Where a thread spawned by the calling thread starts (S12): where the
+    /// calling thread is. A group removed under it (its hierarchy was
+    /// dropped) gives way to the live group its context bills.
+    pub(crate) fn inherit(name: Option<&str>) -> Start {
+        let here = place();
+        if here.follows_default {
+            return Start::Default;
+        }
+        let Some(mut g) = here.group else {
+            return Start::Root;
+        };
+        loop {
+            match reserve(&g, name) {
+                Ok(id) => return Start::Group(g, id),
+                Err(_) => match g.ctx.as_ref().map(|c| c.with_owner(|o| o.clone())) {
+                    Some(owner) if !owner.is_root() && !Arc::ptr_eq(&owner, &g) => g = owner,
+                    _ => return Start::Root,
+                },
+            }
+        }
+    }
+
+    /// Start in `g` (the root: [`Start::Root`]); fails if `g` was removed.
+    pub(crate) fn into(g: &Arc<GroupInner>, name: Option<&str>) -> Result<Start> {
+        if g.is_root() {
+            return Ok(Start::Root);
+        }
+        Ok(Start::Group(g.clone(), reserve(g, name)?))
+    }
+
+    /// On the new thread, before its closure runs.
+    pub(crate) fn apply(self) {
+        match self {
+            Start::Default => {}
+            Start::Root => start_in_root(),
+            Start::Group(g, id) => start_reserved(g, id),
+        }
+    }
+
+    /// The thread could not be started: take the reservation back.
+    pub(crate) fn cancel(self) {
+        if let Start::Group(g, id) = self {
+            unreserve(&g, id);
         }
     }
 }
 
-/// Move the calling thread back to the root group, where nothing is charged.
+/// What a poll (or drop) of a future bound to a group runs under: the
+/// calling thread charges that group until the scope ends, then returns to
+/// where it was. Lighter than [`switch`]: the future is not listed in the
+/// group's tasks (a bound future does not keep its group from removal; after
+/// removal it charges where the group's context bills, S5).
+pub(crate) struct Scope {
+    previous: Option<Option<Arc<GroupInner>>>,
+    follows_default: bool,
+    entered: *const GroupInner,
+}
+
+impl Scope {
+    /// Enter `g` on the calling thread.
+    pub(crate) fn enter(g: &Arc<GroupInner>) -> Scope {
+        let _internal = crate::internal::Internal::enter();
+        let target = if g.is_root() {
+            None
+        } else if g.is_dying() {
+            g.ctx
+                .as_ref()
+                .map(|c| c.with_owner(|o| o.clone()))
+                .filter(|o| !o.is_root())
+        } else {
+            Some(g.clone())
+        };
+        let entered = target.as_ref().map_or(ptr::null(), Arc::as_ptr);
+        let follows_default = crate::current::follows_default();
+        if crate::current::current_ptr() == entered {
+            // Already there (a nested scope, or a worker attached to `g`).
+            return Scope {
+                previous: None,
+                follows_default,
+                entered,
+            };
+        }
+        crate::current::keep_follows_default(false);
+        Scope {
+            previous: Some(crate::current::set(target)),
+            follows_default,
+            entered,
+        }
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        let Some(previous) = self.previous.take() else {
+            return;
+        };
+        let _internal = crate::internal::Internal::enter();
+        if let Some(left) = crate::current::set(previous) {
+            if !ptr::eq(Arc::as_ptr(&left), self.entered) {
+                // The future attached the thread elsewhere meanwhile: that
+                // group listed the thread, and no longer has it.
+                release(left);
+            }
+        }
+        crate::current::keep_follows_default(self.follows_default);
+        // What the thread's stocks hold for the group is handed back, so
+        // the group's numbers are exact once its futures are done.
+        crate::slab::heap::leave_group();
+    }
+}
+
+/// Move the calling thread to the root group, where nothing is charged —
+/// not even to a default group (see
+/// [`Hierarchy::set_default_group`](crate::Hierarchy::set_default_group)).
 pub fn detach() {
     let _ = switch(None);
 }

@@ -35,6 +35,7 @@ impl UserPage {
     /// Fails with [`Limit`](crate::ErrorKind::Limit) when the group or an
     /// ancestor is at `memory.max` and reclaim cannot make room.
     pub fn charge(kind: PageKind) -> Result<UserPage> {
+        crate::current::refresh_default();
         let Some(group) = crate::current::current_group() else {
             return Ok(UserPage { record: None });
         };

@@ -31,6 +31,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("group", 2),
     ("context", 2),
     ("deferred", 2),
+    ("watch", 2),
     ("stats", 2),
     ("lru", 2),
     ("shrinker", 2),
@@ -46,6 +47,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("files", 5),
     ("global", 6),
     ("task", 6),
+    ("thread", 6),
+    ("future", 6),
     ("hierarchy", 6),
 ];
 

@@ -716,7 +716,7 @@ impl Model {
 }
 
 fn events_text(e: [u64; 3]) -> String {
-    format!("high {}\nmax {}\noom {}\n", e[HIGH], e[MAX], e[OOM])
+    format!("low 0\nhigh {}\nmax {}\noom {}\n", e[HIGH], e[MAX], e[OOM])
 }
 
 fn limit_text(limit: Option<usize>) -> String {

@@ -399,7 +399,7 @@ fn interface_files_parse_and_reject_as_the_kernel() {
     assert!(err.to_string().contains("1 children"), "{err}");
     assert_eq!(
         h.read("/a", "memory.events").unwrap(),
-        "high 0\nmax 0\noom 0\n"
+        "low 0\nhigh 0\nmax 0\noom 0\n"
     );
 }
 

@@ -173,6 +173,7 @@ pub(crate) fn alloc_fast_index(index: usize) -> Option<NonNull<u8>> {
 #[cold]
 #[inline(never)]
 pub(crate) fn alloc_slow_path(root: &'static RootCache, global: bool) -> SlowResult {
+    crate::current::refresh_default();
     // Callers tried the fast path just before: go straight to the refill.
     HEAP.with(|h| {
         let target = crate::current::current_ptr();
