@@ -210,7 +210,7 @@ fn tokio_tasks_charge_their_group_whichever_worker_polls_them() {
             let task = async move {
                 let mut threads = HashSet::new();
                 let mut v = block();
-                for round in 0..200 {
+                for (round, byte) in v.iter_mut().enumerate().take(200) {
                     threads.insert(std::thread::current().id());
                     if round % 10 == 0 {
                         // A timer wake-up resumes the task on whichever
@@ -219,7 +219,7 @@ fn tokio_tasks_charge_their_group_whichever_worker_polls_them() {
                     } else {
                         tokio::task::yield_now().await;
                     }
-                    v[round] = round as u8;
+                    *byte = round as u8;
                 }
                 let notified = release.notified();
                 held.wait().await;
