@@ -329,9 +329,12 @@ impl Drop for Scope {
             }
         }
         crate::current::keep_follows_default(self.follows_default);
-        // What the thread's stocks hold for the group is handed back, so
-        // the group's numbers are exact once its futures are done.
-        crate::slab::heap::leave_group();
+        // The thread's object stock keeps what it pre-charged for the group
+        // (less than a page), as the kernel's per-CPU obj_stock does across
+        // task switches: the next poll of a task of that group allocates
+        // without touching a shared counter. It is handed back when the
+        // thread next charges another group, drains its stocks
+        // (`memcg::drain_stocks`), or exits.
     }
 }
 

@@ -440,11 +440,13 @@ fn event_watches_wake_blocking_and_async_waiters() {
             assert!(memcg::KmemPages::alloc(1 << 20).is_err());
         }
     }
+    // Woken by the first change it saw (max is counted before oom, and a
+    // wake-up may come between them: coalescing reports what is there).
     let seen = waiter
         .join()
         .unwrap()
         .expect("the blocking watcher was woken");
-    assert!(seen.max >= 1 && seen.oom >= 1, "{seen:?}");
+    assert!(seen.max >= 1, "{seen:?}");
     let seen_async = rt.block_on(async_waiter).unwrap();
     assert!(seen_async.max >= 1, "{seen_async:?}");
     // Coalesced: a fresh look reports the counters as they are, once.
