@@ -6,37 +6,7 @@
 //! worker's own group is restored (as `tracing::Instrument` does with
 //! spans). It works with any runtime, since it only wraps `poll`.
 //!
-//! With tokio, bind each task, and put the runtime's own threads where you
-//! want their allocations outside tasks to go:
-//!
-//! ```
-//! use memcg::FutureExt;
-//!
-//! let h = memcg::Hierarchy::new();
-//! let tenant = h.create("/tenant").unwrap();
-//! let rt = tokio::runtime::Builder::new_multi_thread()
-//!     .worker_threads(2)
-//!     // Workers outside any task stay in the root (or: attach to a group).
-//!     .on_thread_start(memcg::detach)
-//!     .build()
-//!     .unwrap();
-//! let h2 = h.clone();
-//! let task = rt.spawn(
-//!     async move {
-//!         tokio::task::yield_now().await;
-//!         h2.current_group().path()
-//!     }
-//!     .in_group(tenant.clone()),
-//! );
-//! assert_eq!(rt.block_on(task).unwrap(), "/tenant");
-//! ```
-//!
-//! With rayon, start the pool's threads in a group with
-//! `ThreadPoolBuilder::start_handler(move |_| group.attach().unwrap())`, or
-//! let them follow the default group
-//! ([`Hierarchy::set_default_group`](crate::Hierarchy::set_default_group)).
-//! With std threads, use [`spawn`](crate::spawn) or
-//! [`Group::spawn`](crate::Group::spawn).
+//! The crate docs show it with tokio, rayon and std threads.
 
 use crate::hierarchy::Group;
 use crate::task::Scope;

@@ -34,6 +34,57 @@
 //! assert_eq!(h.read("/a", "memory.current").unwrap(), "0\n");
 //! ```
 //!
+//! ## Threads and async tasks carry their group (S12)
+//!
+//! A thread charges the group it is attached to ([`Group::enter`],
+//! [`Group::attach`]). Threads it starts through [`spawn`] (or
+//! [`Builder`], or [`Group::spawn`] into a given group) start there too;
+//! threads never attached — a library's pool started with
+//! `std::thread::spawn` — charge the hierarchy's default group
+//! ([`Hierarchy::set_default_group`], the root unless set). An async task
+//! bound with [`FutureExt::in_group`] charges its group on every poll and
+//! on drop, on whichever worker thread runs it.
+//!
+//! - **std**: `memcg::spawn(f)` where you would write `std::thread::spawn(f)`.
+//! - **tokio**: `tokio::spawn(fut.in_group(tenant))`; the runtime's own
+//!   threads follow the default group, or pick one with
+//!   `Builder::on_thread_start(move || group.attach().unwrap())`.
+//! - **rayon**: `ThreadPoolBuilder::start_handler(move |_| group.attach().unwrap())`.
+//!
+//! ```
+//! use memcg::FutureExt;
+//!
+//! let h = memcg::Hierarchy::new();
+//! let tenant = h.create("/tenant").unwrap();
+//! let rt = tokio::runtime::Builder::new_multi_thread()
+//!     .worker_threads(2)
+//!     .build()
+//!     .unwrap();
+//! let h2 = h.clone();
+//! let task = rt.spawn(
+//!     async move {
+//!         tokio::task::yield_now().await; // may resume on the other worker
+//!         h2.current_group().path()
+//!     }
+//!     .in_group(tenant.clone()),
+//! );
+//! assert_eq!(rt.block_on(task).unwrap(), "/tenant");
+//!
+//! let pool = rayon::ThreadPoolBuilder::new()
+//!     .num_threads(2)
+//!     .start_handler({
+//!         let tenant = tenant.clone();
+//!         move |_| tenant.attach().unwrap()
+//!     })
+//!     .build()
+//!     .unwrap();
+//! assert_eq!(pool.install(|| h.current_group().path()), "/tenant");
+//! ```
+//!
+//! Groups are listed with [`Hierarchy::groups`] and [`Group::children`];
+//! [`Group::watch_events`] wakes a thread or a task when a group's
+//! `memory.events` change.
+//!
 //! Layers, each on the ones before it (DESIGN.md §6): the
 //! [page counter](page_counter); groups ([`Hierarchy`], [`Group`]); kmem
 //! contexts and per-thread charge stocks; page-level kmem ([`KmemPages`]),
