@@ -72,6 +72,9 @@ pub enum Error {
     /// The OS could not start a thread (`EAGAIN` of `pthread_create`).
     #[error("again: the OS could not start a thread ({0}); retry later, or use fewer threads")]
     Spawn(String),
+    /// The system refused memory the group's limits allowed.
+    #[error("again: the system could not provide {0} bytes now; free memory or ask for less")]
+    NoMemory(usize),
     /// `mkdir` of an existing path.
     #[error("exists: {0} exists already")]
     Exists(String),
@@ -118,7 +121,7 @@ impl Error {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Invalid(_) => ErrorKind::Invalid,
             Error::Limit { .. } => ErrorKind::Limit,
-            Error::Again { .. } | Error::Spawn(_) => ErrorKind::Again,
+            Error::Again { .. } | Error::Spawn(_) | Error::NoMemory(_) => ErrorKind::Again,
         }
     }
 }

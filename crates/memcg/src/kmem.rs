@@ -62,8 +62,16 @@ impl KmemPages {
             ));
         }
         let pages = bytes.div_ceil(PAGE_SIZE);
-        let layout = Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE)
-            .map_err(|_| Error::Invalid(format!("{bytes} bytes is too large")))?;
+        // Whole pages of at most isize::MAX bytes (Layout checks the bound;
+        // the multiplication must not wrap before it can).
+        let layout = pages
+            .checked_mul(PAGE_SIZE)
+            .and_then(|len| Layout::from_size_align(len, PAGE_SIZE).ok())
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{bytes} bytes is more than a kmem allocation can hold (isize::MAX rounded down to pages)"
+                ))
+            })?;
         if let Some(ctx) = &ctx {
             crate::charge::charge(ctx, pages, Stat::Kmem, false)?;
         }
@@ -74,7 +82,7 @@ impl KmemPages {
             if let Some(ctx) = &ctx {
                 crate::charge::uncharge(ctx, pages, Stat::Kmem);
             }
-            std::alloc::handle_alloc_error(layout);
+            return Err(Error::NoMemory(layout.size()));
         };
         Ok(KmemPages { ptr, pages, ctx })
     }

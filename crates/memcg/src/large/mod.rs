@@ -163,6 +163,9 @@ fn flush_local() {
 }
 
 /// The pages charged for a block of `layout`.
+/// The most pages a block may span: `isize::MAX` bytes, rounded down.
+const MAX_PAGES: usize = isize::MAX as usize / PAGE_SIZE;
+
 fn pages_of(layout: Layout) -> usize {
     layout.size().max(1).div_ceil(PAGE_SIZE)
 }
@@ -178,6 +181,11 @@ fn bin_for(layout: Layout, pages: usize) -> Option<usize> {
 /// refuses memory. The caller is internal (charging may reclaim).
 pub(crate) fn alloc(layout: Layout, ctx: Option<CtxRef>, nofail: bool, zeroed: bool) -> *mut u8 {
     let pages = pages_of(layout);
+    if pages > MAX_PAGES {
+        // Rounded up to whole pages it would pass isize::MAX bytes: no
+        // mapping can hold it, and no counter may be charged for it.
+        return ptr::null_mut();
+    }
     if let Some(ctx) = &ctx {
         if crate::charge::charge(ctx, pages, Stat::Kmem, nofail).is_err() {
             return ptr::null_mut();

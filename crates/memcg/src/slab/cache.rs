@@ -76,7 +76,7 @@ pub(crate) fn geometry(size: usize) -> Option<(usize, usize)> {
     let obj = if size <= 8 {
         8
     } else {
-        size.next_multiple_of(16)
+        size.checked_next_multiple_of(16)?
     };
     SPAN_SHIFTS.iter().enumerate().find_map(|(pool, &shift)| {
         let span = 1usize << shift;
