@@ -93,7 +93,8 @@
 //! [large blocks](large) in cached runs of pages; user pages ([`UserPage`]) with reclaim
 //! ([`Shrinker`]); and the front ends: the global allocator [`MemcgAlloc`]
 //! over [`global()`], and [`Group::allocator`] handles for `allocator_api2`
-//! collections.
+//! collections. With the feature `prometheus`, `metrics` exposes every
+//! group's files to a `prometheus-client` registry.
 //!
 //! `unsafe` lives in the allocator layer (`slab`, `large`, `kmem`, `global`)
 //! and in the kmem context pointer: the context's owner pointer and the
@@ -121,6 +122,8 @@ pub mod large;
 #[cfg(all(test, loom))]
 mod loom_models;
 mod lru;
+#[cfg(feature = "prometheus")]
+pub mod metrics;
 mod objstock;
 pub mod page_counter;
 mod reclaim;
