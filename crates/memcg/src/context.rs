@@ -347,6 +347,10 @@ impl KmemContext {
         // flip also sees the new owner, so it may count on either index.
         let e = ctx.epoch.load(Acquire) & 1;
         ctx.readers[e].fetch_add(1, AcqRel);
+        // Leaves the section on every exit, a panic in `f` included (a
+        // debug assertion of the page counter): a count left behind would
+        // make the next owner change wait forever.
+        let _leave = LeaveOnDrop(&ctx.readers[e]);
         // A read-modify-write, not a load: if it reads the old owner it is
         // ordered before the writer's swap, which then synchronizes with it,
         // so the writer's later check of `readers` sees our increment.
@@ -359,9 +363,7 @@ impl KmemContext {
         // ManuallyDrop view borrows the context's count without releasing it;
         // clones made by `f` are counts of their own.
         let owner = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(owner) });
-        let r = f(&owner);
-        ctx.readers[e].fetch_sub(1, Release);
-        r
+        f(&owner)
     }
 
     /// Point the context at `owner`, and wait out every reader that may still
@@ -390,6 +392,17 @@ impl KmemContext {
     /// The current owner's address, for identity checks under the context lock.
     pub(crate) fn owner_ptr(&self) -> *const GroupInner {
         self.owner.load(Acquire) as *const GroupInner
+    }
+}
+
+/// Leaves a reader section when dropped (see [`KmemContext::with_owner`]).
+struct LeaveOnDrop<'a>(&'a AtomicUsize);
+
+impl Drop for LeaveOnDrop<'_> {
+    fn drop(&mut self) {
+        // Release: the section's reads of the owner happen before a writer
+        // that sees the count drop frees it.
+        self.0.fetch_sub(1, Release);
     }
 }
 
@@ -462,5 +475,28 @@ mod tests {
         h.quiesce();
         assert_eq!(common.contexts_live.load(super::Relaxed), 0);
         assert!(common.deferred.load(super::Acquire).is_null());
+    }
+
+    /// DESIGN.md §8: a panic under a reader section (a debug assertion of
+    /// the page counter, anything `f` runs) leaves the section, so the next
+    /// owner change, the group's removal, does not wait forever.
+    #[test]
+    fn a_panic_in_a_reader_section_leaves_it() {
+        let h = Hierarchy::new();
+        let a = h.create("/a").unwrap();
+        let ctx = a.context().unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ctx.with_owner(|_| panic!("a check failed under the section"))
+        }));
+        assert!(panicked.is_err());
+        let readers: usize = ctx.readers.iter().map(|r| r.load(super::Acquire)).sum();
+        if readers != 0 {
+            // Dropping these would wait for the leaked reader forever.
+            std::mem::forget((ctx, a, h));
+            panic!("the panic left the section counted ({readers} readers)");
+        }
+        drop((ctx, a));
+        // Removal switches the context's owner, waiting out its readers.
+        h.remove("/a").unwrap();
     }
 }

@@ -126,12 +126,17 @@ mod imp {
                 list.retain(|w| w.strong_count() > 0);
                 list.iter().filter_map(Weak::upgrade).collect()
             };
-            for common in live {
-                if common.has_deferred() {
-                    Common::run_deferred(&common);
+            // The worker must outlive any panic of a pass (a debug
+            // assertion, a waker): a dead worker would leave destruction to
+            // quiesce calls alone and watches unwoken.
+            let _ = std::panic::catch_unwind(|| {
+                for common in live {
+                    if common.has_deferred() {
+                        Common::run_deferred(&common);
+                    }
                 }
-            }
-            crate::watch::deliver();
+            });
+            let _ = std::panic::catch_unwind(crate::watch::deliver);
         }
     }
 }

@@ -58,11 +58,16 @@ pub(crate) fn reclaim(group: &GroupInner, pages: usize) -> usize {
         }
         for s in shrinkers.iter().filter(|s| s.stage() == stage) {
             for g in &subtree {
-                freed += s.scan(&ShrinkControl {
+                let sc = ShrinkControl {
                     group_id: g.id,
                     path: g.path.clone(),
                     nr_pages: pages - freed,
-                });
+                };
+                // A program's callback, possibly reached from inside the
+                // global allocator, which must not unwind: a panicking
+                // shrinker freed nothing (the panic hook has reported it).
+                freed += std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.scan(&sc)))
+                    .unwrap_or(0);
                 if freed >= pages {
                     return freed;
                 }

@@ -98,8 +98,11 @@ pub(crate) fn deliver() {
         drop(state);
         w.cv.notify_all();
     }
-    // Outside every lock: a waker may run a runtime's scheduling code.
-    wakers.into_iter().for_each(Waker::wake);
+    // Outside every lock: a waker may run a runtime's scheduling code. One
+    // that panics does not keep the others from being woken.
+    for w in wakers {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake()));
+    }
 }
 
 struct Shared {
