@@ -309,6 +309,32 @@ fn default_root_resets_what_unattached_threads_charge() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }
 
+/// S12: a thread following the default charges a new default from the next
+/// allocation command on, even a slab allocation whose fast path would not
+/// look (65 objects of 64 bytes, 72 with the vector entry: 2 pages).
+#[test]
+fn an_allocation_follows_a_new_default_group_at_once() {
+    let output = replay(
+        &["-"],
+        "mkdir /d\nthread w\ncache c 64\nalloc w c 10 as a\ndefault /d\n\
+         alloc w c 65 as b\nexpect /d memory.current == 8K\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+/// S1 for a former default group: the threads that followed it let go of it
+/// by the next quiesce, so once removed it is not left dying.
+#[test]
+fn a_former_default_group_is_freed_once_removed() {
+    let output = replay(
+        &["-"],
+        "mkdir /d\nthread w\ndefault /d\nkmem w 4K 1 as k\nfree k\ndefault /\n\
+         rmdir /d\nexpect / cgroup.stat:nr_dying_descendants == 0\n\
+         expect / memcg.live_contexts == 0\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
 /// The default group is process-wide, each script's hierarchy is its own:
 /// a script's `default` ends with the script, so the next script of the
 /// same run sees the root as the default (its threads charge nothing) and
