@@ -4,7 +4,29 @@
 //! itself to its group. Commands for a task are boxed closures sent to it over
 //! a channel; the script's thread waits for each result, so a script runs
 //! strictly in order while every charge and free happens on the thread the
-//! script names. The script's own thread never leaves the root group.
+//! script names. The script's own thread never leaves the root group: a run
+//! detaches it first, so it does not follow a default group either.
+//!
+//! S12 threads are tasks too. A `thread` is started with `std::thread` and
+//! never attached, so it follows the default group. A `spawn NAME by TASK`
+//! thread is started by TASK's thread with [`memcg::Builder`], so it starts
+//! where TASK is: in its group (listed in `cgroup.procs` before it runs), in
+//! the root, or following the default group. Either kind is then a task like
+//! any other: `task NAME PATH` moves it, `exit NAME` ends it. A name already
+//! running is `exists` for both (`task` with such a name moves it instead).
+//! A thread following the default picks a change up at its next call into
+//! memcg; every allocation command and every quiesce makes that call first
+//! ([`Hierarchy::current_group`]), so scripted numbers stay exact even for
+//! slab objects, whose fast path does not look.
+//!
+//! The default group is process-wide, while each run has its own hierarchy.
+//! So a run whose script has a `default` or a `thread` command (the only
+//! ones that set the default or depend on it) holds [`DEFAULT_LOCK`] from
+//! start to end, and ends by making the root the default again, whether the
+//! script passed or failed. Runs of one process (`memcg replay a.mcg b.mcg`,
+//! or scripts run on several threads in-process) then never see each
+//! other's default. Runs without those commands take no lock: all their
+//! charges come from attached threads, which a default does not move.
 //!
 //! A SET owns the objects a script allocated (slab objects, kmem buffers,
 //! user pages) and frees them oldest first. Reclaim may drop file pages and
@@ -23,7 +45,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 
 use memcg::{Hierarchy, KmemPages, PageKind, SlabCache, SlabObject, UserPage};
@@ -54,13 +76,16 @@ pub enum RunError {
     /// The engine refused; `expect-fail` matches these by kind.
     #[error(transparent)]
     Engine(#[from] memcg::Error),
-    /// A command named a task that is not running.
+    /// A command named a task that is not running (`not-found` to
+    /// `expect-fail`).
     #[error("no task named `{0}`")]
     NoTask(String),
-    /// A command named a set that no allocation has created.
+    /// A command named a set that no allocation has created (`not-found`
+    /// to `expect-fail`).
     #[error("no set named `{0}`")]
     NoSet(String),
-    /// `alloc` named a cache that no `cache` command has created.
+    /// `alloc` named a cache that no `cache` command has created
+    /// (`not-found` to `expect-fail`).
     #[error("no cache named `{0}`")]
     NoCache(String),
     /// The OS refused to start a task's thread.
@@ -136,6 +161,21 @@ pub enum RunError {
     },
 }
 
+impl RunError {
+    /// The error kind `expect-fail` matches: the engine's, or `not-found`
+    /// for a task, set or cache name that no earlier command made (§5).
+    /// `None` for failures that are not errors of the script's commands.
+    pub fn kind(&self) -> Option<ErrorName> {
+        match self {
+            RunError::Engine(error) => Some(error.kind()),
+            RunError::NoTask(_) | RunError::NoSet(_) | RunError::NoCache(_) => {
+                Some(ErrorName::NotFound)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A value read from an interface file: a number, or `max`, which is greater
 /// than every number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -203,16 +243,33 @@ pub fn holds(got: Amount, op: Op, want: Amount, tolerance: u64) -> bool {
 }
 
 /// Runs `script` in a fresh [`Hierarchy`], printing what `read` reads to
-/// `out`. Stops at the first failure. All task threads are ended and all SET
-/// members freed before this returns, whatever the outcome.
+/// `out`. Stops at the first failure. All task threads are ended, all SET
+/// members freed and the default group reset before this returns, whatever
+/// the outcome. The calling thread is detached to the root first.
 pub fn run(script: &Script, out: &mut impl Write) -> Result<(), Failure> {
-    let mut replay = Replay::new(out);
+    let lock = script.statements.iter().any(|s| uses_default(&s.command));
+    let mut replay = Replay::new(out, lock);
     for statement in &script.statements {
         replay
             .execute(&statement.command)
             .map_err(|error| failure(statement, error))?;
     }
     Ok(())
+}
+
+/// Held by every run that sets the process-wide default group or has
+/// threads that follow it; see the module docs.
+static DEFAULT_LOCK: Mutex<()> = Mutex::new(());
+
+/// Whether `command` sets the default group (`default`) or starts a thread
+/// that follows it (`thread`; what such a thread spawns needs a `thread`
+/// first).
+fn uses_default(command: &Command) -> bool {
+    match command {
+        Command::Default { .. } | Command::Thread { .. } => true,
+        Command::ExpectFail { command, .. } => uses_default(command),
+        _ => false,
+    }
 }
 
 fn failure(statement: &Statement, error: RunError) -> Failure {
@@ -233,23 +290,48 @@ struct Task {
     thread: JoinHandle<()>,
 }
 
+/// The body of a task thread: runs jobs in order; when the channel closes it
+/// leaves its group and ends.
+fn serve(queue: mpsc::Receiver<Job>) {
+    for job in queue {
+        job();
+    }
+    memcg::detach();
+}
+
 impl Task {
-    /// Starts the thread. It runs jobs in order; when the channel closes it
-    /// leaves its group and ends.
+    /// Starts thread `name` with `std::thread`: never attached, it follows
+    /// the default group until a job attaches it.
     fn spawn(name: &str) -> Result<Task, RunError> {
+        Task::start(|body| {
+            thread::Builder::new()
+                .name(name.to_string())
+                .spawn(body)
+                .map_err(|source| RunError::Spawn {
+                    name: name.to_string(),
+                    source,
+                })
+        })
+    }
+
+    /// `spawn NAME by TASK`: this task's thread (`self`, named `parent`)
+    /// starts thread `name` through memcg's spawn, so it starts where this
+    /// one is (S12).
+    fn spawn_child(&self, parent: &str, name: &str) -> Result<Task, RunError> {
+        let name = name.to_string();
+        Task::start(|body| {
+            let started = self.run(parent, move || memcg::Builder::new().name(name).spawn(body))?;
+            Ok(started?)
+        })
+    }
+
+    /// Starts a task thread with `launch`, which runs the body it is given
+    /// on a new thread.
+    fn start(
+        launch: impl FnOnce(Job) -> Result<JoinHandle<()>, RunError>,
+    ) -> Result<Task, RunError> {
         let (jobs, queue) = mpsc::channel::<Job>();
-        let thread = thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || {
-                for job in queue {
-                    job();
-                }
-                memcg::detach();
-            })
-            .map_err(|source| RunError::Spawn {
-                name: name.to_string(),
-                source,
-            })?;
+        let thread = launch(Box::new(move || serve(queue)))?;
         Ok(Task { jobs, thread })
     }
 
@@ -343,10 +425,22 @@ struct Replay<'a, W: Write> {
     caches: HashMap<String, ScriptCache>,
     sets: HashMap<String, VecDeque<Member>>,
     out: &'a mut W,
+    /// [`DEFAULT_LOCK`], for a run that uses the default group. Declared
+    /// last, so it is released after everything else is dropped.
+    default_lock: Option<MutexGuard<'static, ()>>,
 }
 
 impl<'a, W: Write> Replay<'a, W> {
-    fn new(out: &'a mut W) -> Self {
+    /// A run with a fresh hierarchy; `uses_default` takes [`DEFAULT_LOCK`]
+    /// (waiting for any other run that holds it).
+    fn new(out: &'a mut W, uses_default: bool) -> Self {
+        // A failed run (a panic in a task) does not make the lock useless:
+        // every holder resets the default when dropped, even then.
+        let default_lock =
+            uses_default.then(|| DEFAULT_LOCK.lock().unwrap_or_else(|e| e.into_inner()));
+        // §5: the script's own thread is in the root group, and charges
+        // nothing even when the script sets a default group.
+        memcg::detach();
         Replay {
             hierarchy: Hierarchy::new(),
             run: RUNS.fetch_add(1, Ordering::Relaxed),
@@ -354,6 +448,7 @@ impl<'a, W: Write> Replay<'a, W> {
             caches: HashMap::new(),
             sets: HashMap::new(),
             out,
+            default_lock,
         }
     }
 
@@ -377,6 +472,21 @@ impl<'a, W: Write> Replay<'a, W> {
                 self.out.flush()?;
             }
             Command::Task { name, path } => self.task(name, path)?,
+            Command::Thread { name } => {
+                self.name_is_free(name)?;
+                let task = Task::spawn(name)?;
+                self.tasks.insert(name.clone(), task);
+            }
+            Command::Spawn { name, by } => {
+                let parent = self.task_ref(by)?;
+                self.name_is_free(name)?;
+                let task = parent.spawn_child(by, name)?;
+                self.tasks.insert(name.clone(), task);
+            }
+            Command::Default { path } => {
+                let group = self.hierarchy.get(path)?;
+                self.hierarchy.set_default_group(Some(&group))?;
+            }
             Command::Exit { name } => {
                 let task = self
                     .tasks
@@ -467,7 +577,7 @@ impl<'a, W: Write> Replay<'a, W> {
                 let want = *error;
                 return match self.execute(command) {
                     Ok(()) => Err(RunError::Succeeded(want)),
-                    Err(RunError::Engine(error)) if error.kind() == want => Ok(()),
+                    Err(error) if error.kind() == Some(want) => Ok(()),
                     Err(RunError::Engine(error)) => Err(RunError::WrongError { error, want }),
                     Err(other) => Err(RunError::NotAnEngineError {
                         error: Box::new(other),
@@ -504,12 +614,26 @@ impl<'a, W: Write> Replay<'a, W> {
         }
     }
 
+    /// `thread` and `spawn`: a task name must not be running already.
+    fn name_is_free(&self, name: &str) -> Result<(), RunError> {
+        if self.tasks.contains_key(name) {
+            return Err(memcg::Error::Exists(format!("task {name}")).into());
+        }
+        Ok(())
+    }
+
     /// §5: before each `read`, `expect` and `expect-live`, every task's
     /// stocks are drained (on its own thread: object stocks are thread-local)
-    /// and deferred destruction has run, so scripted numbers are exact.
+    /// and deferred destruction has run, so scripted numbers are exact. A
+    /// task following the default group moves to the current one first, so
+    /// it no longer holds a group that stopped being the default.
     fn quiesce(&mut self) -> Result<(), RunError> {
         for (name, task) in &self.tasks {
-            task.run(name, memcg::drain_stocks)?;
+            let hierarchy = self.hierarchy.clone();
+            task.run(name, move || {
+                follow_default(&hierarchy);
+                memcg::drain_stocks();
+            })?;
         }
         self.hierarchy.quiesce();
         Ok(())
@@ -557,7 +681,9 @@ impl<'a, W: Write> Replay<'a, W> {
         count: u64,
         make: impl Fn() -> memcg::Result<Member> + Send + 'static,
     ) -> Result<(), RunError> {
+        let hierarchy = self.hierarchy.clone();
         let (made, error) = self.task_ref(task)?.run(task, move || {
+            follow_default(&hierarchy);
             let mut made = Vec::new();
             for _ in 0..count {
                 match make() {
@@ -704,21 +830,85 @@ impl<'a, W: Write> Replay<'a, W> {
     }
 }
 
+/// Moves the calling thread to the current default group if it follows the
+/// default and the default changed: a call into memcg does that at once,
+/// while a slab allocation's fast path would not look.
+fn follow_default(hierarchy: &Hierarchy) {
+    drop(hierarchy.current_group());
+}
+
 impl<W: Write> Drop for Replay<'_, W> {
     /// Ends every task thread (each leaves its group first), then frees what
-    /// the sets still hold, on this thread.
+    /// the sets still hold, on this thread, and makes the root the default
+    /// group again if this run may have changed it.
     fn drop(&mut self) {
         for (name, task) in std::mem::take(&mut self.tasks) {
             // A task that died already reported its panic on stderr.
             let _ = task.end(&name);
         }
         self.sets.clear();
+        if self.default_lock.is_some() {
+            // Only fails when another hierarchy's group is the default,
+            // which this run did not set and must not clear.
+            let _ = self.hierarchy.set_default_group(None);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn replay(source: &str) -> Result<(), Failure> {
+        let script = crate::script::parse("t.mcg", source).expect("the script parses");
+        run(&script, &mut io::sink())
+    }
+
+    /// A script whose numbers hold only if no other run's default group
+    /// leaks into it, nor its own into another run.
+    const OWN_DEFAULT: &str = "\
+mkdir /d
+thread w
+kmem w 4K 1 as k
+expect / memory.current == 0
+default /d
+spawn w2 by w
+kmem w 4K 2 as k
+kmem w2 4K 1 as k
+expect /d memory.current == 12K
+default /
+kmem w 4K 1 as k
+expect /d memory.current == 12K
+default /d
+";
+
+    /// S12 with runs in parallel threads of one process, as tests run: runs
+    /// that use the process-wide default group take turns, so each sees
+    /// only its own.
+    #[test]
+    fn runs_on_parallel_threads_each_see_only_their_own_default() {
+        let runs: Vec<_> = (0..4)
+            .map(|_| {
+                thread::spawn(|| {
+                    for _ in 0..10 {
+                        replay(OWN_DEFAULT)?;
+                    }
+                    Ok::<(), Failure>(())
+                })
+            })
+            .collect();
+        for run in runs {
+            run.join().expect("a run does not panic").unwrap();
+        }
+    }
+
+    /// A failed script resets the default group as well as a successful one.
+    #[test]
+    fn a_failed_run_resets_the_default_group() {
+        let failed = replay("mkdir /d\ndefault /d\nexpect /d memory.current == 4K\n");
+        assert!(failed.is_err());
+        replay(OWN_DEFAULT).unwrap();
+    }
 
     const N: fn(u64) -> Amount = Amount::Number;
 

@@ -97,6 +97,25 @@ pub enum Command {
         /// The group to attach it to.
         path: String,
     },
+    /// `thread NAME`: start thread NAME never attached; it charges the
+    /// hierarchy's default group (S12).
+    Thread {
+        /// The thread's name.
+        name: String,
+    },
+    /// `spawn NAME by TASK`: TASK's thread starts thread NAME through
+    /// memcg's spawn, so NAME starts where TASK is (S12).
+    Spawn {
+        /// The new thread's name.
+        name: String,
+        /// The thread that starts it.
+        by: String,
+    },
+    /// `default PATH`: make PATH the hierarchy's default group (`/` resets).
+    Default {
+        /// The group; `/` makes the root the default again.
+        path: String,
+    },
     /// `exit NAME`: end thread NAME.
     Exit {
         /// The thread's name.
@@ -657,6 +676,18 @@ fn parse_arguments(name: &str, args: &mut Args<'_>) -> Result<Command, Problem> 
             name: args.name("NAME")?,
             path: args.path()?,
         },
+        "thread" => Command::Thread {
+            name: args.name("NAME")?,
+        },
+        "spawn" => {
+            let name = args.name("NAME")?;
+            args.keyword("by")?;
+            Command::Spawn {
+                name,
+                by: args.name("TASK")?,
+            }
+        }
+        "default" => Command::Default { path: args.path()? },
         "exit" => Command::Exit {
             name: args.name("NAME")?,
         },
@@ -753,6 +784,9 @@ fn usage(command: &str) -> Option<&'static str> {
         "write" => "write PATH FILE VALUE",
         "read" => "read PATH FILE",
         "task" => "task NAME PATH",
+        "thread" => "thread NAME",
+        "spawn" => "spawn NAME by TASK",
+        "default" => "default PATH",
         "exit" => "exit NAME",
         "cache" => "cache NAME SIZE [reclaimable] [isolated]",
         "alloc" => "alloc TASK CACHE COUNT as SET",
@@ -881,6 +915,68 @@ mod tests {
             }
         );
         assert_eq!(one("exit t"), Command::Exit { name: s("t") });
+    }
+
+    /// S12: `thread`, `spawn ... by` and `default`.
+    #[test]
+    fn thread_commands() {
+        assert_eq!(one("thread w-1"), Command::Thread { name: s("w-1") });
+        assert_eq!(
+            one("spawn child by t"),
+            Command::Spawn {
+                name: s("child"),
+                by: s("t"),
+            }
+        );
+        assert_eq!(one("default /a/b"), Command::Default { path: s("/a/b") });
+        assert_eq!(one("default /"), Command::Default { path: s("/") });
+        assert_eq!(
+            one("expect-fail not-found spawn c by nobody"),
+            Command::ExpectFail {
+                error: ErrorName::NotFound,
+                command: Box::new(Command::Spawn {
+                    name: s("c"),
+                    by: s("nobody"),
+                }),
+            }
+        );
+    }
+
+    #[test]
+    fn thread_commands_are_checked() {
+        assert_eq!(problem("thread"), Problem::Missing("NAME"));
+        assert_eq!(problem("thread w /a"), Problem::Extra(s("/a")));
+        assert_eq!(
+            problem("thread w@1"),
+            Problem::Name {
+                what: "NAME",
+                token: s("w@1"),
+            }
+        );
+        assert_eq!(problem("spawn c"), Problem::Missing("by"));
+        assert_eq!(
+            problem("spawn c from t"),
+            Problem::Keyword {
+                keyword: "by",
+                found: s("from"),
+            }
+        );
+        assert_eq!(problem("spawn c by"), Problem::Missing("TASK"));
+        assert_eq!(problem("spawn c by t u"), Problem::Extra(s("u")));
+        assert_eq!(
+            problem("spawn c by t/1"),
+            Problem::Name {
+                what: "TASK",
+                token: s("t/1"),
+            }
+        );
+        assert_eq!(problem("default"), Problem::Missing("PATH"));
+        assert_eq!(problem("default a"), Problem::Path(s("a")));
+        assert_eq!(problem("default /a /b"), Problem::Extra(s("/b")));
+        let usage = |line: &str| parse("t.mcg", line).unwrap_err().usage;
+        assert_eq!(usage("thread"), Some("thread NAME"));
+        assert_eq!(usage("spawn c"), Some("spawn NAME by TASK"));
+        assert_eq!(usage("default"), Some("default PATH"));
     }
 
     #[test]

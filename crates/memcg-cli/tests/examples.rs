@@ -64,6 +64,7 @@ fn every_example_replays_successfully() {
         "reclaimable.mcg",
         "seed.mcg",
         "slab.mcg",
+        "threads.mcg",
         "user-pages.mcg",
     ] {
         assert!(
@@ -211,6 +212,146 @@ fn task_commands_run_on_the_named_thread() {
     );
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(stdout(&output).contains("worker-1"), "{}", stdout(&output));
+}
+
+/// S12: a thread spawned by a task starts in the task's group and is listed
+/// in its `cgroup.procs` by name; it stays there when the task moves.
+#[test]
+fn a_spawned_thread_starts_in_its_parents_group_listed_by_name() {
+    let output = replay(
+        &["-"],
+        "mkdir /a\ntask p /a\nspawn child-1 by p\ntask p /\nread /a cgroup.procs\n\
+         kmem child-1 4K 2 as k\nexpect /a memory.current == 8K\n\
+         expect-fail busy rmdir /a\nexit child-1\nrmdir /a\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "child-1\n");
+}
+
+/// §5: a task name that no earlier command made is `not-found`, for
+/// `spawn ... by` as for every command.
+#[test]
+fn spawn_by_an_unknown_task_is_not_found() {
+    let output = replay(
+        &["-"],
+        "expect-fail not-found spawn x by nosuchtask\nthread t\nexit t\n\
+         expect-fail not-found spawn x by t\nexpect-fail not-found kmem x 4K 1 as k\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+
+    let output = replay(&["-"], "spawn x by nosuchtask\n");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output).trim_end(),
+        "<stdin>:1: spawn x by nosuchtask: no task named `nosuchtask`"
+    );
+}
+
+/// `thread` and `spawn` start a thread: a name already running is `exists`
+/// (`task` with that name moves the thread instead).
+#[test]
+fn thread_and_spawn_of_a_running_name_are_exists() {
+    let output = replay(
+        &["-"],
+        "mkdir /a\nthread t\ntask u /a\nexpect-fail exists thread t\n\
+         expect-fail exists thread u\nexpect-fail exists spawn t by u\n\
+         expect-fail exists spawn u by u\ntask t /a\nexit t\nthread t\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+
+    let output = replay(&["-"], "thread t\nthread t\n");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output).trim_end(),
+        "<stdin>:2: thread t: exists: task t exists already"
+    );
+}
+
+/// §5: `rmdir` of the default group is `busy`, until `default /` resets it.
+#[test]
+fn the_default_group_cannot_be_removed() {
+    let output = replay(
+        &["-"],
+        "mkdir /d\ndefault /d\nexpect-fail busy rmdir /d\ndefault /\nrmdir /d\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+
+    let output = replay(&["-"], "mkdir /d\ndefault /d\nrmdir /d\n");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).starts_with("<stdin>:3: rmdir /d: busy: /d is the default group"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn default_of_a_missing_group_is_not_found() {
+    let output = replay(
+        &["-"],
+        "expect-fail not-found default /nosuchgroup\nmkdir /d\nrmdir /d\n\
+         expect-fail not-found default /d\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+/// S12: a thread never attached charges the default group; `default /`
+/// makes it charge the root (nothing) again, and moves nothing charged.
+#[test]
+fn default_root_resets_what_unattached_threads_charge() {
+    let output = replay(
+        &["-"],
+        "mkdir /d\nthread w\ndefault /d\nkmem w 4K 1 as k\n\
+         expect /d memory.current == 4K\ndefault /\nkmem w 4K 2 as k\n\
+         expect /d memory.current == 4K\nexpect / memory.current == 4K\n\
+         rmdir /d\nfree k\nexpect / memory.current == 0\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+/// S12: a thread following the default charges a new default from the next
+/// allocation command on, even a slab allocation whose fast path would not
+/// look (65 objects of 64 bytes, 72 with the vector entry: 2 pages).
+#[test]
+fn an_allocation_follows_a_new_default_group_at_once() {
+    let output = replay(
+        &["-"],
+        "mkdir /d\nthread w\ncache c 64\nalloc w c 10 as a\ndefault /d\n\
+         alloc w c 65 as b\nexpect /d memory.current == 8K\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+/// S1 for a former default group: the threads that followed it let go of it
+/// by the next quiesce, so once removed it is not left dying.
+#[test]
+fn a_former_default_group_is_freed_once_removed() {
+    let output = replay(
+        &["-"],
+        "mkdir /d\nthread w\ndefault /d\nkmem w 4K 1 as k\nfree k\ndefault /\n\
+         rmdir /d\nexpect / cgroup.stat:nr_dying_descendants == 0\n\
+         expect / memcg.live_contexts == 0\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+/// The default group is process-wide, each script's hierarchy is its own:
+/// a script's `default` ends with the script, so the next script of the
+/// same run sees the root as the default (its threads charge nothing) and
+/// may set its own.
+#[test]
+fn a_scripts_default_group_ends_with_the_script() {
+    let sets = script_file(
+        "default-sets.mcg",
+        "mkdir /d\ndefault /d\nthread w\nkmem w 4K 1 as k\nexpect /d memory.current == 4K\n",
+    );
+    let follows = script_file(
+        "default-follows.mcg",
+        "mkdir /d\nthread w\nkmem w 4K 1 as k\nexpect / memory.current == 0\n\
+         default /d\nkmem w 4K 1 as k\nexpect /d memory.current == 4K\n",
+    );
+    let output = replay(&[&sets, &follows, &sets, &follows], "");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }
 
 /// §5 `cache NAME SIZE`: a size no slab can hold is the engine's `invalid`.
