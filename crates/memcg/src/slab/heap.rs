@@ -33,7 +33,7 @@ use crate::context::{CtxRef, KmemContext};
 use crate::group::GroupInner;
 use crate::objstock::{ObjStock, SlabKind};
 use crate::sync::Arc;
-use std::cell::{Cell, UnsafeCell};
+use std::cell::{Cell, RefCell};
 use std::ptr::{self, NonNull};
 
 struct Heap {
@@ -48,7 +48,12 @@ struct Heap {
     /// Counted references to the caches of `bound`, by root index.
     caches: [Cell<*const Cache>; MAX_ROOTS],
     /// Owned slabs other than the current one, by root index. Owner only.
-    lists: [UnsafeCell<HeapLists>; MAX_ROOTS],
+    /// A `RefCell`: a free may run while a slow path of the same thread is
+    /// under way (alloc slow path → charge → reclaim → a shrinker → free →
+    /// this heap), so no borrow is ever held across a call that may charge,
+    /// reclaim or release a slab, and an overlap would be a checked panic,
+    /// never two live `&mut`.
+    lists: [RefCell<HeapLists>; MAX_ROOTS],
     /// Whether the exit hook is registered.
     hooked: Cell<bool>,
     /// Set once the thread's exit hook ran: allocations made later (by other
@@ -80,14 +85,10 @@ const FULL_SCAN: usize = 4;
 const FULL_KEEP: usize = 8;
 
 impl Heap {
-    /// The owned-slab lists of class `i`.
-    ///
-    /// # Safety
-    /// Only the heap's own thread, and no other borrow of the same lists.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn lists(&self, i: usize) -> &mut HeapLists {
-        // SAFETY: the heap is thread-local; callers do not nest borrows.
-        unsafe { &mut *self.lists[i].get() }
+    /// The owned-slab lists of class `i`, borrowed for a short section
+    /// that calls nothing which could come back to this heap.
+    fn lists(&self, i: usize) -> std::cell::RefMut<'_, HeapLists> {
+        self.lists[i].borrow_mut()
     }
 
     const fn new() -> Heap {
@@ -96,7 +97,7 @@ impl Heap {
             stock: ObjStock::new(),
             slabs: [const { Cell::new(ptr::null()) }; MAX_ROOTS],
             caches: [const { Cell::new(ptr::null()) }; MAX_ROOTS],
-            lists: [const { UnsafeCell::new(HeapLists::new()) }; MAX_ROOTS],
+            lists: [const { RefCell::new(HeapLists::new()) }; MAX_ROOTS],
             hooked: Cell::new(false),
             exited: Cell::new(false),
         }
@@ -331,30 +332,34 @@ fn uncharge_object(ctx: *const KmemContext, need: usize, kind: SlabKind) {
 /// slab reopens, an emptied one goes back to its cache.
 #[cold]
 fn local_free_slow(slab: &'static Slab) {
-    HEAP.with(|h| {
-        // SAFETY: we own the slab (checked by the caller), so it is on one of
-        // our lists and `used` is ours to read.
+    let retired = HEAP.with(|h| {
+        let mut l = h.lists(slab.class());
+        // SAFETY: we own the slab (checked by the caller), so it is on the
+        // list its kind says, and `used` is ours to read.
         unsafe {
-            let l = h.lists(slab.class());
             let empty = slab.used() == 0;
             match slab.list() {
                 ListKind::HeapFull => {
                     l.full.remove(slab);
                     if empty {
-                        retire(slab);
-                    } else {
-                        l.avail.push(slab);
-                        slab.set_list(ListKind::HeapAvail);
+                        return true;
                     }
+                    l.avail.push(slab);
+                    slab.set_list(ListKind::HeapAvail);
                 }
                 ListKind::HeapAvail if empty => {
                     l.avail.remove(slab);
-                    retire(slab);
+                    return true;
                 }
                 _ => {}
             }
         }
-    })
+        false
+    });
+    if retired {
+        // SAFETY: taken off our lists above; ours to give back.
+        unsafe { retire(slab) };
+    }
 }
 
 /// Give an owned slab, just taken off the heap's lists, back to its cache.
@@ -479,7 +484,8 @@ fn refill_and_pop(h: &Heap, root: &'static RootCache, nofail: bool) -> SlowResul
             // SAFETY: we own the used-up slab and give it back.
             unsafe { s.cache().release(s) };
         } else {
-            // SAFETY: our own used-up slab: keep it, on the full list.
+            // SAFETY: our own used-up slab, on no list: keep it, on the
+            // full list.
             unsafe { h.lists(i).full.push(s) };
             s.set_list(ListKind::HeapFull);
         }
@@ -521,9 +527,10 @@ fn refill_and_pop(h: &Heap, root: &'static RootCache, nofail: bool) -> SlowResul
 /// An owned slab of class `i` with free objects, taken off the heap's lists:
 /// an avail one, or one of the oldest full ones that remote frees reopened.
 fn next_owned(h: &Heap, i: usize) -> Option<&'static Slab> {
-    // SAFETY: our own lists and slabs.
+    let mut l = h.lists(i);
+    // SAFETY: our own lists and the slabs on them; `collect` only takes the
+    // slab's remote frees and calls nothing that could reach this heap.
     unsafe {
-        let l = h.lists(i);
         if let Some(s) = l.avail.first() {
             l.avail.remove(s);
             s.set_list(ListKind::None);
@@ -543,6 +550,21 @@ fn next_owned(h: &Heap, i: usize) -> Option<&'static Slab> {
             // Nothing freed yet: to the front, so the next refill looks
             // at others.
             l.full.push(s);
+        }
+    }
+    None
+}
+
+/// Take the first owned slab of class `i` off the heap's lists (avail ones
+/// first), so that the caller can give it back with no borrow held.
+fn take_first(h: &Heap, i: usize) -> Option<&'static Slab> {
+    let mut l = h.lists(i);
+    let l = &mut *l;
+    for list in [&mut l.avail, &mut l.full] {
+        if let Some(s) = list.first() {
+            // SAFETY: a slab on our own list.
+            unsafe { list.remove(s) };
+            return Some(s);
         }
     }
     None
@@ -576,15 +598,9 @@ fn flush_classes(h: &Heap, which: impl Fn(&Cache) -> bool) {
             // SAFETY: we own it and give it back.
             unsafe { s.cache().release(s) };
         }
-        // SAFETY: our own lists; each listed slab is ours to give back.
-        unsafe {
-            let l = h.lists(i);
-            for list in [&mut l.avail, &mut l.full] {
-                while let Some(s) = list.first() {
-                    list.remove(s);
-                    retire(s);
-                }
-            }
+        while let Some(s) = take_first(h, i) {
+            // SAFETY: taken off our lists; ours to give back.
+            unsafe { retire(s) };
         }
         c.put();
     }
@@ -616,14 +632,19 @@ pub(crate) fn leave_group() {
         flush_isolated(h);
         h.stock.drain();
         for i in 0..MAX_ROOTS {
-            // SAFETY: our own lists; each listed slab is ours to give back.
-            unsafe {
-                let l = h.lists(i);
-                while l.full.len > FULL_KEEP {
+            loop {
+                let oldest = {
+                    let mut l = h.lists(i);
+                    if l.full.len <= FULL_KEEP {
+                        break;
+                    }
                     let oldest = l.full.last().expect("len > FULL_KEEP");
-                    l.full.remove(oldest);
-                    retire(oldest);
-                }
+                    // SAFETY: a slab on our own list.
+                    unsafe { l.full.remove(oldest) };
+                    oldest
+                };
+                // SAFETY: taken off our lists; ours to give back.
+                unsafe { retire(oldest) };
             }
         }
     });
@@ -658,25 +679,23 @@ pub(crate) fn trim_local() {
                         unsafe { s.cache().release(s) };
                     }
                 }
-                // SAFETY: our own lists and slabs.
-                unsafe {
-                    let l = h.lists(i);
-                    let mut owned = Vec::with_capacity(l.avail.len + l.full.len);
-                    for list in [&mut l.avail, &mut l.full] {
-                        while let Some(s) = list.first() {
-                            list.remove(s);
-                            owned.push(s);
-                        }
-                    }
-                    for s in owned {
+                let mut owned = Vec::new();
+                while let Some(s) = take_first(h, i) {
+                    owned.push(s);
+                }
+                for s in owned {
+                    // SAFETY: taken off our lists: ours to collect, read,
+                    // give back or list again (no borrow is held while
+                    // `retire` runs).
+                    unsafe {
                         s.collect(true);
                         if s.used() == 0 {
                             retire(s);
                         } else if s.has_local_free() {
-                            l.avail.push(s);
+                            h.lists(i).avail.push(s);
                             s.set_list(ListKind::HeapAvail);
                         } else {
-                            l.full.push(s);
+                            h.lists(i).full.push(s);
                             s.set_list(ListKind::HeapFull);
                         }
                     }
