@@ -49,6 +49,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("task", 6),
     ("thread", 6),
     ("future", 6),
+    ("metrics", 6),
     ("hierarchy", 6),
 ];
 
