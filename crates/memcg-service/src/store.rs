@@ -17,34 +17,25 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// What went wrong with a store operation; each maps to one HTTP status.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// No such tenant (404).
+    #[error("no such tenant")]
     NoTenant,
     /// No such value (404).
+    #[error("no such value")]
     NoValue,
     /// The tenant is over `memory.high` (503); see [`Tenant::over_high`].
+    #[error("tenant over memory.high: retry later")]
     OverHigh,
     /// Storing the value made the tenant hit `memory.max` (507); the value
     /// was dropped again.
+    #[error("tenant at memory.max: value refused")]
     OverMax,
     /// A bad tenant name or limit value (400).
+    #[error("{0}")]
     Invalid(String),
 }
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreError::NoTenant => f.write_str("no such tenant"),
-            StoreError::NoValue => f.write_str("no such value"),
-            StoreError::OverHigh => f.write_str("tenant over memory.high: retry later"),
-            StoreError::OverMax => f.write_str("tenant at memory.max: value refused"),
-            StoreError::Invalid(why) => f.write_str(why),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {}
 
 /// One tenant's values, with the sum of their lengths.
 #[derive(Debug, Default)]
