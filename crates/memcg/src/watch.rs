@@ -9,11 +9,12 @@
 
 use crate::group::GroupInner;
 use crate::stats::{Event, EVENT_NAMES};
-use crate::sync::Arc;
+use crate::sync::Arc as GroupArc;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::*};
-use std::sync::{Condvar, Mutex, Weak};
+// Watches are not part of the loom models: std's Arc, Weak and locks.
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -106,7 +107,7 @@ pub(crate) fn deliver() {
 }
 
 struct Shared {
-    group: Arc<GroupInner>,
+    group: GroupArc<GroupInner>,
     state: Mutex<State>,
     cv: Condvar,
 }
@@ -153,7 +154,7 @@ impl std::fmt::Debug for EventWatch {
 
 impl EventWatch {
     /// Watch `group`, starting from its counters now.
-    pub(crate) fn new(group: Arc<GroupInner>) -> EventWatch {
+    pub(crate) fn new(group: GroupArc<GroupInner>) -> EventWatch {
         let _internal = crate::internal::Internal::enter();
         let seen = MemoryEvents::read(&group, false);
         let shared = Arc::new(Shared {
