@@ -45,13 +45,20 @@ where
 /// ```
 /// let h = memcg::Hierarchy::new();
 /// let g = h.create("/pool").unwrap();
+/// let (go, wait) = std::sync::mpsc::channel::<()>();
 /// let t = memcg::Builder::new()
 ///     .name("pool-0".into())
 ///     .stack_size(256 * 1024)
-///     .spawn_in(&g, move || vec![0u8; 1000].len())
+///     .spawn_in(&g, move || {
+///         wait.recv().unwrap();
+///         vec![0u8; 1000].len()
+///     })
 ///     .unwrap();
 /// assert!(g.read("cgroup.procs").unwrap().contains("pool-0"));
+/// go.send(()).unwrap();
 /// assert_eq!(t.join().unwrap(), 1000);
+/// // The thread left the group as it exited.
+/// assert_eq!(g.read("cgroup.procs").unwrap(), "");
 /// ```
 #[derive(Debug, Default)]
 pub struct Builder {
