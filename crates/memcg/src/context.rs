@@ -342,6 +342,10 @@ impl KmemContext {
     /// removed (dying) meanwhile. `f` must not block on the hierarchy's locks.
     #[inline]
     pub(crate) fn with_owner<R>(&self, f: impl FnOnce(&Arc<GroupInner>) -> R) -> R {
+        // Inside the fork gate: a fork never copies a section in progress,
+        // which the child could not leave.
+        #[cfg(not(loom))]
+        let _gate = crate::fork::Gate::enter();
         let ctx = self;
         // Acquire pairs with the writer's epoch flip: a reader that sees the
         // flip also sees the new owner, so it may count on either index.

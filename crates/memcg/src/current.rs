@@ -60,7 +60,7 @@ thread_local! {
 
 /// The default group now (`None`: the root).
 pub(crate) fn default_group() -> Option<Arc<GroupInner>> {
-    DEFAULT.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    crate::sync::lock_std(&DEFAULT).clone()
 }
 
 /// Make `group` the default group (`None`: the root), if `check` accepts the
@@ -70,7 +70,7 @@ pub(crate) fn set_default<E>(
     group: Option<Arc<GroupInner>>,
     check: impl FnOnce(Option<&Arc<GroupInner>>) -> Result<(), E>,
 ) -> Result<Option<Arc<GroupInner>>, E> {
-    let mut slot = DEFAULT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut slot = crate::sync::lock_std(&DEFAULT);
     check(slot.as_ref())?;
     let old = std::mem::replace(&mut *slot, group);
     DEFAULT_GEN.fetch_add(1, std::sync::atomic::Ordering::Release);
@@ -80,9 +80,7 @@ pub(crate) fn set_default<E>(
 
 /// Whether `g` is the default group.
 pub(crate) fn is_default(g: &GroupInner) -> bool {
-    DEFAULT
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    crate::sync::lock_std(&DEFAULT)
         .as_ref()
         .is_some_and(|d| ptr::eq(Arc::as_ptr(d), g))
 }

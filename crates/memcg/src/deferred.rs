@@ -31,7 +31,7 @@ pub(crate) fn after_publish() {
 }
 
 #[cfg(not(loom))]
-pub(crate) use imp::register;
+pub(crate) use imp::{after_fork, ensure_worker, register};
 
 /// Deferred work of a layer above (the slab layer's dead caches), run by
 /// every deferred pass before contexts are destroyed, since its nodes hold
@@ -68,14 +68,16 @@ pub(crate) use imp::wait_for_wake;
 mod imp {
     use crate::group::Common;
     use crate::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering::*};
-    use std::sync::{Mutex, OnceLock, Weak};
+    use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering::*};
+    use std::sync::{Mutex, Weak};
     use std::thread::Thread;
 
     /// Set by [`wake`], cleared by the worker before it looks for work, so
     /// a wake that arrives while it runs makes it run again.
     static PENDING: AtomicBool = AtomicBool::new(false);
-    static WORKER: OnceLock<Thread> = OnceLock::new();
+    /// The worker's handle (a leaked box), null until it runs, and again
+    /// in the child of a fork, where it does not exist.
+    static WORKER: AtomicPtr<Thread> = AtomicPtr::new(std::ptr::null_mut());
     static STARTING: AtomicBool = AtomicBool::new(false);
     /// Every hierarchy made so far; dead ones are pruned on registration and
     /// on every pass.
@@ -85,7 +87,8 @@ mod imp {
         // Release: the worker's swap acquires it, and so sees the push that
         // came before this call.
         PENDING.store(true, Release);
-        if let Some(t) = WORKER.get() {
+        // SAFETY: a non-null WORKER is a leaked box, never freed.
+        if let Some(t) = unsafe { WORKER.load(Acquire).as_ref() } {
             t.unpark();
         }
     }
@@ -95,23 +98,40 @@ mod imp {
     /// still runs at every quiesce and hierarchy operation.
     pub(crate) fn register(common: &Arc<Common>) {
         {
-            let mut list = HIERARCHIES.lock().unwrap_or_else(|e| e.into_inner());
+            let mut list = crate::sync::lock_std(&HIERARCHIES);
             list.retain(|w| w.strong_count() > 0);
             list.push(Arc::downgrade(common));
         }
-        if WORKER.get().is_none() && !STARTING.swap(true, AcqRel) {
-            let spawned = std::thread::Builder::new()
-                .name("memcg-deferred".into())
-                .spawn(worker);
-            match spawned {
-                Ok(handle) => {
-                    let _ = WORKER.set(handle.thread().clone());
-                    // A wake before the handle was set found no thread.
-                    wake();
-                }
-                Err(_) => STARTING.store(false, Release),
-            }
+        ensure_worker();
+    }
+
+    /// Start the worker if it does not run (first use, or in the child of a
+    /// fork). Without a worker (the OS refused a thread), deferred work still
+    /// runs at every quiesce and hierarchy operation.
+    pub(crate) fn ensure_worker() {
+        if !WORKER.load(Acquire).is_null() || STARTING.swap(true, AcqRel) {
+            return;
         }
+        let spawned = std::thread::Builder::new()
+            .name("memcg-deferred".into())
+            .spawn(worker);
+        match spawned {
+            Ok(handle) => {
+                let t = Box::into_raw(Box::new(handle.thread().clone()));
+                WORKER.store(t, Release);
+                // A wake before the handle was set found no thread.
+                wake();
+            }
+            Err(_) => STARTING.store(false, Release),
+        }
+    }
+
+    /// In the child of `fork()`: the worker did not come along; the next
+    /// hierarchy operation starts another.
+    pub(crate) fn after_fork() {
+        WORKER.store(std::ptr::null_mut(), Release);
+        STARTING.store(false, Release);
+        PENDING.store(true, Release);
     }
 
     fn worker() {
@@ -122,7 +142,7 @@ mod imp {
                 continue;
             }
             let live: Vec<Arc<Common>> = {
-                let mut list = HIERARCHIES.lock().unwrap_or_else(|e| e.into_inner());
+                let mut list = crate::sync::lock_std(&HIERARCHIES);
                 list.retain(|w| w.strong_count() > 0);
                 list.iter().filter_map(Weak::upgrade).collect()
             };

@@ -102,7 +102,7 @@ static IDS: std::sync::Mutex<Ids> = std::sync::Mutex::new(Ids {
 
 /// The lowest free group id (the kernel's ida): ids are recycled (S10).
 pub(crate) fn alloc_id() -> usize {
-    let mut ids = IDS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut ids = crate::sync::lock_std(&IDS);
     if let Some(id) = ids.free.pop_first() {
         return id;
     }
@@ -111,7 +111,7 @@ pub(crate) fn alloc_id() -> usize {
 }
 
 pub(crate) fn free_id(id: usize) {
-    let mut ids = IDS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut ids = crate::sync::lock_std(&IDS);
     ids.free.insert(id);
 }
 

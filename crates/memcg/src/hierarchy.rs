@@ -64,7 +64,12 @@ impl Hierarchy {
         let root = GroupInner::new_root(common.clone());
         common.tree.lock().groups.insert("/".into(), root.clone());
         #[cfg(not(loom))]
-        crate::deferred::register(&common);
+        {
+            // fork(): the child resets what other threads held (DESIGN §8).
+            crate::fork::on_child(crate::stock::after_fork);
+            crate::fork::on_child(crate::deferred::after_fork);
+            crate::deferred::register(&common);
+        }
         Hierarchy {
             shared: Arc::new(Shared { common, root }),
         }
@@ -98,6 +103,8 @@ impl Hierarchy {
     pub fn create(&self, path: &str) -> Result<Group> {
         let _internal = crate::internal::Internal::enter();
         let (parent_path, _name) = split_path(path)?;
+        #[cfg(not(loom))]
+        crate::deferred::ensure_worker();
         self.run_deferred();
         let mut tree = self.common().tree.lock();
         if tree.groups.contains_key(path) {
@@ -177,6 +184,8 @@ impl Hierarchy {
     /// live group `memory.current == anon + file + kernel`.
     pub fn quiesce(&self) {
         let _internal = crate::internal::Internal::enter();
+        #[cfg(not(loom))]
+        crate::deferred::ensure_worker();
         crate::slab::heap::drain_local();
         crate::stock::drain_all(self.common().id);
         self.run_deferred();

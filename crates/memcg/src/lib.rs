@@ -112,6 +112,8 @@ mod current;
 mod deferred;
 mod error;
 mod files;
+#[cfg(not(loom))]
+mod fork;
 mod future;
 mod global;
 mod group;

@@ -26,12 +26,18 @@ use loom::sync::{Mutex as Inner, MutexGuard as InnerGuard};
 #[cfg(not(loom))]
 use std::sync::{Mutex as Inner, MutexGuard as InnerGuard};
 
-/// A mutex whose `lock` never reports poisoning.
+/// A mutex whose `lock` never reports poisoning, held inside the fork gate
+/// (see [`crate::fork`]): no `fork()` copies the process while it is held.
 #[derive(Debug, Default)]
 pub(crate) struct Mutex<T>(Inner<T>);
 
 /// The guard of [`Mutex`].
+#[cfg(loom)]
 pub(crate) type MutexGuard<'a, T> = InnerGuard<'a, T>;
+
+/// The guard of [`Mutex`].
+#[cfg(not(loom))]
+pub(crate) type MutexGuard<'a, T> = Gated<InnerGuard<'a, T>>;
 
 impl<T> Mutex<T> {
     pub(crate) fn new(value: T) -> Self {
@@ -39,10 +45,65 @@ impl<T> Mutex<T> {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
-        self.0
+        #[cfg(not(loom))]
+        let gate = crate::fork::Gate::enter();
+        let guard = self
+            .0
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        #[cfg(not(loom))]
+        let guard = Gated { guard, _gate: gate };
+        guard
     }
+}
+
+/// A lock guard held inside the fork gate, entered before the lock was
+/// taken and left after it is released (fields drop in order).
+#[cfg(not(loom))]
+pub(crate) struct Gated<G> {
+    guard: G,
+    _gate: crate::fork::Gate,
+}
+
+#[cfg(not(loom))]
+impl<G> Gated<G> {
+    /// Enter the gate, then take the lock with `lock`.
+    pub(crate) fn lock(lock: impl FnOnce() -> G) -> Gated<G> {
+        let gate = crate::fork::Gate::enter();
+        Gated {
+            guard: lock(),
+            _gate: gate,
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl<G: std::ops::Deref> std::ops::Deref for Gated<G> {
+    type Target = G::Target;
+
+    fn deref(&self) -> &G::Target {
+        &self.guard
+    }
+}
+
+#[cfg(not(loom))]
+impl<G: std::ops::DerefMut> std::ops::DerefMut for Gated<G> {
+    fn deref_mut(&mut self) -> &mut G::Target {
+        &mut self.guard
+    }
+}
+
+/// Lock a std mutex inside the fork gate, ignoring poisoning: for the
+/// statics that must be const-initialised.
+#[cfg(not(loom))]
+pub(crate) fn lock_std<T>(m: &std::sync::Mutex<T>) -> Gated<std::sync::MutexGuard<'_, T>> {
+    Gated::lock(|| m.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Lock a std mutex, ignoring poisoning (loom builds have no fork gate).
+#[cfg(loom)]
+pub(crate) fn lock_std<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// An acquire fence, loom's under `--cfg loom`.

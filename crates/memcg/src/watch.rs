@@ -87,7 +87,7 @@ pub(crate) fn deliver() {
         return;
     }
     let watches: Vec<Arc<Shared>> = {
-        let mut list = WATCHES.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list = crate::sync::lock_std(&WATCHES);
         list.retain(|w| w.strong_count() > 0);
         list.iter().filter_map(Weak::upgrade).collect()
     };
@@ -162,10 +162,7 @@ impl EventWatch {
             state: Mutex::new(State::default()),
             cv: Condvar::new(),
         });
-        WATCHES
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::downgrade(&shared));
+        crate::sync::lock_std(&WATCHES).push(Arc::downgrade(&shared));
         EventWatch { shared, seen }
     }
 

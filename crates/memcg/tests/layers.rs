@@ -31,6 +31,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("group", 2),
     ("context", 2),
     ("deferred", 2),
+    ("fork", 0),
     ("watch", 2),
     ("stats", 2),
     ("lru", 2),

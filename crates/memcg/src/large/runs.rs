@@ -117,10 +117,10 @@ static NEXT_DUE_MS: AtomicU64 = AtomicU64::new(u64::MAX);
 static OS_MAPS: AtomicU64 = AtomicU64::new(0);
 static OS_UNMAPS: AtomicU64 = AtomicU64::new(0);
 
-fn lock() -> std::sync::MutexGuard<'static, Cache> {
+fn lock() -> impl std::ops::DerefMut<Target = Cache> {
     // Poisoning cannot leave the lists half linked: nothing in the critical
     // sections panics (no allocation, no user code).
-    CACHE.lock().unwrap_or_else(|e| e.into_inner())
+    crate::sync::lock_std(&CACHE)
 }
 
 /// A coarse monotonic clock in milliseconds (a vDSO read, no syscall).

@@ -24,15 +24,15 @@ use std::cell::UnsafeCell;
 use std::collections::{BTreeMap, HashMap};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 /// Root caches a process can have (the per-thread heap has one slot each).
 pub(crate) const MAX_ROOTS: usize = 256;
 /// Empty slabs a live cache keeps for reuse.
 pub(crate) const EMPTY_KEEP: usize = 2;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ {
+    crate::sync::lock_std(m)
 }
 
 /// A root cache: name, object size, span size, and per-group slots.

@@ -430,6 +430,9 @@ pub(crate) fn kmalloc_cache(class: usize) -> SlabCache {
 #[cold]
 fn kmalloc_init() -> &'static [SlabCache; 32] {
     let _internal = crate::internal::Internal::enter();
+    // The allocator's locks are taken inside the fork gate from now on.
+    #[cfg(not(loom))]
+    crate::fork::install();
     KMALLOC.get_or_init(|| {
         let mut class = 0;
         KMALLOC_SIZES.map(|s| {

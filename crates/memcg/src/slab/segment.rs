@@ -153,7 +153,7 @@ pub(crate) fn span_bytes_in_use() -> usize {
         .iter()
         .zip(SPAN_SHIFTS)
         .map(|(pool, shift)| {
-            let p = pool.0.lock().unwrap_or_else(|e| e.into_inner());
+            let p = crate::sync::lock_std(&pool.0);
             let (first, nspans) = span_range(shift);
             (p.segments * (nspans - first) - p.nfree) << shift
         })
@@ -166,7 +166,7 @@ pub(crate) fn alloc_span(pool: usize) -> Option<&'static Slab> {
     // A slow path, called with no lock held: let idle large-block runs
     // decay even in a program that has stopped making large blocks.
     crate::large::decay_if_due();
-    let mut p = POOLS[pool].0.lock().unwrap_or_else(|e| e.into_inner());
+    let mut p = crate::sync::lock_std(&POOLS[pool].0);
     decay(&mut p, SPAN_SHIFTS[pool], now_ms());
     if p.free.is_null() {
         map_segment(&mut p, pool)?;
@@ -201,7 +201,7 @@ pub(crate) fn alloc_span(pool: usize) -> Option<&'static Slab> {
 pub(crate) unsafe fn free_span(slab: &'static Slab) {
     // SAFETY: a slab of ours lies in a live segment.
     let seg = unsafe { Segment::of(slab as *const Slab as usize) };
-    let mut p = POOLS[seg.pool].0.lock().unwrap_or_else(|e| e.into_inner());
+    let mut p = crate::sync::lock_std(&POOLS[seg.pool].0);
     p.nfree += 1;
     let sp = slab as *const Slab as *mut Slab;
     let now = now_ms();
