@@ -182,6 +182,9 @@ pub(crate) unsafe fn free_any(ptr: *mut u8, layout: Layout) {
         // (when `free` finds none) the system allocator's.
         unsafe {
             if !crate::large::free(ptr, layout) {
+                if crate::large::was_freed(ptr) {
+                    crate::internal::bad_free(ptr as usize, "a large block freed twice (a double free)");
+                }
                 System.dealloc(ptr, layout);
             }
         }

@@ -27,6 +27,35 @@ impl Drop for Internal {
     }
 }
 
+/// A pointer freed into memcg that it never handed out, or handed out and
+/// took back already: print what and why (without allocating: this runs
+/// inside the allocator) and abort, as glibc's `free(): invalid pointer`.
+#[cold]
+#[inline(never)]
+pub(crate) fn bad_free(addr: usize, cause: &str) -> ! {
+    let mut buf = [0u8; 256];
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| {
+        for &b in bytes {
+            if n < buf.len() {
+                buf[n] = b;
+                n += 1;
+            }
+        }
+    };
+    put(b"memcg: bad free of 0x");
+    let digits = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        put(&[digits[(addr >> (shift * 4)) & 15]]);
+    }
+    put(b": ");
+    put(cause.as_bytes());
+    put(b"\n");
+    // SAFETY: writes `n` initialised bytes of a live buffer to stderr.
+    unsafe { libc::write(2, buf.as_ptr().cast(), n) };
+    std::process::abort()
+}
+
 #[inline]
 pub(crate) fn is_internal() -> bool {
     INTERNAL.try_with(|c| c.get() != 0).unwrap_or(true)

@@ -4,10 +4,12 @@
 //! then 4 KiB pages. A region's table is mapped on first use and never
 //! unmapped, so a lookup never races with its table going away.
 //!
-//! An entry is 0 whenever its page does not start a live block: it is set
-//! after the block's run is taken and cleared before the run is released.
-//! So a page-aligned pointer of the system allocator (memory we never
-//! mapped, or a run we gave back to the OS) always finds 0.
+//! An entry is 0 or FREED whenever its page does not start a live block: it
+//! is set after the block's run is taken, and marked FREED before the run is
+//! released (a second free finds the mark: a double free), then cleared
+//! when the run goes back to the OS. So a page-aligned pointer of the system
+//! allocator (memory we never mapped, or a run we gave back to the OS)
+//! always finds 0.
 
 use crate::context::CtxRef;
 use crate::PAGE_SIZE;
@@ -17,6 +19,10 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
 const REGION_SHIFT: usize = 30;
 const PAGES_PER_REGION: usize = 1 << (REGION_SHIFT - 12);
 const UNCHARGED: usize = 1;
+/// The entry of a block freed while its run stays mapped (cached for
+/// reuse): a second free of it is a double free. Cleared when the run is
+/// unmapped, so a later mapping of the system allocator never sees it.
+const FREED: usize = 2;
 
 static REGIONS: [AtomicPtr<AtomicUsize>; 1 << (47 - REGION_SHIFT)] =
     [const { AtomicPtr::new(ptr::null_mut()) }; 1 << (47 - REGION_SHIFT)];
@@ -74,7 +80,21 @@ pub(super) fn insert(addr: usize, ctx: Option<CtxRef>) -> Result<(), Option<CtxR
 
 /// Whether `addr` starts a live large block.
 pub(super) fn contains(addr: usize) -> bool {
-    addr & (PAGE_SIZE - 1) == 0 && slot(addr, false).is_some_and(|s| s.load(Acquire) != 0)
+    addr & (PAGE_SIZE - 1) == 0
+        && slot(addr, false).is_some_and(|s| !matches!(s.load(Acquire), 0 | FREED))
+}
+
+/// Whether `addr` started a large block that was freed and whose run is
+/// still ours.
+pub(super) fn was_freed(addr: usize) -> bool {
+    addr & (PAGE_SIZE - 1) == 0 && slot(addr, false).is_some_and(|s| s.load(Acquire) == FREED)
+}
+
+/// The run at `addr` goes back to the OS: forget its freed mark.
+pub(super) fn forget(addr: usize) {
+    if let Some(s) = slot(addr, false) {
+        let _ = s.compare_exchange(FREED, 0, AcqRel, Relaxed);
+    }
 }
 
 /// Take the entry of the large block at `addr`: `None` if there is none,
@@ -84,12 +104,21 @@ pub(super) fn take(addr: usize) -> Option<Option<CtxRef>> {
     if addr & (PAGE_SIZE - 1) != 0 {
         return None;
     }
-    let value = slot(addr, false)?.swap(0, AcqRel);
+    let s = slot(addr, false)?;
+    let mut value = s.load(Acquire);
+    loop {
+        if matches!(value, 0 | FREED) {
+            return None;
+        }
+        match s.compare_exchange_weak(value, FREED, AcqRel, Acquire) {
+            Ok(_) => break,
+            Err(now) => value = now,
+        }
+    }
     match value {
-        0 => None,
         UNCHARGED => Some(None),
-        // SAFETY: stored by insert from CtxRef::into_raw, and the swap to 0
-        // gives it to this caller alone.
+        // SAFETY: stored by insert from CtxRef::into_raw, and the exchange
+        // to FREED gives it to this caller alone.
         p => Some(Some(unsafe { CtxRef::from_raw(p as *const _) })),
     }
 }

@@ -248,6 +248,12 @@ pub(crate) fn contains(ptr: *const u8) -> bool {
     map::contains(ptr as usize)
 }
 
+/// Whether `ptr` started a large block already freed (its run is cached):
+/// freeing it again is a double free.
+pub(crate) fn was_freed(ptr: *const u8) -> bool {
+    map::was_freed(ptr as usize)
+}
+
 /// Give back the run of a block of `pages` pages in `bin` (`None`: mapped
 /// directly).
 ///

@@ -341,6 +341,7 @@ pub(super) fn map(len: usize, align: usize) -> Option<usize> {
 
 /// Unmap `len` bytes at `addr`, mapped by [`map`].
 pub(super) fn unmap(addr: usize, len: usize) {
+    super::map::forget(addr);
     // SAFETY: callers pass a whole mapping of ours (a run or a direct block)
     // that nothing uses any more.
     unsafe { libc::munmap(addr as *mut libc::c_void, len) };

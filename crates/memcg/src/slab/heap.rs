@@ -271,7 +271,15 @@ fn pop_shared(
 #[inline]
 pub(crate) unsafe fn free(obj: *mut u8) {
     // SAFETY: caller's contract: obj lies in one of our segments.
-    let slab = unsafe { Segment::of(obj as usize).slab_of(obj as usize) };
+    let seg = unsafe { Segment::of(obj as usize) };
+    if !seg.in_span(obj as usize) {
+        crate::internal::bad_free(obj as usize, "inside a slab segment's header");
+    }
+    // SAFETY: obj lies in a span of this segment (checked).
+    let slab = unsafe { seg.slab_of(obj as usize) };
+    if let Err(cause) = slab.check_free(obj) {
+        crate::internal::bad_free(obj as usize, cause);
+    }
     // SAFETY: the thread's own heap, used on this thread only.
     let h = unsafe { &*heap_ptr() };
     // S11: uncharge the object's own context, read before the object is
@@ -281,6 +289,14 @@ pub(crate) unsafe fn free(obj: *mut u8) {
     if let Some(entry) = unsafe { slab.objcg_slot(obj) } {
         // SAFETY: as above.
         let ctx = unsafe { *entry };
+        #[cfg(feature = "hardened")]
+        {
+            if ctx == super::page::FREED {
+                crate::internal::bad_free(obj as usize, "freed twice (a double free)");
+            }
+            // SAFETY: the entry of the live object being freed, ours now.
+            unsafe { *entry = super::page::FREED };
+        }
         if !ctx.is_null() {
             let (need, kind) = (slab.charge(), slab.slab_kind());
             if !h.stock.try_return(ctx, need, kind) {

@@ -19,6 +19,12 @@ use std::cell::UnsafeCell;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering::*};
 
+/// The vector entry of a freed slot of a shared slab under the `hardened`
+/// feature (contexts are aligned, so no context has this address): a second
+/// free of the slot finds it and aborts.
+#[cfg(feature = "hardened")]
+pub(crate) const FREED: *const KmemContext = std::ptr::without_provenance(1);
+
 /// Which list an unowned slab is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -32,6 +38,8 @@ pub(crate) enum ListKind {
     HeapAvail,
     /// Owned by a thread, used up; remote frees may be waiting on it.
     HeapFull,
+    /// A free span, in its pool: no object lives in it.
+    Pool,
 }
 
 /// Aligned to a cache line, so that the fields the fast paths read (the
@@ -318,6 +326,30 @@ impl Slab {
         }
     }
 
+    /// Why `obj`, an address in this slab's span (not the segment header),
+    /// cannot be a live object
+    /// being freed: the span holds no slab, or `obj` is not the first byte
+    /// of one of its slots. (The `hardened` feature also knows freed slots
+    /// of shared slabs, by a mark in their vector entries.) Cheap enough
+    /// for every free: it reads fields the free reads anyway.
+    #[inline(always)]
+    pub(crate) fn check_free(&self, obj: *mut u8) -> Result<(), &'static str> {
+        if self.cache.load(Relaxed).is_null() || self.list() == ListKind::Pool {
+            return Err("no slab is in use there (a foreign pointer, or a free after the slab went away)");
+        }
+        let off = obj as usize - self.start as usize;
+        let index = self.index_of(obj);
+        // SAFETY: immutable while the slab holds objects, which it does if
+        // `obj` is one; for a bad pointer into a live slab, a plain read of
+        // the owner-written size (we abort either way).
+        let (size, capacity) =
+            unsafe { (*self.obj_size.get() as usize, *self.capacity.get() as usize) };
+        if index >= capacity || index * size != off {
+            return Err("not the start of an object (an interior pointer)");
+        }
+        Ok(())
+    }
+
     /// The slot index of `obj`, by multiplication with the reciprocal.
     #[inline(always)]
     fn index_of(&self, obj: *mut u8) -> usize {
@@ -448,6 +480,7 @@ impl Slab {
             3 => ListKind::Empty,
             4 => ListKind::HeapAvail,
             5 => ListKind::HeapFull,
+            6 => ListKind::Pool,
             _ => ListKind::None,
         }
     }

@@ -16,7 +16,7 @@
 //! freed an object and then notifies its slab's cache may find the slab
 //! reused, but never unmapped, and checks under the cache lock.
 
-use super::page::Slab;
+use super::page::{ListKind, Slab};
 use std::cell::UnsafeCell;
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -103,6 +103,12 @@ impl Segment {
         // SAFETY: index < nspans since addr is inside the segment; the slab
         // array was initialised when the segment was mapped.
         unsafe { &*self.slabs().add(index) }
+    }
+
+    /// Whether `addr` (in this segment) lies in a span, not in the header.
+    #[inline]
+    pub(crate) fn in_span(&self, addr: usize) -> bool {
+        (addr - self as *const Segment as usize) >> self.span_shift >= self.first
     }
 
     /// The first byte of span `index`.
@@ -205,6 +211,8 @@ pub(crate) unsafe fn free_span(slab: &'static Slab) {
     p.nfree += 1;
     let sp = slab as *const Slab as *mut Slab;
     let now = now_ms();
+    // Frees into it are bad frees from now on (Slab::check_free).
+    slab.set_list(ListKind::Pool);
     // SAFETY: pool lock held; the span is on no list and ours to link.
     unsafe {
         *seg.free.get() += 1;
