@@ -183,7 +183,10 @@ pub(crate) unsafe fn free_any(ptr: *mut u8, layout: Layout) {
         unsafe {
             if !crate::large::free(ptr, layout) {
                 if crate::large::was_freed(ptr) {
-                    crate::internal::bad_free(ptr as usize, "a large block freed twice (a double free)");
+                    crate::internal::bad_free(
+                        ptr as usize,
+                        "a large block freed twice (a double free)",
+                    );
                 }
                 System.dealloc(ptr, layout);
             }

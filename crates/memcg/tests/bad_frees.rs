@@ -81,7 +81,10 @@ fn a_pointer_into_a_segment_header_aborts() {
         unreachable!("the bad free returned");
     }
     let stderr = aborts("a_pointer_into_a_segment_header_aborts", "header");
-    assert!(stderr.contains("inside a slab segment's header"), "{stderr}");
+    assert!(
+        stderr.contains("inside a slab segment's header"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -147,7 +150,8 @@ fn valid_frees_of_every_class_pass_the_checks() {
     }
     for size in [8, 16, 24, 48, 64, 96, 100, 256, 1000, 4096, 8192, 20000] {
         let v: Vec<Vec<u8>> = (0..500).map(|i| vec![i as u8; size]).collect();
-        let (odd, even): (Vec<_>, Vec<_>) = v.into_iter().enumerate().partition(|(i, _)| i % 2 == 1);
+        let (odd, even): (Vec<_>, Vec<_>) =
+            v.into_iter().enumerate().partition(|(i, _)| i % 2 == 1);
         drop(even);
         std::thread::spawn(move || drop(odd)).join().unwrap();
     }

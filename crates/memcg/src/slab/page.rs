@@ -335,7 +335,9 @@ impl Slab {
     #[inline(always)]
     pub(crate) fn check_free(&self, obj: *mut u8) -> Result<(), &'static str> {
         if self.cache.load(Relaxed).is_null() || self.list() == ListKind::Pool {
-            return Err("no slab is in use there (a foreign pointer, or a free after the slab went away)");
+            return Err(
+                "no slab is in use there (a foreign pointer, or a free after the slab went away)",
+            );
         }
         let off = obj as usize - self.start as usize;
         let index = self.index_of(obj);
