@@ -53,17 +53,42 @@ fn user_pages_on_task(h: &Hierarchy, path: &str, kind: PageKind, n: usize) -> Ve
     .unwrap()
 }
 
-/// S1: removing a group whose kmem objects live does not keep it alive.
+/// S1: removing a group whose kmem objects live does not keep it alive:
+/// with no handle left it is not dying but gone (no dying descendant
+/// anywhere, no dying group left over), while its 100 objects are still
+/// alive and billed to the parent, and only its kmem context stays behind
+/// (S3).
 #[test]
 fn removed_group_is_freed_while_objects_live() {
     let h = Hierarchy::new();
     h.create("/a").unwrap();
     h.create("/a/b").unwrap();
-    let objects = kmem_on_task(&h, "/a/b", 100);
+    let mut objects = kmem_on_task(&h, "/a/b", 100);
     h.remove("/a/b").unwrap();
+    h.quiesce();
     assert_eq!(key(&h, "/a", "cgroup.stat", "nr_dying_descendants"), 0);
+    assert_eq!(key(&h, "/", "cgroup.stat", "nr_dying_descendants"), 0);
+    let left = h.leftovers();
+    assert_eq!(
+        (left.dying_groups, left.dead_contexts, left.pinned_bytes),
+        (0, 1, memcg::context_size()),
+        "b is freed; only its context stays: {left:?}"
+    );
+    assert_eq!(h.get("/a/b").unwrap_err().kind(), ErrorKind::NotFound);
+    // The objects live on, charged to the parent, and their memory is theirs.
     assert_eq!(current(&h, "/a"), 100 * 4096);
-    assert_eq!(objects.len(), 100);
+    assert_eq!(key(&h, "/a", "memory.stat", "kernel"), 100 * 4096);
+    for (k, o) in objects.iter_mut().enumerate() {
+        o.as_mut_slice().fill(k as u8);
+    }
+    assert!(objects
+        .iter()
+        .enumerate()
+        .all(|(k, o)| o.as_slice().iter().all(|&b| b == k as u8)));
+    drop(objects);
+    h.quiesce();
+    assert_eq!(current(&h, "/a"), 0);
+    assert_eq!(h.leftovers(), memcg::Leftovers::default());
 }
 
 /// S1: a handle keeps a removed group dying until it is dropped.
@@ -451,17 +476,6 @@ fn enter_guards_nest() {
         drop(objects);
     })
     .unwrap();
-}
-
-/// Dropping the last handle of a hierarchy removes every group; objects
-/// that outlive it still free cleanly.
-#[test]
-fn a_hierarchy_can_be_dropped_with_objects_alive() {
-    let h = Hierarchy::new();
-    h.create("/a").unwrap();
-    let objects = kmem_on_task(&h, "/a", 3);
-    drop(h);
-    drop(objects);
 }
 
 /// Charges and uncharges through a thread's stock keep their statistics as
