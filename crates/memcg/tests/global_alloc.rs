@@ -182,7 +182,11 @@ fn limits_overcharge_globally_and_fail_through_group_allocators() {
             .filter_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
             .collect()
     };
-    assert_eq!((count("max"), count("oom")), (vec!["1"], vec!["1"]), "{events}");
+    assert_eq!(
+        (count("max"), count("oom")),
+        (vec!["1"], vec!["1"]),
+        "{events}"
+    );
     drop(big);
     let mut v = allocator_api2::vec::Vec::new_in(g.allocator());
     v.extend_from_slice(&[0u8; 128 * 1024]);

@@ -15,15 +15,35 @@
 //!   a kmem page or slab object charged through it does (S3);
 //! - a charge after removal through a retained handle lands on the nearest
 //!   live ancestor (S5); threads in the root charge nothing (S10);
-//! - limits, as charge.rs and files.rs implement them: a charge that would
-//!   push a group above `memory.max` counts one `max` on the nearest such
-//!   group, reclaims file pages of that group's subtree oldest first, retries
-//!   (a retry may fail at a higher ancestor, which is then reclaimed), and
-//!   after [`MAX_RECLAIM_RETRIES`] passes or a pass that frees nothing counts
-//!   `oom` on the group last hit and fails with `Limit`. A charge that fits
-//!   then walks its ancestors nearest first: each above `memory.high` counts
-//!   `high` and is reclaimed toward it. Limit writes reclaim down to the new
-//!   value; `memory.max` counts `oom` when it cannot.
+//! - limits, written from DESIGN.md §4 (not from charge.rs or files.rs; the
+//!   kernel's behaviour where §4 is silent, as §1 asks):
+//!   - a charge is held to the `memory.max` of its group and of every
+//!     ancestor; the limit it hits is the nearest one it would exceed;
+//!   - a charge that hits a limit counts a `max` event on the group whose
+//!     limit it hit (and, in `memory.events`, on its ancestors), never on the
+//!     descendant that charged; that group's subtree is reclaimed, and the
+//!     charge is tried again; if reclaim frees nothing more and the charge
+//!     still does not fit, it failed after reclaim: an `oom` event on that
+//!     group, and the charge fails with `limit`. Each reclaim pass asks for
+//!     the charge's size (§4 is silent; the kernel's
+//!     `try_to_free_mem_cgroup_pages(memcg, nr_pages)`). One charge counts
+//!     one `max` per group whose limit it hit ("a charge hit a
+//!     `memory.max`");
+//!   - reclaim takes file pages in LRU order, oldest first across the
+//!     subtree; anon pages and plain kmem are not reclaimable, nor are the
+//!     objects of the (non-reclaimable) caches used here, and shared slabs
+//!     charge a group no slab pages to give back (S11);
+//!   - a charge that fits and leaves groups above their `memory.high` counts
+//!     a `high` event on each and reclaims its subtree back toward it,
+//!     nearest group first (§4 is silent on the order; the kernel's
+//!     `reclaim_high` walks up from the charging group); the page being
+//!     charged is not on an LRU until its charge returns;
+//!   - a `memory.max` write sets the limit, then reclaims down to it, and if
+//!     that fails counts an `oom` event (no `max`) and still succeeds; a
+//!     `memory.high` write reclaims down to it as well (§4 is silent; the
+//!     kernel's `memory_high_write` does), counting nothing;
+//!   - `memory.reclaim` of N bytes reclaims N rounded down to pages from the
+//!     subtree, or fails with `again` (having reclaimed what it could).
 //!
 //! Slab objects (S11) come from shared caches of a few sizes. Each is charged
 //! in bytes, its slot plus its object-vector entry, through the context of
@@ -88,7 +108,7 @@
 
 use memcg::{
     Error, ErrorKind, Group, Hierarchy, KmemPages, PageKind, SlabCache, SlabObject, UserPage,
-    MAX_RECLAIM_RETRIES, PAGE_SIZE,
+    PAGE_SIZE,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -487,8 +507,11 @@ impl Model {
         }
     }
 
-    /// Reclaim up to `pages` file pages of `g`'s subtree, oldest first
-    /// (reclaim.rs: the global LRU age across the subtree).
+    /// §4 reclaim of `g`'s subtree, up to `pages` pages: file pages in LRU
+    /// order, oldest first across the subtree (a page's age is when its
+    /// charge put it on an LRU; reparenting, S7, moves it, not its age).
+    /// Nothing else here is reclaimable (see the module doc). Returns the
+    /// pages freed.
     fn reclaim(&mut self, g: usize, pages: usize) -> usize {
         let mut freed = 0;
         while freed < pages {
@@ -508,9 +531,10 @@ impl Model {
         freed
     }
 
-    /// The nearest group from `owner` up whose `memory.max` `pages` more
-    /// would exceed (the page counter's `try_charge`).
-    fn fails_at(&self, owner: usize, pages: usize) -> Option<usize> {
+    /// §4: the group whose `memory.max` a charge of `pages` to `owner` hits:
+    /// the nearest of `owner` and its ancestors that it would take above
+    /// its limit.
+    fn limit_hit(&self, owner: usize, pages: usize) -> Option<usize> {
         self.chain(owner).find(|&g| {
             self.groups[g]
                 .max
@@ -518,8 +542,8 @@ impl Model {
         })
     }
 
-    /// charge.rs `charge` with empty stocks: on success the object is billed
-    /// to `owner`; on failure, the group whose limit failed it.
+    /// A charge of `obj` to `owner` (stocks drained): on success the object
+    /// is billed to `owner`; on failure, the group whose limit failed it.
     fn charge(&mut self, owner: usize, obj: MObj) -> Result<(), usize> {
         self.try_charge(owner, obj.pages)?;
         let user = obj.kind != Kind::Kmem;
@@ -528,8 +552,8 @@ impl Model {
             seq: None,
             ..obj
         });
-        // `handle_high`: the new page is not on its LRU yet.
-        self.handle_high(owner);
+        // A user page joins its LRU once its charge returns.
+        self.over_high(owner);
         if user {
             self.objs.last_mut().expect("pushed").seq = Some(self.clock);
             self.clock += 1;
@@ -562,36 +586,39 @@ impl Model {
             reclaimed: false,
         });
         if pages > 0 {
-            self.handle_high(g);
+            self.over_high(g);
         }
         Ok(())
     }
 
-    /// The limit half of charge.rs `charge`: charge `pages` to `owner` (in
-    /// the model: check that they fit), or fail with the group whose limit
-    /// failed it, counting events and reclaiming on the way.
+    /// §4 `memory.max` for a charge of `pages` to `owner`: whether they fit
+    /// (the caller then bills them), counting events and reclaiming on the
+    /// way; on failure, the group whose limit the charge failed at.
+    ///
+    /// "`max`: a charge hit a `memory.max`"; "`oom`: a charge failed after
+    /// reclaim"; both on the group whose limit was hit. Reclaim of that
+    /// group's subtree, a pass of `pages` at a time, goes on while it frees
+    /// something and the charge does not fit.
     fn try_charge(&mut self, owner: usize, pages: usize) -> Result<(), usize> {
-        let mut counted_max = false;
-        let mut retries = MAX_RECLAIM_RETRIES;
-        while let Some(over) = self.fails_at(owner, pages) {
-            if !counted_max {
+        let mut hit = Vec::new();
+        while let Some(over) = self.limit_hit(owner, pages) {
+            if !hit.contains(&over) {
+                hit.push(over);
                 self.event(over, MAX);
-                counted_max = true;
             }
-            if retries > 0 {
-                retries -= 1;
-                if self.reclaim(over, pages) > 0 {
-                    continue;
-                }
+            if self.reclaim(over, pages) == 0 {
+                self.event(over, OOM);
+                return Err(over);
             }
-            self.event(over, OOM);
-            return Err(over);
         }
         Ok(())
     }
 
-    /// charge.rs `handle_high`, after a charge to `owner` that fit.
-    fn handle_high(&mut self, owner: usize) {
+    /// §4 `memory.high`, after a charge to `owner` that fit: each group from
+    /// `owner` up, nearest first, that is above its `memory.high` now counts
+    /// a `high` event and has its subtree reclaimed back toward it, best
+    /// effort.
+    fn over_high(&mut self, owner: usize) {
         let chain: Vec<usize> = self.chain(owner).collect();
         for g in chain {
             let Some(high) = self.groups[g].high else {
@@ -605,25 +632,17 @@ impl Model {
         }
     }
 
-    /// files.rs `shrink_to`, after a limit write.
-    fn shrink_to(&mut self, g: usize, limit: Option<usize>, is_max: bool) {
+    /// §4, after `limit` was written to `g`'s `memory.max` (`is_max`) or
+    /// `memory.high`: reclaim down to it; a `memory.max` that reclaim cannot
+    /// reach counts `oom` (the write stands either way).
+    fn limit_written(&mut self, g: usize, limit: Option<usize>, is_max: bool) {
         let Some(limit) = limit else { return };
-        let mut retries = MAX_RECLAIM_RETRIES;
-        loop {
-            let usage = self.usage(g);
-            if usage <= limit {
-                return;
-            }
-            if retries > 0 {
-                retries -= 1;
-                if self.reclaim(g, usage - limit) > 0 {
-                    continue;
-                }
-            }
-            if is_max {
-                self.event(g, OOM);
-            }
-            return;
+        let usage = self.usage(g);
+        if usage > limit {
+            self.reclaim(g, usage - limit);
+        }
+        if is_max && self.usage(g) > limit {
+            self.event(g, OOM);
         }
     }
 
@@ -1074,7 +1093,7 @@ fn step(op: &Op, m: &mut Model, r: &mut Real) -> Result<(), TestCaseError> {
                 } else {
                     m.groups[i].high = pages;
                 }
-                m.shrink_to(i, pages, *max);
+                m.limit_written(i, pages, *max);
             }
         }
         Op::Reclaim { at, bytes } => {
