@@ -76,10 +76,9 @@
 //! objects stops at the first failure and keeps the objects made so far.
 //!
 //! Charge stocks need no modelling, and the model stays exact: every step
-//! starts after the workers drained their object stocks (those that
-//! allocated or freed slab objects since their last drain: nothing else
-//! fills one, and a stock left full would show as a mismatch, never hide
-//! one) and a quiesce, so every stock is empty; a charge that does not fit as a batch of
+//! starts after every worker drained its object stock (slab objects fill
+//! one, and under `MemcgAlloc` whatever the worker allocates in a group)
+//! and a quiesce, so every stock is empty; a charge that does not fit as a batch of
 //! `CHARGE_BATCH` is retried with its exact size before any event is
 //! counted, and a batch that fits but would leave a group above its
 //! `memory.high` gives its slack back before the high check. So the usage a
@@ -113,17 +112,15 @@ use memcg::{
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
-use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::sync::mpsc;
 use std::thread;
 
-/// Spawn a test thread whose own bookkeeping (result vectors, closures) is
-/// not charged when `MemcgAlloc` is the global allocator
-/// (tests/under_memcg_alloc.rs), so the exact numbers below hold there too.
-fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
-    std::thread::spawn(move || memcg::without_accounting(f))
-}
+/// Spawn a test thread. Under `MemcgAlloc` (tests/under_memcg_alloc.rs)
+/// whatever it allocates while in a group is charged there, so the
+/// bookkeeping of a charged section (result vectors) is allocated before it
+/// enters the group, for the exact numbers below to hold there too.
+use std::thread::spawn;
 
 const PAGE: u64 = PAGE_SIZE as u64;
 const WORKERS: usize = 3;
@@ -759,11 +756,9 @@ impl Worker {
         let thread = thread::Builder::new()
             .name(format!("model-w{i}"))
             .spawn(move || {
-                memcg::without_accounting(|| {
-                    for job in rx {
-                        job();
-                    }
-                })
+                for job in rx {
+                    job();
+                }
             })
             .expect("spawn a worker");
         Worker {
@@ -820,10 +815,6 @@ struct Real {
     h: Hierarchy,
     /// Shared caches (S11) of `SLAB_SIZES`, process-wide like every cache.
     caches: [SlabCache; SLAB_SIZES.len()],
-    /// The workers that allocated or freed slab objects since their last
-    /// drain: only those can hold an object stock (kmem and user pages go
-    /// through charge stocks, which a quiesce drains on every thread).
-    stocked: Cell<[bool; WORKERS]>,
 }
 
 impl Real {
@@ -835,15 +826,6 @@ impl Real {
         match by {
             None => f(),
             Some(w) => self.workers[w].run(f),
-        }
-    }
-
-    /// Note that worker `w` (if any) allocated or freed slab objects.
-    fn stock(&self, w: Option<usize>) {
-        if let Some(w) = w {
-            let mut s = self.stocked.get();
-            s[w] = true;
-            self.stocked.set(s);
         }
     }
 }
@@ -1035,9 +1017,10 @@ fn step(op: &Op, m: &mut Model, r: &mut Real) -> Result<(), TestCaseError> {
             let group = m.workers[worker];
             let cache = r.caches[*cache];
             let (count, bytes) = (*count, cache.slot_size() + ENTRY_BYTES);
-            r.stock(Some(worker));
+            // The result vector is allocated here, in the root: under
+            // `MemcgAlloc` the worker charges what it allocates.
+            let mut made = Vec::with_capacity(count);
             let (made, got) = r.workers[worker].run(move || {
-                let mut made = Vec::with_capacity(count);
                 for _ in 0..count {
                     match cache.alloc() {
                         Ok(o) => made.push(Obj::Slab(o)),
@@ -1072,7 +1055,6 @@ fn step(op: &Op, m: &mut Model, r: &mut Real) -> Result<(), TestCaseError> {
                 let end = (k + count).min(m.objs.len());
                 m.objs.drain(k..end);
                 let o: Vec<Obj> = r.objs.drain(k..end).collect();
-                r.stock(*by);
                 r.on(*by, move || drop(o));
             }
         }
@@ -1190,13 +1172,12 @@ fn key(text: &str, key: &str) -> u64 {
         .expect("a number")
 }
 
-/// Every thread's stocks back: the object stocks of each worker that may
-/// hold one, then the test thread's and every page stock (quiesce), and
-/// deferred destruction run.
+/// Every thread's stocks back: the object stocks of every worker (under
+/// `MemcgAlloc`, tests/under_memcg_alloc.rs, anything a worker allocates in a
+/// group goes through one, not only slab objects), then the test thread's
+/// and every page stock (quiesce), and deferred destruction run.
 fn drain(r: &Real) {
-    let stocked = r.stocked.replace([false; WORKERS]);
     let drained: Vec<_> = (0..WORKERS)
-        .filter(|&w| stocked[w])
         .map(|w| r.workers[w].start(memcg::drain_stocks))
         .collect();
     for d in drained {
@@ -1377,7 +1358,6 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
         caches: SLAB_SIZES.map(|size| {
             SlabCache::new(&format!("model-{size}"), size, false).expect("a shared cache")
         }),
-        stocked: Cell::new([false; WORKERS]),
     };
     for op in ops {
         step(op, &mut m, &mut r)?;
@@ -1386,7 +1366,6 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let objs = std::mem::take(&mut r.objs);
     for (k, o) in objs.into_iter().enumerate() {
         let by = (k % (WORKERS + 1)).checked_sub(1);
-        r.stock(by);
         r.on(by, move || drop(o));
     }
     for w in &r.workers {
