@@ -745,24 +745,48 @@ fn limit_text(limit: Option<usize>) -> String {
 type Job = Box<dyn FnOnce() + Send>;
 
 /// A long-lived thread that runs closures sent to it, one at a time.
+///
+/// Jobs wait in a queue under a mutex and a condition variable, not in a
+/// channel: the worker waits in groups, and a channel's first blocking
+/// receive allocates its waiter state, which under `MemcgAlloc`
+/// (tests/under_memcg_alloc.rs) would be charged to whatever group the
+/// worker is in then. Waiting on a condition variable allocates nothing.
 struct Worker {
-    jobs: Option<mpsc::Sender<Job>>,
+    queue: std::sync::Arc<Queue>,
     thread: Option<thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// The jobs, and whether the worker is to end.
+    jobs: std::sync::Mutex<(std::collections::VecDeque<Job>, bool)>,
+    ready: std::sync::Condvar,
 }
 
 impl Worker {
     fn spawn(i: usize) -> Worker {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let queue = std::sync::Arc::new(Queue::default());
+        let q = queue.clone();
         let thread = thread::Builder::new()
             .name(format!("model-w{i}"))
-            .spawn(move || {
-                for job in rx {
-                    job();
-                }
+            .spawn(move || loop {
+                let job = {
+                    let mut jobs = q.jobs.lock().unwrap();
+                    loop {
+                        if let Some(job) = jobs.0.pop_front() {
+                            break job;
+                        }
+                        if jobs.1 {
+                            return;
+                        }
+                        jobs = q.ready.wait(jobs).unwrap();
+                    }
+                };
+                job();
             })
             .expect("spawn a worker");
         Worker {
-            jobs: Some(tx),
+            queue,
             thread: Some(thread),
         }
     }
@@ -773,7 +797,8 @@ impl Worker {
             .expect("the job panicked on the worker")
     }
 
-    /// Send `f` to the worker; its result arrives on the receiver.
+    /// Send `f` to the worker; its result arrives on the receiver (a
+    /// bounded channel: the worker's send allocates nothing).
     fn start<R: Send + 'static>(
         &self,
         f: impl FnOnce() -> R + Send + 'static,
@@ -782,18 +807,16 @@ impl Worker {
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
         });
-        self.jobs
-            .as_ref()
-            .expect("running")
-            .send(job)
-            .expect("worker alive");
+        self.queue.jobs.lock().unwrap().0.push_back(job);
+        self.queue.ready.notify_one();
         rx
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        drop(self.jobs.take());
+        self.queue.jobs.lock().unwrap().1 = true;
+        self.queue.ready.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
