@@ -15,15 +15,35 @@
 //!   a kmem page or slab object charged through it does (S3);
 //! - a charge after removal through a retained handle lands on the nearest
 //!   live ancestor (S5); threads in the root charge nothing (S10);
-//! - limits, as charge.rs and files.rs implement them: a charge that would
-//!   push a group above `memory.max` counts one `max` on the nearest such
-//!   group, reclaims file pages of that group's subtree oldest first, retries
-//!   (a retry may fail at a higher ancestor, which is then reclaimed), and
-//!   after [`MAX_RECLAIM_RETRIES`] passes or a pass that frees nothing counts
-//!   `oom` on the group last hit and fails with `Limit`. A charge that fits
-//!   then walks its ancestors nearest first: each above `memory.high` counts
-//!   `high` and is reclaimed toward it. Limit writes reclaim down to the new
-//!   value; `memory.max` counts `oom` when it cannot.
+//! - limits, written from DESIGN.md §4 (not from charge.rs or files.rs; the
+//!   kernel's behaviour where §4 is silent, as §1 asks):
+//!   - a charge is held to the `memory.max` of its group and of every
+//!     ancestor; the limit it hits is the nearest one it would exceed;
+//!   - a charge that hits a limit counts a `max` event on the group whose
+//!     limit it hit (and, in `memory.events`, on its ancestors), never on the
+//!     descendant that charged; that group's subtree is reclaimed, and the
+//!     charge is tried again; if reclaim frees nothing more and the charge
+//!     still does not fit, it failed after reclaim: an `oom` event on that
+//!     group, and the charge fails with `limit`. Each reclaim pass asks for
+//!     the charge's size (§4 is silent; the kernel's
+//!     `try_to_free_mem_cgroup_pages(memcg, nr_pages)`). One charge counts
+//!     one `max` per group whose limit it hit ("a charge hit a
+//!     `memory.max`");
+//!   - reclaim takes file pages in LRU order, oldest first across the
+//!     subtree; anon pages and plain kmem are not reclaimable, nor are the
+//!     objects of the (non-reclaimable) caches used here, and shared slabs
+//!     charge a group no slab pages to give back (S11);
+//!   - a charge that fits and leaves groups above their `memory.high` counts
+//!     a `high` event on each and reclaims its subtree back toward it,
+//!     nearest group first (§4 is silent on the order; the kernel's
+//!     `reclaim_high` walks up from the charging group); the page being
+//!     charged is not on an LRU until its charge returns;
+//!   - a `memory.max` write sets the limit, then reclaims down to it, and if
+//!     that fails counts an `oom` event (no `max`) and still succeeds; a
+//!     `memory.high` write reclaims down to it as well (§4 is silent; the
+//!     kernel's `memory_high_write` does), counting nothing;
+//!   - `memory.reclaim` of N bytes reclaims N rounded down to pages from the
+//!     subtree, or fails with `again` (having reclaimed what it could).
 //!
 //! Slab objects (S11) come from shared caches of a few sizes. Each is charged
 //! in bytes, its slot plus its object-vector entry, through the context of
@@ -56,10 +76,9 @@
 //! objects stops at the first failure and keeps the objects made so far.
 //!
 //! Charge stocks need no modelling, and the model stays exact: every step
-//! starts after the workers drained their object stocks (those that
-//! allocated or freed slab objects since their last drain: nothing else
-//! fills one, and a stock left full would show as a mismatch, never hide
-//! one) and a quiesce, so every stock is empty; a charge that does not fit as a batch of
+//! starts after every worker drained its object stock (slab objects fill
+//! one, and under `MemcgAlloc` whatever the worker allocates in a group)
+//! and a quiesce, so every stock is empty; a charge that does not fit as a batch of
 //! `CHARGE_BATCH` is retried with its exact size before any event is
 //! counted, and a batch that fits but would leave a group above its
 //! `memory.high` gives its slack back before the high check. So the usage a
@@ -88,22 +107,20 @@
 
 use memcg::{
     Error, ErrorKind, Group, Hierarchy, KmemPages, PageKind, SlabCache, SlabObject, UserPage,
-    MAX_RECLAIM_RETRIES, PAGE_SIZE,
+    PAGE_SIZE,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
-use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::sync::mpsc;
 use std::thread;
 
-/// Spawn a test thread whose own bookkeeping (result vectors, closures) is
-/// not charged when `MemcgAlloc` is the global allocator
-/// (tests/under_memcg_alloc.rs), so the exact numbers below hold there too.
-fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
-    std::thread::spawn(move || memcg::without_accounting(f))
-}
+/// Spawn a test thread. Under `MemcgAlloc` (tests/under_memcg_alloc.rs)
+/// whatever it allocates while in a group is charged there, so the
+/// bookkeeping of a charged section (result vectors) is allocated before it
+/// enters the group, for the exact numbers below to hold there too.
+use std::thread::spawn;
 
 const PAGE: u64 = PAGE_SIZE as u64;
 const WORKERS: usize = 3;
@@ -487,8 +504,11 @@ impl Model {
         }
     }
 
-    /// Reclaim up to `pages` file pages of `g`'s subtree, oldest first
-    /// (reclaim.rs: the global LRU age across the subtree).
+    /// §4 reclaim of `g`'s subtree, up to `pages` pages: file pages in LRU
+    /// order, oldest first across the subtree (a page's age is when its
+    /// charge put it on an LRU; reparenting, S7, moves it, not its age).
+    /// Nothing else here is reclaimable (see the module doc). Returns the
+    /// pages freed.
     fn reclaim(&mut self, g: usize, pages: usize) -> usize {
         let mut freed = 0;
         while freed < pages {
@@ -508,9 +528,10 @@ impl Model {
         freed
     }
 
-    /// The nearest group from `owner` up whose `memory.max` `pages` more
-    /// would exceed (the page counter's `try_charge`).
-    fn fails_at(&self, owner: usize, pages: usize) -> Option<usize> {
+    /// §4: the group whose `memory.max` a charge of `pages` to `owner` hits:
+    /// the nearest of `owner` and its ancestors that it would take above
+    /// its limit.
+    fn limit_hit(&self, owner: usize, pages: usize) -> Option<usize> {
         self.chain(owner).find(|&g| {
             self.groups[g]
                 .max
@@ -518,8 +539,8 @@ impl Model {
         })
     }
 
-    /// charge.rs `charge` with empty stocks: on success the object is billed
-    /// to `owner`; on failure, the group whose limit failed it.
+    /// A charge of `obj` to `owner` (stocks drained): on success the object
+    /// is billed to `owner`; on failure, the group whose limit failed it.
     fn charge(&mut self, owner: usize, obj: MObj) -> Result<(), usize> {
         self.try_charge(owner, obj.pages)?;
         let user = obj.kind != Kind::Kmem;
@@ -528,8 +549,8 @@ impl Model {
             seq: None,
             ..obj
         });
-        // `handle_high`: the new page is not on its LRU yet.
-        self.handle_high(owner);
+        // A user page joins its LRU once its charge returns.
+        self.over_high(owner);
         if user {
             self.objs.last_mut().expect("pushed").seq = Some(self.clock);
             self.clock += 1;
@@ -562,36 +583,39 @@ impl Model {
             reclaimed: false,
         });
         if pages > 0 {
-            self.handle_high(g);
+            self.over_high(g);
         }
         Ok(())
     }
 
-    /// The limit half of charge.rs `charge`: charge `pages` to `owner` (in
-    /// the model: check that they fit), or fail with the group whose limit
-    /// failed it, counting events and reclaiming on the way.
+    /// §4 `memory.max` for a charge of `pages` to `owner`: whether they fit
+    /// (the caller then bills them), counting events and reclaiming on the
+    /// way; on failure, the group whose limit the charge failed at.
+    ///
+    /// "`max`: a charge hit a `memory.max`"; "`oom`: a charge failed after
+    /// reclaim"; both on the group whose limit was hit. Reclaim of that
+    /// group's subtree, a pass of `pages` at a time, goes on while it frees
+    /// something and the charge does not fit.
     fn try_charge(&mut self, owner: usize, pages: usize) -> Result<(), usize> {
-        let mut counted_max = false;
-        let mut retries = MAX_RECLAIM_RETRIES;
-        while let Some(over) = self.fails_at(owner, pages) {
-            if !counted_max {
+        let mut hit = Vec::new();
+        while let Some(over) = self.limit_hit(owner, pages) {
+            if !hit.contains(&over) {
+                hit.push(over);
                 self.event(over, MAX);
-                counted_max = true;
             }
-            if retries > 0 {
-                retries -= 1;
-                if self.reclaim(over, pages) > 0 {
-                    continue;
-                }
+            if self.reclaim(over, pages) == 0 {
+                self.event(over, OOM);
+                return Err(over);
             }
-            self.event(over, OOM);
-            return Err(over);
         }
         Ok(())
     }
 
-    /// charge.rs `handle_high`, after a charge to `owner` that fit.
-    fn handle_high(&mut self, owner: usize) {
+    /// §4 `memory.high`, after a charge to `owner` that fit: each group from
+    /// `owner` up, nearest first, that is above its `memory.high` now counts
+    /// a `high` event and has its subtree reclaimed back toward it, best
+    /// effort.
+    fn over_high(&mut self, owner: usize) {
         let chain: Vec<usize> = self.chain(owner).collect();
         for g in chain {
             let Some(high) = self.groups[g].high else {
@@ -605,25 +629,17 @@ impl Model {
         }
     }
 
-    /// files.rs `shrink_to`, after a limit write.
-    fn shrink_to(&mut self, g: usize, limit: Option<usize>, is_max: bool) {
+    /// §4, after `limit` was written to `g`'s `memory.max` (`is_max`) or
+    /// `memory.high`: reclaim down to it; a `memory.max` that reclaim cannot
+    /// reach counts `oom` (the write stands either way).
+    fn limit_written(&mut self, g: usize, limit: Option<usize>, is_max: bool) {
         let Some(limit) = limit else { return };
-        let mut retries = MAX_RECLAIM_RETRIES;
-        loop {
-            let usage = self.usage(g);
-            if usage <= limit {
-                return;
-            }
-            if retries > 0 {
-                retries -= 1;
-                if self.reclaim(g, usage - limit) > 0 {
-                    continue;
-                }
-            }
-            if is_max {
-                self.event(g, OOM);
-            }
-            return;
+        let usage = self.usage(g);
+        if usage > limit {
+            self.reclaim(g, usage - limit);
+        }
+        if is_max && self.usage(g) > limit {
+            self.event(g, OOM);
         }
     }
 
@@ -729,26 +745,48 @@ fn limit_text(limit: Option<usize>) -> String {
 type Job = Box<dyn FnOnce() + Send>;
 
 /// A long-lived thread that runs closures sent to it, one at a time.
+///
+/// Jobs wait in a queue under a mutex and a condition variable, not in a
+/// channel: the worker waits in groups, and a channel's first blocking
+/// receive allocates its waiter state, which under `MemcgAlloc`
+/// (tests/under_memcg_alloc.rs) would be charged to whatever group the
+/// worker is in then. Waiting on a condition variable allocates nothing.
 struct Worker {
-    jobs: Option<mpsc::Sender<Job>>,
+    queue: std::sync::Arc<Queue>,
     thread: Option<thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// The jobs, and whether the worker is to end.
+    jobs: std::sync::Mutex<(std::collections::VecDeque<Job>, bool)>,
+    ready: std::sync::Condvar,
 }
 
 impl Worker {
     fn spawn(i: usize) -> Worker {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let queue = std::sync::Arc::new(Queue::default());
+        let q = queue.clone();
         let thread = thread::Builder::new()
             .name(format!("model-w{i}"))
-            .spawn(move || {
-                memcg::without_accounting(|| {
-                    for job in rx {
-                        job();
+            .spawn(move || loop {
+                let job = {
+                    let mut jobs = q.jobs.lock().unwrap();
+                    loop {
+                        if let Some(job) = jobs.0.pop_front() {
+                            break job;
+                        }
+                        if jobs.1 {
+                            return;
+                        }
+                        jobs = q.ready.wait(jobs).unwrap();
                     }
-                })
+                };
+                job();
             })
             .expect("spawn a worker");
         Worker {
-            jobs: Some(tx),
+            queue,
             thread: Some(thread),
         }
     }
@@ -759,7 +797,8 @@ impl Worker {
             .expect("the job panicked on the worker")
     }
 
-    /// Send `f` to the worker; its result arrives on the receiver.
+    /// Send `f` to the worker; its result arrives on the receiver (a
+    /// bounded channel: the worker's send allocates nothing).
     fn start<R: Send + 'static>(
         &self,
         f: impl FnOnce() -> R + Send + 'static,
@@ -768,18 +807,16 @@ impl Worker {
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
         });
-        self.jobs
-            .as_ref()
-            .expect("running")
-            .send(job)
-            .expect("worker alive");
+        self.queue.jobs.lock().unwrap().0.push_back(job);
+        self.queue.ready.notify_one();
         rx
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        drop(self.jobs.take());
+        self.queue.jobs.lock().unwrap().1 = true;
+        self.queue.ready.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -801,10 +838,6 @@ struct Real {
     h: Hierarchy,
     /// Shared caches (S11) of `SLAB_SIZES`, process-wide like every cache.
     caches: [SlabCache; SLAB_SIZES.len()],
-    /// The workers that allocated or freed slab objects since their last
-    /// drain: only those can hold an object stock (kmem and user pages go
-    /// through charge stocks, which a quiesce drains on every thread).
-    stocked: Cell<[bool; WORKERS]>,
 }
 
 impl Real {
@@ -816,15 +849,6 @@ impl Real {
         match by {
             None => f(),
             Some(w) => self.workers[w].run(f),
-        }
-    }
-
-    /// Note that worker `w` (if any) allocated or freed slab objects.
-    fn stock(&self, w: Option<usize>) {
-        if let Some(w) = w {
-            let mut s = self.stocked.get();
-            s[w] = true;
-            self.stocked.set(s);
         }
     }
 }
@@ -1016,9 +1040,10 @@ fn step(op: &Op, m: &mut Model, r: &mut Real) -> Result<(), TestCaseError> {
             let group = m.workers[worker];
             let cache = r.caches[*cache];
             let (count, bytes) = (*count, cache.slot_size() + ENTRY_BYTES);
-            r.stock(Some(worker));
+            // The result vector is allocated here, in the root: under
+            // `MemcgAlloc` the worker charges what it allocates.
+            let mut made = Vec::with_capacity(count);
             let (made, got) = r.workers[worker].run(move || {
-                let mut made = Vec::with_capacity(count);
                 for _ in 0..count {
                     match cache.alloc() {
                         Ok(o) => made.push(Obj::Slab(o)),
@@ -1053,7 +1078,6 @@ fn step(op: &Op, m: &mut Model, r: &mut Real) -> Result<(), TestCaseError> {
                 let end = (k + count).min(m.objs.len());
                 m.objs.drain(k..end);
                 let o: Vec<Obj> = r.objs.drain(k..end).collect();
-                r.stock(*by);
                 r.on(*by, move || drop(o));
             }
         }
@@ -1074,7 +1098,7 @@ fn step(op: &Op, m: &mut Model, r: &mut Real) -> Result<(), TestCaseError> {
                 } else {
                     m.groups[i].high = pages;
                 }
-                m.shrink_to(i, pages, *max);
+                m.limit_written(i, pages, *max);
             }
         }
         Op::Reclaim { at, bytes } => {
@@ -1171,13 +1195,12 @@ fn key(text: &str, key: &str) -> u64 {
         .expect("a number")
 }
 
-/// Every thread's stocks back: the object stocks of each worker that may
-/// hold one, then the test thread's and every page stock (quiesce), and
-/// deferred destruction run.
+/// Every thread's stocks back: the object stocks of every worker (under
+/// `MemcgAlloc`, tests/under_memcg_alloc.rs, anything a worker allocates in a
+/// group goes through one, not only slab objects), then the test thread's
+/// and every page stock (quiesce), and deferred destruction run.
 fn drain(r: &Real) {
-    let stocked = r.stocked.replace([false; WORKERS]);
     let drained: Vec<_> = (0..WORKERS)
-        .filter(|&w| stocked[w])
         .map(|w| r.workers[w].start(memcg::drain_stocks))
         .collect();
     for d in drained {
@@ -1358,7 +1381,6 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
         caches: SLAB_SIZES.map(|size| {
             SlabCache::new(&format!("model-{size}"), size, false).expect("a shared cache")
         }),
-        stocked: Cell::new([false; WORKERS]),
     };
     for op in ops {
         step(op, &mut m, &mut r)?;
@@ -1367,7 +1389,6 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let objs = std::mem::take(&mut r.objs);
     for (k, o) in objs.into_iter().enumerate() {
         let by = (k % (WORKERS + 1)).checked_sub(1);
-        r.stock(by);
         r.on(by, move || drop(o));
     }
     for w in &r.workers {

@@ -3,12 +3,11 @@
 use memcg::{ErrorKind, Hierarchy, KmemPages, PageKind, UserPage};
 use std::thread;
 
-/// Spawn a test thread whose own bookkeeping (result vectors, closures) is
-/// not charged when `MemcgAlloc` is the global allocator
-/// (tests/under_memcg_alloc.rs), so the exact numbers below hold there too.
-fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
-    std::thread::spawn(move || memcg::without_accounting(f))
-}
+/// Spawn a test thread. Under `MemcgAlloc` (tests/under_memcg_alloc.rs)
+/// whatever it allocates while in a group is charged there, so the
+/// bookkeeping of a charged section (result vectors) is allocated before it
+/// enters the group, for the exact numbers below to hold there too.
+use std::thread::spawn;
 
 fn current(h: &Hierarchy, path: &str) -> u64 {
     h.quiesce();
@@ -34,8 +33,9 @@ fn key(h: &Hierarchy, path: &str, file: &str, key: &str) -> u64 {
 fn kmem_on_task(h: &Hierarchy, path: &str, n: usize) -> Vec<KmemPages> {
     let g = h.get(path).unwrap();
     spawn(move || {
+        let mut v = Vec::with_capacity(n);
         g.attach().unwrap();
-        let v = (0..n).map(|_| KmemPages::alloc(4096).unwrap()).collect();
+        v.extend((0..n).map(|_| KmemPages::alloc(4096).unwrap()));
         memcg::detach();
         v
     })
@@ -46,24 +46,51 @@ fn kmem_on_task(h: &Hierarchy, path: &str, n: usize) -> Vec<KmemPages> {
 fn user_pages_on_task(h: &Hierarchy, path: &str, kind: PageKind, n: usize) -> Vec<UserPage> {
     let g = h.get(path).unwrap();
     spawn(move || {
+        let mut v = Vec::with_capacity(n);
         let _in = g.enter().unwrap();
-        (0..n).map(|_| UserPage::charge(kind).unwrap()).collect()
+        v.extend((0..n).map(|_| UserPage::charge(kind).unwrap()));
+        v
     })
     .join()
     .unwrap()
 }
 
-/// S1: removing a group whose kmem objects live does not keep it alive.
+/// S1: removing a group whose kmem objects live does not keep it alive:
+/// with no handle left it is not dying but gone (no dying descendant
+/// anywhere, no dying group left over), while its 100 objects are still
+/// alive and billed to the parent, and only its kmem context stays behind
+/// (S3).
 #[test]
 fn removed_group_is_freed_while_objects_live() {
     let h = Hierarchy::new();
     h.create("/a").unwrap();
     h.create("/a/b").unwrap();
-    let objects = kmem_on_task(&h, "/a/b", 100);
+    let mut objects = kmem_on_task(&h, "/a/b", 100);
     h.remove("/a/b").unwrap();
+    h.quiesce();
     assert_eq!(key(&h, "/a", "cgroup.stat", "nr_dying_descendants"), 0);
+    assert_eq!(key(&h, "/", "cgroup.stat", "nr_dying_descendants"), 0);
+    let left = h.leftovers();
+    assert_eq!(
+        (left.dying_groups, left.dead_contexts, left.pinned_bytes),
+        (0, 1, memcg::context_size()),
+        "b is freed; only its context stays: {left:?}"
+    );
+    assert_eq!(h.get("/a/b").unwrap_err().kind(), ErrorKind::NotFound);
+    // The objects live on, charged to the parent, and their memory is theirs.
     assert_eq!(current(&h, "/a"), 100 * 4096);
-    assert_eq!(objects.len(), 100);
+    assert_eq!(key(&h, "/a", "memory.stat", "kernel"), 100 * 4096);
+    for (k, o) in objects.iter_mut().enumerate() {
+        o.as_mut_slice().fill(k as u8);
+    }
+    assert!(objects
+        .iter()
+        .enumerate()
+        .all(|(k, o)| o.as_slice().iter().all(|&b| b == k as u8)));
+    drop(objects);
+    h.quiesce();
+    assert_eq!(current(&h, "/a"), 0);
+    assert_eq!(h.leftovers(), memcg::Leftovers::default());
 }
 
 /// S1: a handle keeps a removed group dying until it is dropped.
@@ -274,20 +301,24 @@ fn a_stock_precharges_a_batch_and_drains_on_quiesce() {
     let h = Hierarchy::new();
     let a = h.create("/a").unwrap();
     let g = a.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let t = spawn(move || {
-        let _in = g.enter().unwrap();
-        let page = KmemPages::alloc(4096).unwrap();
-        tx.send(()).unwrap();
-        done_rx.recv().unwrap();
-        drop(page);
-    });
-    rx.recv().unwrap();
+    // A barrier, not a channel: its wait allocates nothing, which under
+    // `MemcgAlloc` would be charged in the group.
+    let step = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let t = {
+        let step = step.clone();
+        spawn(move || {
+            let _in = g.enter().unwrap();
+            let page = KmemPages::alloc(4096).unwrap();
+            step.wait();
+            step.wait();
+            drop(page);
+        })
+    };
+    step.wait();
     let usage: u64 = a.read("memory.current").unwrap().trim().parse().unwrap();
     assert_eq!(usage, memcg::CHARGE_BATCH as u64 * 4096);
     assert_eq!(current(&h, "/a"), 4096);
-    done_tx.send(()).unwrap();
+    step.wait();
     t.join().unwrap();
     assert_eq!(current(&h, "/a"), 0);
 }
@@ -302,13 +333,10 @@ fn a_charge_over_max_reclaims_file_pages_then_fails() {
     h.write("/a", "memory.max", "40K").unwrap();
     let b = h.get("/a/b").unwrap();
     let (file, anon, err) = spawn(move || {
+        let (mut file, mut anon) = (Vec::with_capacity(4), Vec::with_capacity(10));
         let _in = b.enter().unwrap();
-        let file: Vec<_> = (0..4)
-            .map(|_| UserPage::charge(PageKind::File).unwrap())
-            .collect();
-        let anon: Vec<_> = (0..10)
-            .map_while(|_| UserPage::charge(PageKind::Anon).ok())
-            .collect();
+        file.extend((0..4).map(|_| UserPage::charge(PageKind::File).unwrap()));
+        anon.extend((0..10).map_while(|_| UserPage::charge(PageKind::Anon).ok()));
         let err = UserPage::charge(PageKind::Anon).unwrap_err();
         (file, anon, err)
     })
@@ -453,48 +481,37 @@ fn enter_guards_nest() {
     .unwrap();
 }
 
-/// Dropping the last handle of a hierarchy removes every group; objects
-/// that outlive it still free cleanly.
-#[test]
-fn a_hierarchy_can_be_dropped_with_objects_alive() {
-    let h = Hierarchy::new();
-    h.create("/a").unwrap();
-    let objects = kmem_on_task(&h, "/a", 3);
-    drop(h);
-    drop(objects);
-}
-
 /// Charges and uncharges through a thread's stock keep their statistics as
 /// per-thread deltas (issue 9, item 4); a quiesce on another thread applies
 /// them, so `memory.stat` is exact while the charging thread still lives.
 #[test]
 fn stock_statistics_are_exact_after_quiesce_from_another_thread() {
-    use std::sync::mpsc;
     let h = Hierarchy::new();
     let g = h.create("/a").unwrap();
-    let (go, wait) = mpsc::channel::<usize>();
-    let (done, finished) = mpsc::channel::<()>();
-    let worker = spawn(move || {
-        let _in = g.enter().unwrap();
-        let mut held = Vec::new();
-        for n in wait {
-            if n == 0 {
-                held.clear();
-            } else {
-                held.extend((0..n).map(|_| KmemPages::alloc(4096).unwrap()));
-            }
-            done.send(()).unwrap();
-        }
-    });
-    go.send(10).unwrap();
-    finished.recv().unwrap();
+    // Barriers, not channels: their waits allocate nothing, which under
+    // `MemcgAlloc` would be charged in the group.
+    let step = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let worker = {
+        let step = step.clone();
+        spawn(move || {
+            let mut held = Vec::with_capacity(10);
+            let _in = g.enter().unwrap();
+            held.extend((0..10).map(|_| KmemPages::alloc(4096).unwrap()));
+            step.wait(); // made
+            step.wait(); // checked
+            held.clear();
+            step.wait(); // freed
+            step.wait(); // checked
+        })
+    };
+    step.wait();
     assert_eq!(key(&h, "/a", "memory.stat", "kmem"), 10 * 4096);
     assert_eq!(key(&h, "/a", "memory.stat", "kernel"), 10 * 4096);
     assert_eq!(current(&h, "/a"), 10 * 4096);
-    go.send(0).unwrap();
-    finished.recv().unwrap();
+    step.wait();
+    step.wait();
     assert_eq!(key(&h, "/a", "memory.stat", "kmem"), 0);
     assert_eq!(current(&h, "/a"), 0);
-    drop(go);
+    step.wait();
     worker.join().unwrap();
 }

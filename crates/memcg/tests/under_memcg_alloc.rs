@@ -1,8 +1,14 @@
 //! The library's own test suites again, with [`memcg::MemcgAlloc`] as the
 //! process's global allocator: the engine must work when it is itself the
 //! allocator of everything around it (DESIGN.md §6 layer 6, re-entrancy).
-//! Test threads run in the root group, so their own allocations are not
-//! charged and the suites' exact numbers still hold.
+//! The suites' charged threads run with accounting on: whatever they
+//! allocate in a group goes through `MemcgAlloc` and is charged there, so
+//! only the library's own bookkeeping (its internal sections) escapes
+//! accounting. The suites allocate their own bookkeeping (result vectors,
+//! the stress test's pile) before entering a group and synchronise charged
+//! threads with barriers, which allocate nothing, so their exact numbers
+//! hold here too: an engine path that allocated for itself while charging
+//! would show as a mismatch.
 
 #[global_allocator]
 static A: memcg::MemcgAlloc = memcg::MemcgAlloc;
