@@ -21,7 +21,7 @@
 //!
 //! The default group is process-wide, while each run has its own hierarchy.
 //! So a run whose script has a `default` or a `thread` command (the only
-//! ones that set the default or depend on it) holds [`DEFAULT_LOCK`] from
+//! ones that set the default or depend on it) holds `DEFAULT_LOCK` from
 //! start to end, and ends by making the root the default again, whether the
 //! script passed or failed. Runs of one process (`memcg replay a.mcg b.mcg`,
 //! or scripts run on several threads in-process) then never see each
@@ -40,6 +40,13 @@
 //!
 //! The `memcg.*` files of the root (see the script module) are answered here,
 //! from the hierarchy's own counters, not by the engine's interface files.
+//!
+//! Every failure of a command has one of the six error kinds of §5
+//! ([`RunError::kind`]), so `expect-fail` can match it; only an expectation
+//! that does not hold (and a task that died, a bug) has none. One allocation
+//! command makes at most [`MAX_MEMBERS`] members and [`MAX_BYTES`] bytes;
+//! more is `invalid` with nothing allocated, so that no script line can run
+//! for hours or exhaust memory.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
