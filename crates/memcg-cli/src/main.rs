@@ -2,21 +2,22 @@
 //!
 //! `memcg replay FILE...` drives the real engine with scripts in the language
 //! of DESIGN.md §5. Every script is parsed before the first one runs; each
-//! runs in a fresh hierarchy. Exit status: 0 when every script succeeds, 1
-//! when a command or expectation fails, 2 when a script cannot be read or
-//! does not parse.
+//! runs in a fresh hierarchy. Exit status ([`Exit`]): 0 when every script
+//! succeeds, 1 when a command or expectation fails, 2 when a script does not
+//! parse (or is not UTF-8), 64 (`EX_USAGE`) for a bad command line or a
+//! FILE that cannot be read. `memcg replay --help` lists the language, its
+//! error kinds and these statuses.
 //!
 //! `memcg sim [SCENARIO]` runs a workload on the real engine and reports
 //! what dying groups cost (see the `sim` module).
 
-mod replay;
-mod script;
 mod sim;
 
 use std::io::{self, Read};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use memcg_cli::{help, replay, script, Exit};
 
 /// Linux memory cgroups inside a Rust process.
 #[derive(Debug, Parser)]
@@ -29,6 +30,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Commands {
     /// Run scripts against the real engine, in order, each in a fresh hierarchy.
+    #[command(after_help = help::replay_help())]
     Replay {
         /// Script files; `-` reads standard input.
         #[arg(required = true, value_name = "FILE")]
@@ -38,11 +40,11 @@ enum Commands {
     Sim(sim::SimArgs),
 }
 
-/// Why `memcg` stops.
+/// Why `memcg replay` stops.
 #[derive(Debug, thiserror::Error)]
 enum CliError {
     /// A script file could not be read.
-    #[error("{file}: cannot read: {source}")]
+    #[error("{file}: cannot read: {source}; name a readable script file, or `-` for stdin")]
     Read {
         /// The file as named on the command line.
         file: String,
@@ -58,24 +60,41 @@ enum CliError {
 }
 
 impl CliError {
-    fn exit_code(&self) -> ExitCode {
+    fn exit(&self) -> Exit {
         match self {
-            CliError::Read { .. } | CliError::Syntax(_) => ExitCode::from(2),
-            CliError::Failed(_) => ExitCode::from(1),
+            CliError::Read { .. } => Exit::Usage,
+            CliError::Syntax(_) => Exit::Syntax,
+            CliError::Failed(_) => Exit::Failed,
         }
     }
 }
 
 fn main() -> ExitCode {
-    let files = match Cli::parse().command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // `--help` and `--version` print to stdout and succeed; every
+            // other complaint of clap is a usage error (clap would exit 2,
+            // which is a syntax error of a script here).
+            let exit = if error.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Success
+            };
+            // Nothing useful is left to do if printing fails.
+            let _ = error.print();
+            return exit.into();
+        }
+    };
+    let files = match cli.command {
         Commands::Replay { files } => files,
         Commands::Sim(args) => return sim::main(args),
     };
     match replay_files(&files) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Success.into(),
         Err(error) => {
             eprintln!("{error}");
-            error.exit_code()
+            error.exit().into()
         }
     }
 }
@@ -87,7 +106,7 @@ fn replay_files(files: &[String]) -> Result<(), CliError> {
         .iter()
         .map(|file| {
             let (name, source) = load(file)?;
-            Ok(script::parse(name, &source)?)
+            Ok(script::parse_bytes(name, &source)?)
         })
         .collect::<Result<Vec<_>, CliError>>()?;
     let mut stdout = io::stdout().lock();
@@ -97,19 +116,17 @@ fn replay_files(files: &[String]) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Reads a script: its name for messages, and its text.
-fn load(file: &str) -> Result<(&str, String), CliError> {
+/// Reads a script: its name for messages, and its bytes.
+fn load(file: &str) -> Result<(&str, Vec<u8>), CliError> {
     let read_error = |source| CliError::Read {
         file: file.to_string(),
         source,
     };
     if file == "-" {
-        let mut source = String::new();
-        io::stdin()
-            .read_to_string(&mut source)
-            .map_err(read_error)?;
+        let mut source = Vec::new();
+        io::stdin().read_to_end(&mut source).map_err(read_error)?;
         Ok(("<stdin>", source))
     } else {
-        Ok((file, std::fs::read_to_string(file).map_err(read_error)?))
+        Ok((file, std::fs::read(file).map_err(read_error)?))
     }
 }

@@ -21,7 +21,7 @@
 //!
 //! The default group is process-wide, while each run has its own hierarchy.
 //! So a run whose script has a `default` or a `thread` command (the only
-//! ones that set the default or depend on it) holds [`DEFAULT_LOCK`] from
+//! ones that set the default or depend on it) holds `DEFAULT_LOCK` from
 //! start to end, and ends by making the root the default again, whether the
 //! script passed or failed. Runs of one process (`memcg replay a.mcg b.mcg`,
 //! or scripts run on several threads in-process) then never see each
@@ -40,6 +40,13 @@
 //!
 //! The `memcg.*` files of the root (see the script module) are answered here,
 //! from the hierarchy's own counters, not by the engine's interface files.
+//!
+//! Every failure of a command has one of the six error kinds of §5
+//! ([`RunError::kind`]), so `expect-fail` can match it; only an expectation
+//! that does not hold (and a task that died, a bug) has none. One allocation
+//! command makes at most [`MAX_MEMBERS`] members and [`MAX_BYTES`] bytes;
+//! more is `invalid` with nothing allocated, so that no script line can run
+//! for hours or exhaust memory.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -54,6 +61,19 @@ use crate::script::{Command, ErrorName, FileRef, Op, Script, Statement, Value};
 
 /// Bytes per page; `anon` and `file` make one SET member per started page.
 const PAGE_SIZE: u64 = memcg::PAGE_SIZE as u64;
+
+/// The most members one allocation command (`alloc`, `kmem`, `anon`,
+/// `file`) may make: COUNT, or SIZE in pages. More is `invalid` before
+/// anything is allocated, so that a typo cannot make a script loop for
+/// hours, or fill memory when no limit stops it. Split larger work over
+/// several commands.
+pub const MAX_MEMBERS: u64 = 1 << 20;
+
+/// The most bytes one allocation command may ask for: COUNT × object size
+/// for `alloc`, COUNT × SIZE rounded up to pages for `kmem`, SIZE rounded up
+/// to pages for `anon` and `file`. More is `invalid`, as for
+/// [`MAX_MEMBERS`].
+pub const MAX_BYTES: u64 = 1 << 30;
 
 /// A command or expectation that failed: prints as
 /// `FILE:LINE: the command: what went wrong`.
@@ -78,18 +98,33 @@ pub enum RunError {
     Engine(#[from] memcg::Error),
     /// A command named a task that is not running (`not-found` to
     /// `expect-fail`).
-    #[error("no task named `{0}`")]
+    #[error("not-found: no task named `{0}`; start it first with `task`, `thread` or `spawn`")]
     NoTask(String),
     /// A command named a set that no allocation has created (`not-found`
     /// to `expect-fail`).
-    #[error("no set named `{0}`")]
+    #[error("not-found: no set named `{0}`; an allocation command `... as {0}` makes it")]
     NoSet(String),
     /// `alloc` named a cache that no `cache` command has created
     /// (`not-found` to `expect-fail`).
-    #[error("no cache named `{0}`")]
+    #[error("not-found: no cache named `{0}`; define it first with `cache {0} SIZE`")]
     NoCache(String),
-    /// The OS refused to start a task's thread.
-    #[error("cannot start thread `{name}`: {source}")]
+    /// A SIZE or number too large for 64 bits inside `expect-fail`
+    /// ([`Command::Overflow`]; `invalid` to `expect-fail`).
+    #[error("invalid: `{0}` does not fit in 64 bits")]
+    Overflow(String),
+    /// An allocation command over [`MAX_MEMBERS`] or [`MAX_BYTES`]
+    /// (`invalid` to `expect-fail`).
+    #[error("invalid: {command} would make {members} members of {bytes} bytes in all; one command makes at most {MAX_MEMBERS} members and {MAX_BYTES} bytes: split the work over several commands")]
+    TooMuch {
+        /// The command word.
+        command: &'static str,
+        /// Members it would make (saturated at `u64::MAX`).
+        members: u64,
+        /// Bytes it would ask for (saturated at `u64::MAX`).
+        bytes: u64,
+    },
+    /// The OS refused to start a task's thread (`again` to `expect-fail`).
+    #[error("again: cannot start thread `{name}`: {source}; retry with fewer threads")]
     Spawn {
         /// The task.
         name: String,
@@ -102,24 +137,27 @@ pub enum RunError {
     /// Printing a `read` failed.
     #[error("cannot print: {0}")]
     Output(#[from] io::Error),
-    /// A keyed file lacks the key an expectation names.
-    #[error("{at} has no key `{key}`")]
+    /// A keyed file lacks the key an expectation names (`not-found` to
+    /// `expect-fail`, as a file that does not exist).
+    #[error("not-found: {at} has no key `{key}`; `read` the file to see its keys")]
     NoKey {
         /// The file.
         at: String,
         /// The key.
         key: String,
     },
-    /// A file an expectation reads does not hold a single number or `max`.
-    #[error("{at} is not a number or `max`: {content:?}")]
+    /// A file an expectation reads does not hold a single number or `max`
+    /// (`invalid` to `expect-fail`).
+    #[error("invalid: {at} is not a number or `max`: {content:?}; name a key of a keyed file (FILE:KEY)")]
     NotANumber {
         /// The file (and key).
         at: String,
         /// What it holds.
         content: String,
     },
-    /// `free SET COUNT` with fewer than COUNT live members.
-    #[error("`{set}` has too few live members (got {live}, want >= {count})")]
+    /// `free SET COUNT` with fewer than COUNT live members (`invalid` to
+    /// `expect-fail`, DESIGN.md §5); nothing is freed.
+    #[error("invalid: `{set}` has too few live members (got {live}, want >= {count})")]
     TooFewLive {
         /// The set.
         set: String,
@@ -144,16 +182,20 @@ pub enum RunError {
     #[error("succeeded but must fail (got success, want {0})")]
     Succeeded(ErrorName),
     /// `expect-fail` around a command that failed with another kind.
-    #[error("wrong error: {error} (got {got}, want {want})", got = .error.kind().as_str())]
+    #[error("wrong error: {error} (got {got}, want {want})")]
     WrongError {
-        /// The engine's error.
-        error: memcg::Error,
+        /// The failure.
+        error: Box<RunError>,
+        /// Its kind.
+        got: ErrorName,
         /// The kind required.
         want: ErrorName,
     },
-    /// `expect-fail` around a command that failed, but not in the engine.
-    #[error("{error} (want {want})")]
-    NotAnEngineError {
+    /// `expect-fail` around a command whose failure has no kind: an
+    /// expectation that does not hold (write the opposite comparison
+    /// instead), or a task that died.
+    #[error("{error} (got a failure of no kind, want {want})")]
+    Kindless {
         /// The failure.
         error: Box<RunError>,
         /// The kind required.
@@ -162,16 +204,32 @@ pub enum RunError {
 }
 
 impl RunError {
-    /// The error kind `expect-fail` matches: the engine's, or `not-found`
-    /// for a task, set or cache name that no earlier command made (§5).
-    /// `None` for failures that are not errors of the script's commands.
+    /// The error kind `expect-fail` matches: the engine's, `not-found` for
+    /// a task, set, cache or key that no earlier command made (§5),
+    /// `invalid` for what §5 and §4 call so (too few live members, a size
+    /// that overflows, a file that holds no single number, work over the
+    /// caps), `again` when the OS refuses a thread. `None` for what is not
+    /// an error of a command: an expectation that does not hold, a task
+    /// that died (a bug: its panic is on stderr), output that cannot be
+    /// written.
     pub fn kind(&self) -> Option<ErrorName> {
         match self {
             RunError::Engine(error) => Some(error.kind()),
-            RunError::NoTask(_) | RunError::NoSet(_) | RunError::NoCache(_) => {
-                Some(ErrorName::NotFound)
-            }
-            _ => None,
+            RunError::NoTask(_)
+            | RunError::NoSet(_)
+            | RunError::NoCache(_)
+            | RunError::NoKey { .. } => Some(ErrorName::NotFound),
+            RunError::Overflow(_)
+            | RunError::TooMuch { .. }
+            | RunError::NotANumber { .. }
+            | RunError::TooFewLive { .. } => Some(ErrorName::Invalid),
+            RunError::Spawn { .. } => Some(ErrorName::Again),
+            RunError::TaskDied(_)
+            | RunError::Output(_)
+            | RunError::Mismatch { .. }
+            | RunError::Succeeded(_)
+            | RunError::WrongError { .. }
+            | RunError::Kindless { .. } => None,
         }
     }
 }
@@ -389,6 +447,8 @@ static RUNS: AtomicU64 = AtomicU64::new(0);
 struct ScriptCache {
     cache: SlabCache,
     name: Arc<str>,
+    /// The object size the script asked for.
+    size: u64,
 }
 
 impl ScriptCache {
@@ -512,7 +572,8 @@ impl<'a, W: Write> Replay<'a, W> {
                     .get(cache)
                     .cloned()
                     .ok_or_else(|| RunError::NoCache(cache.clone()))?;
-                self.allocate(task, set, *count, move || {
+                let bytes = count.saturating_mul(cache.size);
+                self.allocate("alloc", task, set, *count, bytes, move || {
                     cache
                         .cache
                         .alloc()
@@ -528,18 +589,23 @@ impl<'a, W: Write> Replay<'a, W> {
             } => {
                 // A size beyond the address space cannot be allocated anyway;
                 // saturating lets the engine say so with its own error.
-                let bytes = usize::try_from(*size).unwrap_or(usize::MAX);
-                self.allocate(task, set, *count, move || {
-                    KmemPages::alloc(bytes).map(Member::Kmem)
+                let each = usize::try_from(*size).unwrap_or(usize::MAX);
+                let bytes = count.saturating_mul(pages_of(*size).saturating_mul(PAGE_SIZE));
+                self.allocate("kmem", task, set, *count, bytes, move || {
+                    KmemPages::alloc(each).map(Member::Kmem)
                 })?;
             }
             Command::Anon { task, size, set } => {
-                self.allocate(task, set, size.div_ceil(PAGE_SIZE), || {
+                let pages = pages_of(*size);
+                let bytes = pages.saturating_mul(PAGE_SIZE);
+                self.allocate("anon", task, set, pages, bytes, || {
                     UserPage::charge(PageKind::Anon).map(Member::Page)
                 })?;
             }
             Command::File { task, size, set } => {
-                self.allocate(task, set, size.div_ceil(PAGE_SIZE), || {
+                let pages = pages_of(*size);
+                let bytes = pages.saturating_mul(PAGE_SIZE);
+                self.allocate("file", task, set, pages, bytes, || {
                     UserPage::charge(PageKind::File).map(Member::Page)
                 })?;
             }
@@ -577,14 +643,21 @@ impl<'a, W: Write> Replay<'a, W> {
                 let want = *error;
                 return match self.execute(command) {
                     Ok(()) => Err(RunError::Succeeded(want)),
-                    Err(error) if error.kind() == Some(want) => Ok(()),
-                    Err(RunError::Engine(error)) => Err(RunError::WrongError { error, want }),
-                    Err(other) => Err(RunError::NotAnEngineError {
-                        error: Box::new(other),
-                        want,
-                    }),
+                    Err(error) => match error.kind() {
+                        Some(got) if got == want => Ok(()),
+                        Some(got) => Err(RunError::WrongError {
+                            error: Box::new(error),
+                            got,
+                            want,
+                        }),
+                        None => Err(RunError::Kindless {
+                            error: Box::new(error),
+                            want,
+                        }),
+                    },
                 };
             }
+            Command::Overflow { token } => return Err(RunError::Overflow(token.clone())),
         }
         Ok(())
     }
@@ -656,6 +729,7 @@ impl<'a, W: Write> Replay<'a, W> {
             .into());
         }
         let qualified = format!("{name}@{}", self.run);
+        let script_size = size;
         // A size beyond the address space is too large for a slab anyway;
         // saturating lets the engine say so with its own error.
         let size = usize::try_from(size).unwrap_or(usize::MAX);
@@ -667,22 +741,40 @@ impl<'a, W: Write> Replay<'a, W> {
         };
         let cache = make(&qualified, size, reclaimable)
             .map_err(|error| unqualify(error, &qualified, &name))?;
-        self.caches
-            .insert(name.to_string(), ScriptCache { cache, name });
+        self.caches.insert(
+            name.to_string(),
+            ScriptCache {
+                cache,
+                name,
+                size: script_size,
+            },
+        );
         Ok(())
     }
 
     /// Makes `count` members on `task`'s thread and appends them to `set`.
-    /// Members made before a failure stay in the set.
+    /// Members made before a failure stay in the set. `command` asking for
+    /// more than [`MAX_MEMBERS`] members or [`MAX_BYTES`] bytes in all is
+    /// `invalid`, with nothing made.
     fn allocate(
         &mut self,
+        command: &'static str,
         task: &str,
         set: &str,
         count: u64,
+        bytes: u64,
         make: impl Fn() -> memcg::Result<Member> + Send + 'static,
     ) -> Result<(), RunError> {
+        let thread = self.task_ref(task)?;
+        if count > MAX_MEMBERS || bytes > MAX_BYTES {
+            return Err(RunError::TooMuch {
+                command,
+                members: count,
+                bytes,
+            });
+        }
         let hierarchy = self.hierarchy.clone();
-        let (made, error) = self.task_ref(task)?.run(task, move || {
+        let (made, error) = thread.run(task, move || {
             follow_default(&hierarchy);
             let mut made = Vec::new();
             for _ in 0..count {
@@ -828,6 +920,11 @@ impl<'a, W: Write> Replay<'a, W> {
                 }),
         }
     }
+}
+
+/// Pages of `size` bytes, rounded up.
+fn pages_of(size: u64) -> u64 {
+    size.div_ceil(PAGE_SIZE)
 }
 
 /// Moves the calling thread to the current default group if it follows the

@@ -8,7 +8,14 @@
 //! One deliberate leniency: inside `expect-fail`, paths and file names only
 //! have to be non-empty tokens (paths absolute). That is what lets a script
 //! state `expect-fail invalid mkdir /a/b@c`: a bad name is data for the engine
-//! to reject, not a mistake in the script.
+//! to reject, not a mistake in the script. Likewise a SIZE or number too
+//! large for 64 bits is a syntax error, except inside `expect-fail`, where
+//! the command parses as [`Command::Overflow`] and fails with `invalid` when
+//! run (`expect-fail invalid kmem t 99999999999999999999 1 as k`).
+//!
+//! SIZE accepts `K`, `M` and `G` in either case (DESIGN.md §4), everywhere:
+//! `cache`, `kmem`, `anon`, `file` and the VALUE of `expect`. COUNT, N and
+//! TOL (a percentage) are plain integers.
 //!
 //! Two extensions of §5, neither changing its syntax:
 //!
@@ -210,6 +217,14 @@ pub enum Command {
         /// The command that must fail.
         command: Box<Command>,
     },
+    /// A command inside `expect-fail` with a SIZE or number that does not
+    /// fit in 64 bits. Outside `expect-fail` that is a syntax error; inside
+    /// it is data for the engine, and running it fails with `invalid`
+    /// (DESIGN.md §5: "a size that overflows") having done nothing.
+    Overflow {
+        /// The first token that overflows.
+        token: String,
+    },
 }
 
 /// `PATH FILE[:KEY]`: one number in an interface file.
@@ -266,6 +281,9 @@ pub enum Op {
 }
 
 impl Op {
+    /// Every operator, in the order DESIGN.md §5 lists them.
+    pub const ALL: [Op; 7] = [Op::Eq, Op::Ne, Op::Lt, Op::Le, Op::Gt, Op::Ge, Op::Close];
+
     /// The operator as written in scripts.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -338,11 +356,22 @@ pub enum Problem {
         found: String,
     },
     /// Not a SIZE.
-    #[error("bad size `{0}`: want an integer with an optional K, M or G suffix")]
+    #[error("bad size `{0}`: want an integer with an optional K, M or G suffix (either case)")]
     Size(String),
     /// A SIZE that does not fit in 64 bits.
-    #[error("size `{0}` is too large")]
+    #[error("size `{0}` is too large: it does not fit in 64 bits")]
     SizeOverflow(String),
+    /// The line is not valid UTF-8.
+    #[error("not UTF-8 text: save the script as UTF-8")]
+    NotUtf8,
+    /// A number (COUNT, N, TOL) that does not fit in 64 bits.
+    #[error("{what} `{token}` is too large: it does not fit in 64 bits")]
+    NumberOverflow {
+        /// Which number (COUNT, N, TOL).
+        what: &'static str,
+        /// The token.
+        token: String,
+    },
     /// Not a count.
     #[error("bad {what} `{token}`: want a non-negative integer")]
     Number {
@@ -410,13 +439,32 @@ pub fn parse(file: &str, source: &str) -> Result<Script, SyntaxError> {
     Ok(Script { file, statements })
 }
 
-/// Parses a SIZE: an integer with an optional `K`, `M` or `G` suffix (powers
-/// of 1024).
+/// Parses a script given as bytes, as read from a file: like [`parse`],
+/// and a line that is not UTF-8 is a syntax error ([`Problem::NotUtf8`]) at
+/// that line.
+pub fn parse_bytes(file: &str, source: &[u8]) -> Result<Script, SyntaxError> {
+    match std::str::from_utf8(source) {
+        Ok(text) => parse(file, text),
+        Err(error) => {
+            let valid = &source[..error.valid_up_to()];
+            Err(SyntaxError {
+                file: Arc::from(file),
+                line: 1 + valid.iter().filter(|&&b| b == b'\n').count(),
+                problem: Problem::NotUtf8,
+                usage: None,
+            })
+        }
+    }
+}
+
+/// Parses a SIZE: an integer with an optional `K`, `M` or `G` suffix, either
+/// case (powers of 1024), as DESIGN.md §4 and the engine's
+/// [`memcg::parse_size`] accept.
 pub fn parse_size(token: &str) -> Result<u64, Problem> {
     let (digits, unit) = match token.as_bytes().last() {
-        Some(b'K') => (&token[..token.len() - 1], 1u64 << 10),
-        Some(b'M') => (&token[..token.len() - 1], 1 << 20),
-        Some(b'G') => (&token[..token.len() - 1], 1 << 30),
+        Some(b'K' | b'k') => (&token[..token.len() - 1], 1u64 << 10),
+        Some(b'M' | b'm') => (&token[..token.len() - 1], 1 << 20),
+        Some(b'G' | b'g') => (&token[..token.len() - 1], 1 << 30),
         _ => (token, 1),
     };
     let number = parse_digits(digits).ok_or_else(|| Problem::Size(token.to_string()))?;
@@ -450,6 +498,9 @@ type Flaw = (Problem, Option<&'static str>);
 struct Args<'a> {
     tokens: std::slice::Iter<'a, &'a str>,
     strictness: Strictness,
+    /// In lenient mode, the first SIZE or number that did not fit in 64
+    /// bits (read as `u64::MAX` so that parsing goes on).
+    overflow: Option<String>,
 }
 
 impl<'a> Args<'a> {
@@ -500,12 +551,27 @@ impl<'a> Args<'a> {
     }
 
     fn size(&mut self) -> Result<u64, Problem> {
-        parse_size(self.next("SIZE")?)
+        let token = self.next("SIZE")?;
+        self.tolerate_overflow(parse_size(token))
     }
 
     fn number(&mut self, what: &'static str) -> Result<u64, Problem> {
         let token = self.next(what)?;
-        parse_number(what, token)
+        self.tolerate_overflow(parse_number(what, token))
+    }
+
+    /// Inside `expect-fail`, a SIZE or number too large for 64 bits is data
+    /// for the engine (`invalid` when run): remembered, read as `u64::MAX`.
+    fn tolerate_overflow(&mut self, parsed: Result<u64, Problem>) -> Result<u64, Problem> {
+        match parsed {
+            Err(Problem::SizeOverflow(token) | Problem::NumberOverflow { token, .. })
+                if self.strictness == Strictness::Lenient =>
+            {
+                self.overflow.get_or_insert(token);
+                Ok(u64::MAX)
+            }
+            other => other,
+        }
     }
 
     fn op(&mut self) -> Result<Op, Problem> {
@@ -523,7 +589,11 @@ impl<'a> Args<'a> {
 fn parse_number(what: &'static str, token: &str) -> Result<u64, Problem> {
     match parse_digits(token) {
         Some(Some(n)) => Ok(n),
-        _ => Err(Problem::Number {
+        Some(None) => Err(Problem::NumberOverflow {
+            what,
+            token: token.to_string(),
+        }),
+        None => Err(Problem::Number {
             what,
             token: token.to_string(),
         }),
@@ -587,7 +657,7 @@ fn parse_value(args: &mut Args<'_>) -> Result<Value, Problem> {
         return Ok(Value::Max);
     }
     let Some(open) = first.strip_prefix('(') else {
-        return parse_size(first).map(Value::Size);
+        return args.tolerate_overflow(parse_size(first)).map(Value::Size);
     };
     let mut inner = Vec::new();
     let mut token = open;
@@ -618,13 +688,18 @@ fn parse_command(tokens: &[&str], strictness: Strictness) -> Result<Command, Fla
     let mut args = Args {
         tokens: rest.iter(),
         strictness,
+        overflow: None,
     };
     if name == "expect-fail" {
         return parse_expect_fail(&mut args).map_err(|problem| (problem, Some(usage)))?;
     }
-    parse_arguments(name, &mut args)
+    let command = parse_arguments(name, &mut args)
         .and_then(|command| args.finish().map(|()| command))
-        .map_err(|problem| (problem, Some(usage)))
+        .map_err(|problem| (problem, Some(usage)))?;
+    Ok(match args.overflow {
+        Some(token) => Command::Overflow { token },
+        None => command,
+    })
 }
 
 /// `expect-fail ERROR COMMAND...`: the outer result is a problem with ERROR
@@ -775,30 +850,115 @@ fn parse_arguments(name: &str, args: &mut Args<'_>) -> Result<Command, Problem> 
     Ok(command)
 }
 
-/// The synopsis of each command, as in DESIGN.md §5; `None` for a word that
-/// is not a command.
+/// A command of the language as DESIGN.md §5 lists it: the parser's
+/// synopsis in error messages and `memcg replay --help` both come from
+/// [`COMMANDS`], so they cannot drift apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// The command word, e.g. `kmem`.
+    pub name: &'static str,
+    /// The synopsis, e.g. `kmem TASK SIZE COUNT as SET`.
+    pub synopsis: &'static str,
+    /// What it does, in a line.
+    pub summary: &'static str,
+}
+
+const fn spec(name: &'static str, synopsis: &'static str, summary: &'static str) -> CommandSpec {
+    CommandSpec {
+        name,
+        synopsis,
+        summary,
+    }
+}
+
+/// Every command the parser knows, in the order of DESIGN.md §5.
+pub const COMMANDS: [CommandSpec; 18] = [
+    spec("mkdir", "mkdir PATH", "create a group"),
+    spec(
+        "rmdir",
+        "rmdir PATH",
+        "remove a group (busy if it has children or tasks)",
+    ),
+    spec("write", "write PATH FILE VALUE", "write an interface file"),
+    spec(
+        "read",
+        "read PATH FILE",
+        "print the file's content verbatim",
+    ),
+    spec(
+        "task",
+        "task NAME PATH",
+        "start thread NAME attached to PATH, or move it there",
+    ),
+    spec(
+        "thread",
+        "thread NAME",
+        "start thread NAME never attached: it charges the default group",
+    ),
+    spec(
+        "spawn",
+        "spawn NAME by TASK",
+        "TASK's thread starts thread NAME through memcg's spawn, in TASK's group",
+    ),
+    spec(
+        "default",
+        "default PATH",
+        "make PATH the hierarchy's default group (`/` resets)",
+    ),
+    spec("exit", "exit NAME", "end thread NAME"),
+    spec(
+        "cache",
+        "cache NAME SIZE [reclaimable] [isolated]",
+        "create a slab cache of SIZE-byte objects (1 to 8K); shared slabs unless isolated",
+    ),
+    spec(
+        "alloc",
+        "alloc TASK CACHE COUNT as SET",
+        "TASK allocates COUNT objects from CACHE",
+    ),
+    spec(
+        "kmem",
+        "kmem TASK SIZE COUNT as SET",
+        "TASK allocates COUNT page-level kmem buffers of SIZE bytes, rounded up to pages",
+    ),
+    spec(
+        "anon",
+        "anon TASK SIZE as SET",
+        "TASK charges SIZE bytes of anon pages (one member per page)",
+    ),
+    spec(
+        "file",
+        "file TASK SIZE as SET",
+        "TASK charges SIZE bytes of file pages (reclaimable)",
+    ),
+    spec(
+        "free",
+        "free SET [COUNT] [by TASK]",
+        "free COUNT (default: all) live members of SET, oldest first, on TASK's thread",
+    ),
+    spec(
+        "expect",
+        "expect PATH FILE[:KEY] OP VALUE [TOL]",
+        "compare a file's value; VALUE is a SIZE, `max` or (PATH FILE[:KEY])",
+    ),
+    spec(
+        "expect-live",
+        "expect-live SET OP N [TOL]",
+        "compare the number of live members of SET",
+    ),
+    spec(
+        "expect-fail",
+        "expect-fail ERROR COMMAND...",
+        "COMMAND must fail with ERROR",
+    ),
+];
+
+/// The synopsis of a command; `None` for a word that is not a command.
 fn usage(command: &str) -> Option<&'static str> {
-    Some(match command {
-        "mkdir" => "mkdir PATH",
-        "rmdir" => "rmdir PATH",
-        "write" => "write PATH FILE VALUE",
-        "read" => "read PATH FILE",
-        "task" => "task NAME PATH",
-        "thread" => "thread NAME",
-        "spawn" => "spawn NAME by TASK",
-        "default" => "default PATH",
-        "exit" => "exit NAME",
-        "cache" => "cache NAME SIZE [reclaimable] [isolated]",
-        "alloc" => "alloc TASK CACHE COUNT as SET",
-        "kmem" => "kmem TASK SIZE COUNT as SET",
-        "anon" => "anon TASK SIZE as SET",
-        "file" => "file TASK SIZE as SET",
-        "free" => "free SET [COUNT] [by TASK]",
-        "expect" => "expect PATH FILE[:KEY] OP VALUE [TOL]",
-        "expect-live" => "expect-live SET OP N [TOL]",
-        "expect-fail" => "expect-fail ERROR COMMAND...",
-        _ => return None,
-    })
+    COMMANDS
+        .iter()
+        .find(|spec| spec.name == command)
+        .map(|spec| spec.synopsis)
 }
 
 #[cfg(test)]
@@ -843,9 +1003,116 @@ mod tests {
         assert_eq!(parse_size("17179869183G"), Ok(17179869183 << 30));
     }
 
+    /// DESIGN.md §4: suffixes in either case, as the engine's own parser,
+    /// everywhere a SIZE appears (`expect` VALUEs included).
+    #[test]
+    fn size_suffixes_take_either_case_as_the_engine_does() {
+        for (token, bytes) in [("4k", 4096), ("30m", 30 << 20), ("1g", 1 << 30)] {
+            assert_eq!(parse_size(token), Ok(bytes), "{token}");
+            assert_eq!(memcg::parse_size(token), Some(bytes), "{token}");
+        }
+        assert_eq!(
+            one("expect /a memory.max == 1g"),
+            Command::Expect {
+                actual: file_ref("/a", "memory.max", None),
+                op: Op::Eq,
+                expected: Value::Size(1 << 30),
+                tolerance: None,
+            }
+        );
+        assert_eq!(
+            one("kmem t 8k 2 as k"),
+            Command::Kmem {
+                task: s("t"),
+                size: 8192,
+                count: 2,
+                set: s("k"),
+            }
+        );
+        assert_eq!(
+            one("cache c 1k"),
+            Command::Cache {
+                name: s("c"),
+                size: 1024,
+                reclaimable: false,
+                isolated: false,
+            }
+        );
+    }
+
+    /// A SIZE or COUNT too large for 64 bits is a syntax error, but inside
+    /// `expect-fail` it is data: the command runs as `invalid` (§5).
+    #[test]
+    fn an_overflow_is_a_syntax_error_except_inside_expect_fail() {
+        assert_eq!(
+            problem("kmem t 99999999999999999999 1 as k"),
+            Problem::SizeOverflow(s("99999999999999999999"))
+        );
+        assert_eq!(
+            problem("kmem t 4K 99999999999999999999 as k"),
+            Problem::NumberOverflow {
+                what: "COUNT",
+                token: s("99999999999999999999"),
+            }
+        );
+        for (line, token) in [
+            ("kmem t 99999999999999999999 1 as k", "99999999999999999999"),
+            ("anon t 17179869184G as a", "17179869184G"),
+            ("free k 99999999999999999999", "99999999999999999999"),
+            ("expect / memory.current == 17179869184g", "17179869184g"),
+        ] {
+            assert_eq!(
+                one(&format!("expect-fail invalid {line}")),
+                Command::ExpectFail {
+                    error: ErrorName::Invalid,
+                    command: Box::new(Command::Overflow { token: s(token) }),
+                },
+                "{line}"
+            );
+        }
+        // Any other mistake in the command is still a syntax error.
+        assert_eq!(
+            problem("expect-fail invalid kmem t 99999999999999999999 1 to k"),
+            Problem::Keyword {
+                keyword: "as",
+                found: s("to"),
+            }
+        );
+    }
+
+    /// The synopses of error messages and of `--help` are one table, and
+    /// the parser knows every command in it (and no other).
+    #[test]
+    fn every_command_of_the_table_parses_and_no_other() {
+        for spec in COMMANDS {
+            assert!(
+                spec.synopsis.starts_with(&format!("{} ", spec.name)),
+                "{spec:?}"
+            );
+            // Missing arguments, not an unknown command (nor a panic).
+            let error = parse("t.mcg", spec.name).unwrap_err();
+            assert_eq!(error.usage, Some(spec.synopsis), "{}", spec.name);
+            assert!(
+                !matches!(error.problem, Problem::UnknownCommand(_)),
+                "{}",
+                spec.name
+            );
+        }
+        assert_eq!(problem("mkdir2 /a"), Problem::UnknownCommand(s("mkdir2")));
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_a_syntax_error_at_that_line() {
+        let error = parse_bytes("t.mcg", b"mkdir /a\n# ok\nmkdir /\xff\n").unwrap_err();
+        assert_eq!((error.line, error.problem), (3, Problem::NotUtf8));
+        assert!(parse_bytes("t.mcg", b"mkdir /a\n").is_ok());
+    }
+
     #[test]
     fn malformed_sizes_are_rejected() {
-        for bad in ["", "K", "4k", "4KB", "-1", "1.5M", "0x10", "max", " 4"] {
+        for bad in [
+            "", "K", "k", "4KB", "4kb", "-1", "1.5M", "0x10", "max", " 4", "4T",
+        ] {
             assert_eq!(parse_size(bad), Err(Problem::Size(s(bad))), "{bad:?}");
         }
         assert_eq!(

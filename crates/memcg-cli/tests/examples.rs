@@ -243,7 +243,8 @@ fn spawn_by_an_unknown_task_is_not_found() {
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(
         stderr(&output).trim_end(),
-        "<stdin>:1: spawn x by nosuchtask: no task named `nosuchtask`"
+        "<stdin>:1: spawn x by nosuchtask: not-found: no task named `nosuchtask`; \
+         start it first with `task`, `thread` or `spawn`"
     );
 }
 
@@ -414,12 +415,14 @@ fn alloc_from_an_unknown_cache_is_a_script_error() {
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(
         stderr(&output).trim_end(),
-        "<stdin>:3: alloc t nope 1 as s: no cache named `nope`"
+        "<stdin>:3: alloc t nope 1 as s: not-found: no cache named `nope`; \
+         define it first with `cache nope SIZE`"
     );
     let output = replay(&["-"], "cache c 64\nexpect-fail limit alloc t c 1 as s\n");
     assert_eq!(output.status.code(), Some(1));
     assert!(
-        stderr(&output).contains("no task named `t` (want limit)"),
+        stderr(&output).contains("no task named `t`")
+            && stderr(&output).contains("(got not-found, want limit)"),
         "{}",
         stderr(&output)
     );
@@ -455,8 +458,8 @@ fn engine_diagnostics_are_read_only_files_of_the_root() {
 }
 
 #[test]
-fn a_missing_script_file_exits_2() {
+fn a_missing_script_file_exits_64() {
     let output = replay(&["/nonexistent/script.mcg"], "");
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(64), "EX_USAGE");
     assert!(stderr(&output).starts_with("/nonexistent/script.mcg: cannot read"));
 }
