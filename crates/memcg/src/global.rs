@@ -173,23 +173,34 @@ fn is_slab(p: *mut u8) -> bool {
 ///
 /// # Safety
 /// `ptr` came from [`MemcgAlloc`] (or a [`GroupAllocator`]) with `layout`.
+#[inline(always)]
 pub(crate) unsafe fn free_any(ptr: *mut u8, layout: Layout) {
     if is_slab(ptr) {
         // SAFETY: a slab object of ours, freed once.
         unsafe { crate::slab::heap::free(ptr) };
     } else {
-        // SAFETY: ptr came from us with this layout: a large block, or
-        // (when `free` finds none) the system allocator's.
-        unsafe {
-            if !crate::large::free(ptr, layout) {
-                if crate::large::was_freed(ptr) {
-                    crate::internal::bad_free(
-                        ptr as usize,
-                        "a large block freed twice (a double free)",
-                    );
-                }
-                System.dealloc(ptr, layout);
+        // SAFETY: forwarded.
+        unsafe { free_not_slab(ptr, layout) };
+    }
+}
+
+/// The rest of [`free_any`], out of line: large blocks and the system's.
+///
+/// # Safety
+/// As [`free_any`], for a pointer outside our slab segments.
+#[inline(never)]
+unsafe fn free_not_slab(ptr: *mut u8, layout: Layout) {
+    // SAFETY: ptr came from us with this layout: a large block, or (when
+    // `free` finds none) the system allocator's.
+    unsafe {
+        if !crate::large::free(ptr, layout) {
+            if crate::large::was_freed(ptr) {
+                crate::internal::bad_free(
+                    ptr as usize,
+                    "a large block freed twice (a double free)",
+                );
             }
+            System.dealloc(ptr, layout);
         }
     }
 }

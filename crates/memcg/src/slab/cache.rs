@@ -314,7 +314,7 @@ impl Lists {
             ListKind::Partial => &mut self.partial,
             ListKind::Full => &mut self.full,
             ListKind::Empty => &mut self.empty,
-            ListKind::None | ListKind::HeapAvail | ListKind::HeapFull | ListKind::Pool => {
+            ListKind::None | ListKind::HeapAvail | ListKind::HeapFull => {
                 unreachable!("a slab on no cache list")
             }
         }

@@ -272,21 +272,20 @@ fn pop_shared(
 pub(crate) unsafe fn free(obj: *mut u8) {
     // SAFETY: caller's contract: obj lies in one of our segments.
     let seg = unsafe { Segment::of(obj as usize) };
-    if !seg.in_span(obj as usize) {
-        crate::internal::bad_free(obj as usize, "inside a slab segment's header");
-    }
-    // SAFETY: obj lies in a span of this segment (checked).
+    // SAFETY: every address of a segment maps to one of its slab structs
+    // (the header's spans' structs are never formatted: capacity 0).
     let slab = unsafe { seg.slab_of(obj as usize) };
-    if let Err(cause) = slab.check_free(obj) {
-        crate::internal::bad_free(obj as usize, cause);
-    }
+    let index = match slab.check_free(obj) {
+        Ok(index) => index,
+        Err(cause) => bad_slab_free(seg, obj, cause),
+    };
     // SAFETY: the thread's own heap, used on this thread only.
     let h = unsafe { &*heap_ptr() };
     // S11: uncharge the object's own context, read before the object is
     // pushed back (after that, its entry may belong to a new object).
     // SAFETY: a live object of this slab, ours to free; its entry was
     // written when it was made.
-    if let Some(entry) = unsafe { slab.objcg_slot(obj) } {
+    if let Some(entry) = unsafe { slab.objcg_entry(index) } {
         // SAFETY: as above.
         let ctx = unsafe { *entry };
         #[cfg(feature = "hardened")]
@@ -315,6 +314,18 @@ pub(crate) unsafe fn free(obj: *mut u8) {
         return;
     }
     free_remote(slab, obj);
+}
+
+/// Abort on a bad free of `obj` into segment `seg`, naming the cause.
+#[cold]
+#[inline(never)]
+fn bad_slab_free(seg: &Segment, obj: *mut u8, cause: &'static str) -> ! {
+    let cause = if seg.in_span(obj as usize) {
+        cause
+    } else {
+        "inside a slab segment's header"
+    };
+    crate::internal::bad_free(obj as usize, cause)
 }
 
 /// Give a freed object's bytes back when the thread's stock does not cache

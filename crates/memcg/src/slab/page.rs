@@ -19,6 +19,17 @@ use std::cell::UnsafeCell;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering::*};
 
+/// Why a free failed [`Slab::check_free`]: out of line, off the fast path.
+#[cold]
+#[inline(never)]
+fn bad_free_cause(capacity: usize) -> &'static str {
+    if capacity == 0 {
+        "no slab is in use there (a foreign pointer, or a free after the slab went away)"
+    } else {
+        "not the start of an object (an interior pointer)"
+    }
+}
+
 /// The vector entry of a freed slot of a shared slab under the `hardened`
 /// feature (contexts are aligned, so no context has this address): a second
 /// free of the slot finds it and aborts.
@@ -38,8 +49,6 @@ pub(crate) enum ListKind {
     HeapAvail,
     /// Owned by a thread, used up; remote frees may be waiting on it.
     HeapFull,
-    /// A free span, in its pool: no object lives in it.
-    Pool,
 }
 
 /// Aligned to a cache line, so that the fields the fast paths read (the
@@ -326,30 +335,49 @@ impl Slab {
         }
     }
 
-    /// Why `obj`, an address in this slab's span (not the segment header),
-    /// cannot be a live object
-    /// being freed: the span holds no slab, or `obj` is not the first byte
-    /// of one of its slots. (The `hardened` feature also knows freed slots
-    /// of shared slabs, by a mark in their vector entries.) Cheap enough
-    /// for every free: it reads fields the free reads anyway.
+    /// The slot index of `obj`, checked: `Err` with the cause when `obj`
+    /// cannot be a live object being freed, because no slab is in use in its
+    /// span (`capacity` is 0 for a span never formatted or back in its
+    /// pool) or it is not the first byte of a slot. (The `hardened`
+    /// feature also knows freed slots of shared slabs, by a mark in their
+    /// vector entries.) Cheap enough for every free: the index is the one
+    /// the free needs for the object's vector entry anyway.
     #[inline(always)]
-    pub(crate) fn check_free(&self, obj: *mut u8) -> Result<(), &'static str> {
-        if self.cache.load(Relaxed).is_null() || self.list() == ListKind::Pool {
-            return Err(
-                "no slab is in use there (a foreign pointer, or a free after the slab went away)",
-            );
-        }
-        let off = obj as usize - self.start as usize;
+    pub(crate) fn check_free(&self, obj: *mut u8) -> Result<usize, &'static str> {
+        let off = (obj as usize).wrapping_sub(self.start as usize);
         let index = self.index_of(obj);
         // SAFETY: immutable while the slab holds objects, which it does if
-        // `obj` is one; for a bad pointer into a live slab, a plain read of
-        // the owner-written size (we abort either way).
+        // `obj` is one; for a bad pointer, a plain read of owner-written
+        // fields (we abort either way).
         let (size, capacity) =
             unsafe { (*self.obj_size.get() as usize, *self.capacity.get() as usize) };
-        if index >= capacity || index * size != off {
-            return Err("not the start of an object (an interior pointer)");
+        if index < capacity && index * size == off {
+            return Ok(index);
         }
-        Ok(())
+        Err(bad_free_cause(capacity))
+    }
+
+    /// The vector entry of slot `index`, if the slab has a vector.
+    ///
+    /// # Safety
+    /// `index` is the slot of a live object of this slab.
+    #[inline(always)]
+    pub(crate) unsafe fn objcg_entry(&self, index: usize) -> Option<*mut *const KmemContext> {
+        // SAFETY: the vector is immutable while the slab holds objects and
+        // has `capacity` entries, more than `index`.
+        unsafe {
+            let v = *self.objcgs.get();
+            (!v.is_null()).then(|| v.add(index))
+        }
+    }
+
+    /// Mark the span free (back in its pool): frees into it are bad frees.
+    ///
+    /// # Safety
+    /// Pool lock held; the span holds no object and no thread uses it.
+    pub(crate) unsafe fn mark_free(&self) {
+        // SAFETY: the caller's contract: nobody else reads or writes it.
+        unsafe { *self.capacity.get() = 0 };
     }
 
     /// The slot index of `obj`, by multiplication with the reciprocal.
@@ -482,7 +510,6 @@ impl Slab {
             3 => ListKind::Empty,
             4 => ListKind::HeapAvail,
             5 => ListKind::HeapFull,
-            6 => ListKind::Pool,
             _ => ListKind::None,
         }
     }

@@ -16,7 +16,7 @@
 //! freed an object and then notifies its slab's cache may find the slab
 //! reused, but never unmapped, and checks under the cache lock.
 
-use super::page::{ListKind, Slab};
+use super::page::Slab;
 use std::cell::UnsafeCell;
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -211,10 +211,10 @@ pub(crate) unsafe fn free_span(slab: &'static Slab) {
     p.nfree += 1;
     let sp = slab as *const Slab as *mut Slab;
     let now = now_ms();
-    // Frees into it are bad frees from now on (Slab::check_free).
-    slab.set_list(ListKind::Pool);
     // SAFETY: pool lock held; the span is on no list and ours to link.
     unsafe {
+        // Frees into it are bad frees from now on (Slab::check_free).
+        slab.mark_free();
         *seg.free.get() += 1;
         slab.set_freed_at(now);
         slab.set_list_prev(ptr::null_mut());
@@ -314,6 +314,11 @@ fn map_segment(p: &mut PoolInner, pool: usize) -> Option<()> {
         );
         let seg = &*(base as *const Segment);
         let slabs = seg.slabs();
+        // The header's own spans get slab structs too, never formatted
+        // (capacity 0): a bad free into the header finds one and aborts.
+        for i in 0..first {
+            ptr::write(slabs.add(i), Slab::new(seg.span_start(i), 1 << shift));
+        }
         let mut prev: *mut Slab = ptr::null_mut();
         for i in first..nspans {
             let s = slabs.add(i);
