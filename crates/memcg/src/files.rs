@@ -18,7 +18,9 @@ const COMMON_FILES: [&str; 4] = [
     "cgroup.procs",
 ];
 /// Files only non-root groups have.
-const CHILD_FILES: [&str; 6] = [
+const CHILD_FILES: [&str; 8] = [
+    "memory.min",
+    "memory.low",
     "memory.max",
     "memory.high",
     "memory.peak",
@@ -93,6 +95,8 @@ pub(crate) fn read(g: &GroupInner, file: &str) -> Result<String> {
     let c = &g.counter;
     Ok(match file {
         "memory.current" => format!("{}\n", bytes(c.usage())),
+        "memory.min" => fmt_limit(g.min.load(crate::sync::Ordering::Relaxed)),
+        "memory.low" => fmt_limit(g.low.load(crate::sync::Ordering::Relaxed)),
         "memory.max" => fmt_limit(c.max()),
         "memory.high" => fmt_limit(c.high()),
         "memory.peak" => format!("{}\n", bytes(c.peak())),
@@ -160,6 +164,17 @@ pub(crate) fn write(g: &GroupInner, file: &str, value: &str) -> Result<()> {
             let high = parse_limit(file, value)?;
             g.counter.set_high(high);
             shrink_to(g, high, false);
+            Ok(())
+        }
+        // Protection only changes what later reclaim may take (S13).
+        "memory.min" => {
+            let pages = parse_limit(file, value)?;
+            g.min.store(pages, crate::sync::Ordering::Relaxed);
+            Ok(())
+        }
+        "memory.low" => {
+            let pages = parse_limit(file, value)?;
+            g.low.store(pages, crate::sync::Ordering::Relaxed);
             Ok(())
         }
         "memory.peak" => {

@@ -179,6 +179,13 @@ pub(crate) struct GroupInner {
     reparented: Mutex<Vec<CtxPtr>>,
     pub(crate) lru: Mutex<Lru>,
     pub(crate) tasks: Mutex<Vec<TaskEntry>>,
+    /// `memory.min` and `memory.low` in pages (S13).
+    pub(crate) min: AtomicUsize,
+    pub(crate) low: AtomicUsize,
+    /// Reclaim owed to this group's LRU, in thousandths of a page: reclaim
+    /// takes pages from the groups of a subtree in proportion to their
+    /// unprotected usage, in small rounds, carrying the fractions over.
+    pub(crate) reclaim_credit: AtomicU64,
 }
 
 impl GroupInner {
@@ -224,6 +231,9 @@ impl GroupInner {
             reparented: Mutex::new(Vec::new()),
             lru: Mutex::new(Lru::default()),
             tasks: Mutex::new(Vec::new()),
+            min: AtomicUsize::new(0),
+            low: AtomicUsize::new(0),
+            reclaim_credit: AtomicU64::new(0),
         }
     }
 
