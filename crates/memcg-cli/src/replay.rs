@@ -353,6 +353,8 @@ struct Task {
 fn serve(queue: mpsc::Receiver<Job>) {
     for job in queue {
         job();
+        // After each command: a safe point for memory.high throttling.
+        memcg::throttle_point();
     }
     memcg::detach();
 }

@@ -58,7 +58,7 @@ pub(crate) fn charge(ctx: &CtxRef, pages: usize, stat: Stat, nofail: bool) -> Re
                         stock_refill(ctx, batch - pages);
                     }
                 }
-                handle_high(&group);
+                handle_high(&group, pages);
                 return Ok(());
             }
             Err(over) => over,
@@ -80,7 +80,12 @@ pub(crate) fn charge(ctx: &CtxRef, pages: usize, stat: Stat, nofail: bool) -> Re
         }
         if retries > 0 {
             retries -= 1;
-            if reclaim(&over, pages) > 0 {
+            // The charging thread stalls on memory meanwhile (PSI).
+            let charged = ctx.with_owner(|g| g.clone());
+            charged.stall(1);
+            let freed = reclaim(&over, pages);
+            charged.stall(-1);
+            if freed > 0 {
                 continue;
             }
         }
@@ -159,10 +164,14 @@ pub(crate) fn uncharge(ctx: &CtxRef, pages: usize, stat: Stat) {
     });
 }
 
-/// After a charge: every group from `group` up whose usage is above its
-/// `memory.high` counts a `high` event and is reclaimed back toward it,
-/// synchronously and best effort.
-pub(crate) fn handle_high(group: &GroupInner) {
+/// After a charge of `pages` to `group`: every group from `group` up whose
+/// usage is above its `memory.high` counts a `high` event and is reclaimed
+/// back toward it, synchronously and best effort (the thread stalls on
+/// memory meanwhile). If the group is still over a `high`, the charge's
+/// pages are owed as throttling at the thread's next safe point
+/// ([`take_over_high`]): never here, which may be inside the allocator.
+pub(crate) fn handle_high(group: &Arc<GroupInner>, pages: usize) {
+    let mut stalled = false;
     for g in group.ancestors() {
         let high = g.counter.high();
         if high >= PAGE_COUNTER_MAX {
@@ -171,9 +180,86 @@ pub(crate) fn handle_high(group: &GroupInner) {
         let usage = g.counter.usage();
         if usage > high {
             g.event(Event::High);
+            if !stalled {
+                stalled = true;
+                group.stall(1);
+            }
             reclaim(g, usage - high);
         }
     }
+    if stalled {
+        group.stall(-1);
+        if over_high(group) {
+            owe_over_high(group, pages);
+        }
+    }
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    /// Pages the thread charged over a `memory.high`, and the group it
+    /// charged them to (the kernel's `current->memcg_nr_pages_over_high`).
+    /// A weak reference: an idle thread's debt never keeps a removed group
+    /// from being freed (S1).
+    static OVER_HIGH: std::cell::RefCell<Option<(std::sync::Weak<GroupInner>, usize)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+#[cfg(not(loom))]
+fn owe_over_high(group: &Arc<GroupInner>, pages: usize) {
+    let _ = OVER_HIGH.try_with(|o| {
+        let Ok(mut o) = o.try_borrow_mut() else {
+            return;
+        };
+        match &mut *o {
+            Some((g, n)) if std::ptr::eq(g.as_ptr(), Arc::as_ptr(group)) => *n += pages,
+            other => *other = Some((Arc::downgrade(group), pages)),
+        }
+    });
+}
+
+#[cfg(loom)]
+fn owe_over_high(_group: &Arc<GroupInner>, _pages: usize) {}
+
+/// What the calling thread owes for charging over `memory.high`: the group
+/// (if it still exists) and the pages, taken (a safe point pays it).
+#[cfg(not(loom))]
+pub(crate) fn take_over_high() -> Option<(Arc<GroupInner>, usize)> {
+    let (g, pages) = OVER_HIGH
+        .try_with(|o| o.try_borrow_mut().ok().and_then(|mut o| o.take()))
+        .ok()
+        .flatten()?;
+    Some((g.upgrade()?, pages))
+}
+
+#[cfg(loom)]
+pub(crate) fn take_over_high() -> Option<(Arc<GroupInner>, usize)> {
+    None
+}
+
+/// The delay for `pages` charged over `memory.high` by a thread of `group`,
+/// as the kernel's `calculate_high_delay`: the largest overage of the group
+/// and its ancestors, `(usage - high) / high` in 20-bit fixed point, squared
+/// and scaled so that the delay grows quadratically with the overage,
+/// times the charge's size against a batch of `CHARGE_BATCH` pages;
+/// at most 2 s, nothing under 10 ms.
+pub(crate) fn high_delay(group: &GroupInner, pages: usize) -> std::time::Duration {
+    const HZ: u128 = 1000;
+    let max_overage = group
+        .ancestors()
+        .filter_map(|g| {
+            let (usage, high) = (g.counter.usage(), g.counter.high());
+            (high < PAGE_COUNTER_MAX && usage > high)
+                .then(|| (((usage - high) as u128) << 20) / high.max(1) as u128)
+        })
+        .max()
+        .unwrap_or(0);
+    let penalty = (max_overage * max_overage * HZ) >> 20 >> 14;
+    let jiffies = (penalty * pages as u128 / crate::stock::CHARGE_BATCH as u128).min(2 * HZ);
+    if jiffies <= HZ / 100 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::from_millis(jiffies as u64)
 }
 
 fn over_high(group: &GroupInner) -> bool {

@@ -11,9 +11,10 @@ use crate::PAGE_SIZE;
 use std::fmt::Write;
 
 /// Files every group has.
-const COMMON_FILES: [&str; 4] = [
+const COMMON_FILES: [&str; 5] = [
     "memory.current",
     "memory.stat",
+    "memory.pressure",
     "cgroup.stat",
     "cgroup.procs",
 ];
@@ -103,6 +104,7 @@ pub(crate) fn read(g: &GroupInner, file: &str) -> Result<String> {
         "memory.events" => events(|e| g.events.hier(e)),
         "memory.events.local" => events(|e| g.events.local(e)),
         "memory.stat" => stat(g),
+        "memory.pressure" => g.psi.render(),
         "cgroup.stat" => {
             let live = if g.is_dying() {
                 0

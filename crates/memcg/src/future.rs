@@ -19,11 +19,14 @@
 //! connection's last response header map to parse the next request into,
 //! so build response headers outside the scope if that matters.
 
+use crate::group::GroupInner;
 use crate::hierarchy::Group;
+use crate::sync::Arc;
 use crate::task::Scope;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 pin_project_lite::pin_project! {
     /// A future (or stream) bound to a group: see [`FutureExt::in_group`].
@@ -35,14 +38,151 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Option<F>,
         group: Group,
+        // memory.high throttling under way: not polled before it ends.
+        throttled: Option<Throttle>,
     }
 
     impl<F> PinnedDrop for InGroup<F> {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
+            if let Some(t) = this.throttled.take() {
+                t.group.stall(-1);
+            }
             let _scope = Scope::enter(&this.group.inner);
             // Drops the inner future in place: its frees run in the group.
             this.inner.set(None);
+        }
+    }
+}
+
+/// A bound future's `memory.high` penalty: until when, and the group whose
+/// `memory.pressure` counts the stall.
+struct Throttle {
+    until: Instant,
+    group: Arc<GroupInner>,
+}
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("until", &self.until)
+            .field("group", &self.group.path)
+            .finish()
+    }
+}
+
+/// Before a poll: whether a throttle (this future's, or a debt its group
+/// owes) still holds it back; if so the task is woken when it ends.
+fn held_back(throttled: &mut Option<Throttle>, group: &Arc<GroupInner>, cx: &Context<'_>) -> bool {
+    if throttled.is_none() {
+        let debt = group
+            .throttle_debt_ms
+            .swap(0, crate::sync::Ordering::Relaxed);
+        if debt > 0 {
+            start_throttle(throttled, group.clone(), Duration::from_millis(debt), cx);
+        }
+    }
+    let Some(t) = throttled else { return false };
+    if Instant::now() < t.until {
+        timer::wake_at(t.until, cx.waker().clone());
+        return true;
+    }
+    t.group.stall(-1);
+    *throttled = None;
+    false
+}
+
+fn start_throttle(
+    throttled: &mut Option<Throttle>,
+    group: Arc<GroupInner>,
+    delay: Duration,
+    cx: &Context<'_>,
+) {
+    group.stall(1);
+    let until = Instant::now() + delay;
+    timer::wake_at(until, cx.waker().clone());
+    *throttled = Some(Throttle { until, group });
+}
+
+/// After a poll in the group: what the poll owes for charging over
+/// `memory.high` (S13's throttling, never a sleep on a runtime worker):
+/// a pending future is held back until the penalty ends; one that is done
+/// leaves the penalty to its group's next bound poll.
+fn after_poll(throttled: &mut Option<Throttle>, pending: bool, cx: &Context<'_>) {
+    let Some((g, delay)) = crate::task::over_high_delay() else {
+        return;
+    };
+    if delay.is_zero() {
+        return;
+    }
+    if pending {
+        start_throttle(throttled, g, delay, cx);
+    } else {
+        g.throttle_debt_ms
+            .fetch_add(delay.as_millis() as u64, crate::sync::Ordering::Relaxed);
+    }
+}
+
+/// The wake-ups of throttled futures: one thread of memcg's, started on
+/// first use, that wakes each at its time.
+mod timer {
+    use std::sync::{Condvar, Mutex, Once};
+    use std::task::Waker;
+    use std::time::Instant;
+
+    static QUEUE: Mutex<Vec<(Instant, Waker)>> = Mutex::new(Vec::new());
+    static READY: Condvar = Condvar::new();
+    static START: Once = Once::new();
+
+    pub(super) fn wake_at(at: Instant, waker: Waker) {
+        let _internal = crate::internal::Internal::enter();
+        START.call_once(|| {
+            let started = std::thread::Builder::new()
+                .name("memcg-throttle".into())
+                .spawn(run);
+            if started.is_err() {
+                // No thread: wake at once (the task polls again and waits
+                // out the rest of its penalty then).
+            }
+        });
+        QUEUE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((at, waker));
+        READY.notify_one();
+    }
+
+    fn run() {
+        let _internal = crate::internal::Internal::enter();
+        let mut q = QUEUE.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let now = Instant::now();
+            let mut due = Vec::new();
+            q.retain(|(at, w)| {
+                if *at <= now {
+                    due.push(w.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            if !due.is_empty() {
+                drop(q);
+                for w in due {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake()));
+                }
+                q = QUEUE.lock().unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            q = match q.iter().map(|(at, _)| *at).min() {
+                Some(next) => {
+                    READY
+                        .wait_timeout(q, next.saturating_duration_since(now))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => READY.wait(q).unwrap_or_else(|e| e.into_inner()),
+            };
         }
     }
 }
@@ -67,6 +207,7 @@ pub trait FutureExt: Sized {
         InGroup {
             inner: Some(self),
             group,
+            throttled: None,
         }
     }
 }
@@ -78,11 +219,18 @@ impl<F: Future> Future for InGroup<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let _scope = Scope::enter(&this.group.inner);
-        this.inner
-            .as_pin_mut()
-            .expect("an InGroup future is polled only before it is dropped")
-            .poll(cx)
+        if held_back(this.throttled, &this.group.inner, cx) {
+            return Poll::Pending;
+        }
+        let result = {
+            let _scope = Scope::enter(&this.group.inner);
+            this.inner
+                .as_pin_mut()
+                .expect("an InGroup future is polled only before it is dropped")
+                .poll(cx)
+        };
+        after_poll(this.throttled, result.is_pending(), cx);
+        result
     }
 }
 
@@ -91,11 +239,19 @@ impl<S: futures_core::Stream> futures_core::Stream for InGroup<S> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
         let this = self.project();
-        let _scope = Scope::enter(&this.group.inner);
-        this.inner
-            .as_pin_mut()
-            .expect("an InGroup stream is polled only before it is dropped")
-            .poll_next(cx)
+        if held_back(this.throttled, &this.group.inner, cx) {
+            return Poll::Pending;
+        }
+        let result = {
+            let _scope = Scope::enter(&this.group.inner);
+            this.inner
+                .as_pin_mut()
+                .expect("an InGroup stream is polled only before it is dropped")
+                .poll_next(cx)
+        };
+        // A stream that yielded is held back before its next item.
+        after_poll(this.throttled, !matches!(result, Poll::Ready(None)), cx);
+        result
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -186,6 +186,14 @@ pub(crate) struct GroupInner {
     /// takes pages from the groups of a subtree in proportion to their
     /// unprotected usage, in small rounds, carrying the fractions over.
     pub(crate) reclaim_credit: AtomicU64,
+    /// Threads attached to this group and its descendants (for PSI `full`).
+    pub(crate) tasks_hier: AtomicUsize,
+    /// `memory.pressure`.
+    pub(crate) psi: crate::psi::Psi,
+    /// `memory.high` throttling owed by a bound future that completed in
+    /// the poll that charged over it, in milliseconds: the group's next
+    /// bound poll pays it.
+    pub(crate) throttle_debt_ms: AtomicU64,
 }
 
 impl GroupInner {
@@ -234,6 +242,9 @@ impl GroupInner {
             min: AtomicUsize::new(0),
             low: AtomicUsize::new(0),
             reclaim_credit: AtomicU64::new(0),
+            tasks_hier: AtomicUsize::new(0),
+            psi: crate::psi::Psi::default(),
+            throttle_debt_ms: AtomicU64::new(0),
         }
     }
 
@@ -288,6 +299,26 @@ impl GroupInner {
         // Watchers are woken by the deferred worker, never from here: this
         // may run inside the allocator.
         crate::watch::note_event();
+    }
+
+    /// A thread was attached to (`+1`) or left (`-1`) this group: count it
+    /// here and in every ancestor.
+    pub(crate) fn count_task(&self, delta: isize) {
+        for g in self.ancestors() {
+            if delta > 0 {
+                g.tasks_hier.fetch_add(1, Relaxed);
+            } else {
+                g.tasks_hier.fetch_sub(1, Relaxed);
+            }
+        }
+    }
+
+    /// A thread charging this group starts (`+1`) or stops (`-1`) stalling
+    /// on memory: `memory.pressure` of the group and its ancestors.
+    pub(crate) fn stall(&self, delta: isize) {
+        for g in self.ancestors() {
+            g.psi.change(delta, g.tasks_hier.load(Relaxed));
+        }
     }
 
     /// Take `ctx` off this group's list of reparented contexts, if on it.

@@ -53,6 +53,7 @@ fn release(g: Arc<GroupInner>) {
     let mut tasks = g.tasks.lock();
     if let Some(i) = tasks.iter().position(|t| t.id == id) {
         tasks.remove(i);
+        g.count_task(-1);
     }
 }
 
@@ -113,6 +114,7 @@ pub(crate) fn switch(group: Option<&Arc<GroupInner>>) -> Result<Option<Arc<Group
             id: task_id(),
             name,
         });
+        g.count_task(1);
         #[cfg(not(loom))]
         EXIT_HOOK.with(|_| {});
     }
@@ -153,6 +155,8 @@ impl EnterGuard {
 impl Drop for EnterGuard {
     fn drop(&mut self) {
         restore(&self.previous);
+        // Leaving a scope is a safe point for memory.high throttling.
+        throttle_point();
     }
 }
 
@@ -179,6 +183,7 @@ pub(crate) fn reserve(g: &Arc<GroupInner>, name: Option<&str>) -> Result<u64> {
         id,
         name: name.map_or_else(|| format!("spawned-{id}"), str::to_string),
     });
+    g.count_task(1);
     Ok(id)
 }
 
@@ -188,6 +193,7 @@ pub(crate) fn unreserve(g: &Arc<GroupInner>, id: u64) {
     let mut tasks = g.tasks.lock();
     if let Some(i) = tasks.iter().position(|t| t.id == id) {
         tasks.remove(i);
+        g.count_task(-1);
     }
 }
 
@@ -336,6 +342,62 @@ impl Drop for Scope {
         // thread next charges another group, drains its stocks
         // (`memcg::drain_stocks`), or exits.
     }
+}
+
+/// What the calling thread owes for charging over `memory.high`, after one
+/// more reclaim of the groups over it: the group and the delay (zero if the
+/// reclaim brought the penalty under 10 ms). Taken: asking again gives none.
+pub(crate) fn over_high_delay() -> Option<(Arc<GroupInner>, std::time::Duration)> {
+    let (g, pages) = crate::charge::take_over_high()?;
+    let _internal = crate::internal::Internal::enter();
+    // The kernel retries reclaim before it sleeps.
+    for a in g.ancestors() {
+        let (usage, high) = (a.counter.usage(), a.counter.high());
+        if usage > high {
+            crate::reclaim::reclaim(a, usage - high);
+        }
+    }
+    let delay = crate::charge::high_delay(&g, pages);
+    Some((g, delay))
+}
+
+/// A safe point: if the calling thread charged over a group's
+/// `memory.high` and reclaim could not bring the group back under it, the
+/// thread sleeps here as the kernel's over-high penalty (growing with the
+/// square of the overage, at most 2 s; nothing under 10 ms), counted as a
+/// memory stall in the group's `memory.pressure`. Returns the time slept.
+///
+/// memcg calls it itself where a thread may wait: when an
+/// [`EnterGuard`] is dropped and after a script command; an
+/// [`InGroup`](crate::InGroup) future is delayed between polls instead
+/// (it returns `Pending` and is woken later: a runtime's worker never
+/// sleeps). Call it in long loops that allocate without leaving a scope.
+///
+/// ```
+/// let h = memcg::Hierarchy::new();
+/// let g = h.create("/batch").unwrap();
+/// g.write("memory.high", "64K").unwrap();
+/// let _in_g = g.enter().unwrap();
+/// // Anon pages cannot be reclaimed: the group stays over memory.high.
+/// let pages: Vec<_> = (0..64)
+///     .map(|_| memcg::UserPage::charge(memcg::PageKind::Anon).unwrap())
+///     .collect();
+/// let slept = memcg::throttle_point();
+/// assert!(slept > std::time::Duration::ZERO);
+/// assert!(g.read("memory.pressure").unwrap().starts_with("some avg10="));
+/// # drop(pages);
+/// ```
+pub fn throttle_point() -> std::time::Duration {
+    let Some((g, delay)) = over_high_delay() else {
+        return std::time::Duration::ZERO;
+    };
+    if delay.is_zero() {
+        return delay;
+    }
+    g.stall(1);
+    std::thread::sleep(delay);
+    g.stall(-1);
+    delay
 }
 
 /// Move the calling thread to the root group, where nothing is charged —

@@ -33,6 +33,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("deferred", 2),
     ("fork", 0),
     ("watch", 2),
+    ("psi", 2),
     ("stats", 2),
     ("lru", 2),
     ("shrinker", 2),
