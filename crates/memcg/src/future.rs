@@ -214,23 +214,38 @@ pub trait FutureExt: Sized {
 
 impl<T: Sized> FutureExt for T {}
 
-impl<F: Future> Future for InGroup<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+impl<F> InGroup<F> {
+    /// One poll of the inner value in the group: held back while throttled,
+    /// then `poll` under the group's scope, then the throttling it owes
+    /// (`pending`: whether the inner value will be polled again).
+    fn poll_in_group<R>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(Pin<&mut F>, &mut Context<'_>) -> Poll<R>,
+        pending: impl FnOnce(&Poll<R>) -> bool,
+    ) -> Poll<R> {
         let this = self.project();
         if held_back(this.throttled, &this.group.inner, cx) {
             return Poll::Pending;
         }
         let result = {
             let _scope = Scope::enter(&this.group.inner);
-            this.inner
+            let inner = this
+                .inner
                 .as_pin_mut()
-                .expect("an InGroup future is polled only before it is dropped")
-                .poll(cx)
+                .expect("an InGroup is polled only before it is dropped");
+            poll(inner, cx)
         };
-        after_poll(this.throttled, result.is_pending(), cx);
+        after_poll(this.throttled, pending(&result), cx);
         result
+    }
+}
+
+impl<F: Future> Future for InGroup<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.poll_in_group(cx, F::poll, Poll::is_pending)
     }
 }
 
@@ -238,20 +253,8 @@ impl<S: futures_core::Stream> futures_core::Stream for InGroup<S> {
     type Item = S::Item;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
-        let this = self.project();
-        if held_back(this.throttled, &this.group.inner, cx) {
-            return Poll::Pending;
-        }
-        let result = {
-            let _scope = Scope::enter(&this.group.inner);
-            this.inner
-                .as_pin_mut()
-                .expect("an InGroup stream is polled only before it is dropped")
-                .poll_next(cx)
-        };
         // A stream that yielded is held back before its next item.
-        after_poll(this.throttled, !matches!(result, Poll::Ready(None)), cx);
-        result
+        self.poll_in_group(cx, S::poll_next, |r| !matches!(r, Poll::Ready(None)))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

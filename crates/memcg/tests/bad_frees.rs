@@ -34,6 +34,14 @@ fn child_case() -> Option<String> {
     std::env::var("MEMCG_BAD_FREE").ok()
 }
 
+/// The address the child said it would free.
+fn target_of(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("target "))
+        .expect("the child printed its target")
+}
+
 fn hex(p: *const u8) -> String {
     format!("0x{:016x}", p as usize)
 }
@@ -55,10 +63,7 @@ fn an_interior_pointer_into_a_slab_object_aborts_naming_it() {
         "an_interior_pointer_into_a_slab_object_aborts_naming_it",
         "interior",
     );
-    let target = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("target "))
-        .expect("the child printed its target");
+    let target = target_of(&stderr);
     assert!(
         stderr.contains(&format!(
             "memcg: bad free of {target}: not the start of an object (an interior pointer)"
@@ -101,10 +106,7 @@ fn a_large_block_freed_twice_aborts() {
         unreachable!("the double free returned");
     }
     let stderr = aborts("a_large_block_freed_twice_aborts", "large");
-    let target = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("target "))
-        .expect("the child printed its target");
+    let target = target_of(&stderr);
     assert!(
         stderr.contains(&format!(
             "memcg: bad free of {target}: a large block freed twice (a double free)"
@@ -129,10 +131,7 @@ fn hardened_a_slab_object_freed_twice_aborts() {
         unreachable!("the double free returned");
     }
     let stderr = aborts("hardened_a_slab_object_freed_twice_aborts", "double");
-    let target = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("target "))
-        .expect("the child printed its target");
+    let target = target_of(&stderr);
     assert!(
         stderr.contains(&format!(
             "memcg: bad free of {target}: freed twice (a double free)"
