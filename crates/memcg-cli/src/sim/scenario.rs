@@ -665,4 +665,29 @@ mod tests {
         assert!(error("scenario = \"x\"\n").starts_with("s.toml:1: scenario: unknown kind"));
         assert!(error("scenario = \"churn\"\nthreads = \n").starts_with("s.toml:2: syntax:"));
     }
+
+    #[test]
+    fn protection_sizes_are_written_as_memory_max_takes_them() {
+        let s = parse(
+            "s.toml",
+            "scenario = \"protection\"\nparent_max = \"512M\"\nrefault = \"256K\"\n",
+        )
+        .unwrap();
+        let Scenario::Protection(p) = s else {
+            panic!("a protection scenario")
+        };
+        assert_eq!(
+            (p.parent_max, p.refault),
+            (Size(512 << 20), Size(256 << 10))
+        );
+        assert_eq!(p.working_set, Protection::default().working_set);
+        assert_eq!(String::from(p.refault), "256K");
+        let bad = error("scenario = \"protection\"\n\nburst = \"lots\"\n");
+        assert!(
+            bad.starts_with("s.toml:3: burst: \"lots\" is not a size"),
+            "{bad}"
+        );
+        let big = error("scenario = \"protection\"\nworking_set = \"1G\"\n");
+        assert!(big.starts_with("s.toml:2: working_set: must fit"), "{big}");
+    }
 }
