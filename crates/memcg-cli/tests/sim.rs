@@ -6,7 +6,8 @@
 //! (S2: once everything is freed, every counter is back at 0) and exits 0,
 //! with shared slab caches (S11) and with isolated ones (S6); the default
 //! `churn` runs both and shows what sharing saves: no slab left for a removed
-//! group (S3), fewer slabs in use.
+//! group (S3), fewer slabs in use; `protection` keeps a protected tenant's
+//! page cache under a neighbour's pressure and loses it without (S13).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -260,6 +261,11 @@ fn drift_is_zero_at_the_end_of_every_built_in_scenario() {
     check_churn_drift(&churn);
     check_churn_drift(&churn["isolated"]);
 
+    let protection = summary(&["protection", "--rounds", "4"]);
+    for v in protection["variants"].as_array().expect("variants") {
+        assert_eq!(v["drift_bytes"], 0, "{v:#}");
+    }
+
     let removal = summary(&["removal-cost", "--rounds", "1"]);
     assert_eq!(removal["drift_bytes"], 0, "{removal:#}");
     let points = removal["points"].as_array().expect("points");
@@ -295,5 +301,69 @@ fn every_example_scenario_runs_with_drift_zero() {
         if let Some(isolated) = s.get("isolated") {
             assert_eq!(isolated["drift_bytes"], 0, "{}: {s:#}", scenario.display());
         }
+    }
+}
+
+/// S13 in one run of `examples/protection.toml` (the built-in's sizes over
+/// 8): under one parent limit and a batch neighbour that grows past it, a
+/// latency tenant protected by `memory.low` or `memory.min` ends with at
+/// least 90% of its protection, one without protection with well under
+/// half; `low` events are counted only with `memory.low`, where the batch's
+/// burst leaves nothing unprotected to reclaim; `memory.min` fails the
+/// burst's charges instead (`oom`). The plot is written.
+#[test]
+fn protection_keeps_the_latency_tenants_working_set_and_nothing_else_does() {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/protection.toml");
+    let dir = scratch("protection");
+    let output = sim(&[
+        scenario.to_str().expect("UTF-8 path"),
+        "--json",
+        "--out",
+        dir.to_str().expect("UTF-8 path"),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(dir.join("report.svg").is_file(), "the plot is written");
+    let s: serde_json::Value = serde_json::from_slice(&output.stdout).expect("--json prints JSON");
+    let p = &s["parameters"];
+    let size = |key: &str| {
+        let text = p[key].as_str().unwrap_or_else(|| panic!("{key}: {p:#}"));
+        memcg::parse_size(text).unwrap_or_else(|| panic!("{key}: {text}")) as f64
+    };
+    let goal = size("working_set").min(size("protection"));
+    let variant = |name: &str| {
+        s["variants"]
+            .as_array()
+            .expect("variants")
+            .iter()
+            .find(|v| v["variant"] == name)
+            .unwrap_or_else(|| panic!("variant {name}: {s:#}"))
+            .clone()
+    };
+    let (none, low, min) = (variant("none"), variant("low"), variant("min"));
+    let num = |v: &serde_json::Value, key: &str| {
+        v[key].as_f64().unwrap_or_else(|| panic!("{key}: {v:#}"))
+    };
+    for protected in [&low, &min] {
+        assert!(
+            num(protected, "final_latency_bytes") >= 0.9 * goal,
+            "protected: {protected:#}"
+        );
+    }
+    assert!(
+        num(&none, "final_latency_bytes") < 0.5 * goal,
+        "unprotected: {none:#}"
+    );
+    assert!(num(&low, "latency_low_events") > 0.0, "{low:#}");
+    assert_eq!(none["latency_low_events"], 0, "{none:#}");
+    assert_eq!(min["latency_low_events"], 0, "{min:#}");
+    assert_eq!(
+        min["min_latency_bytes"].as_f64(),
+        Some(goal),
+        "memory.min is never reclaimed: {min:#}"
+    );
+    assert!(num(&min, "host_oom_events") > 0.0, "{min:#}");
+    assert_eq!(low["host_oom_events"], 0, "{low:#}");
+    for v in [&none, &low, &min] {
+        assert_eq!(v["drift_bytes"], 0, "{v:#}");
     }
 }

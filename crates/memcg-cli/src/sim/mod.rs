@@ -1,21 +1,24 @@
 //! `memcg sim [SCENARIO]`: workloads on the real engine that show what dying
 //! groups cost, with and without kmem context reparenting.
 //!
-//! A scenario is built in (`churn`, the default, and `removal-cost`) or read
-//! from a TOML file ([`scenario`]). It runs on a fresh [`Hierarchy`] with real
+//! A scenario is built in (`churn`, the default, `removal-cost` and
+//! `protection`) or read from a TOML file ([`scenario`]). It runs on a fresh [`Hierarchy`] with real
 //! threads and real slab allocations, under a seed that fixes every choice it
 //! makes, so that two runs with one seed sample the same values (timings
 //! apart). A progress bar goes to stderr; the summary goes to stdout, as a
 //! table or, with `--json`, as JSON; `--out DIR` writes `report.svg`,
 //! `samples.csv` and `report.md`.
 //!
-//! Both scenarios compare the library's two slab designs: shared caches
+//! The first two compare the library's two slab designs: shared caches
 //! (S11, the default: a removed group leaves only its kmem context) and
 //! isolated per-group caches (S6: a removed group also leaves dead caches,
 //! with their slabs, until its last object is freed). `churn` runs the same
 //! jobs once per design, each on a fresh hierarchy, and reports them side by
 //! side (a scenario file may pick one); `removal-cost` removes groups left
-//! with objects of either kind of cache.
+//! with objects of either kind of cache. `protection` is about reclaim, not
+//! removal: a latency tenant's page cache against a growing neighbour under
+//! one parent limit, without protection, with `memory.low` and with
+//! `memory.min` (S13).
 //!
 //! Exit status: 0 when every invariant held (drift 0 at every sample and at
 //! the end), 1 when one broke or the engine refused an operation, 2 when the
@@ -23,6 +26,7 @@
 
 mod churn;
 mod plot;
+mod protection;
 mod removal_cost;
 mod report;
 mod rng;
@@ -46,15 +50,16 @@ const PAGE: i128 = memcg::PAGE_SIZE as i128;
 pub(crate) struct SimArgs {
     /// `churn` (jobs come and go, leaving objects behind; shared slab caches
     /// against isolated ones), `removal-cost`
-    /// (rmdir time against live objects and pages), or a TOML scenario file
-    /// (see examples/*.toml).
+    /// (rmdir time against live objects and pages), `protection` (a
+    /// protected tenant's page cache against a growing neighbour), or a TOML
+    /// scenario file (see examples/*.toml).
     #[arg(value_name = "SCENARIO", default_value = "churn")]
     scenario: String,
     /// Seed of every random choice: the same seed samples the same values.
     #[arg(long, value_name = "N", default_value_t = 1)]
     seed: u64,
     /// Rounds: jobs for churn (per slab design), repetitions for
-    /// removal-cost.
+    /// removal-cost, steps for protection (per variant).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     rounds: Option<u64>,
     /// Write report.svg, samples.csv and report.md into DIR.
@@ -133,6 +138,7 @@ fn run(args: &SimArgs) -> Result<Report, SimError> {
     let report = match &scenario {
         Scenario::Churn(c) => churn::run(c, args.seed, &progress),
         Scenario::RemovalCost(r) => removal_cost::run(r, args.seed, &progress),
+        Scenario::Protection(p) => protection::run(p, args.seed, &progress),
     };
     progress.finish_and_clear();
     let report = report?;

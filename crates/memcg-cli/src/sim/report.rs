@@ -149,7 +149,8 @@ impl Samples {
             .collect()
     }
 
-    fn index(&self, name: &str) -> usize {
+    /// The position of the column `name`.
+    pub(crate) fn index(&self, name: &str) -> usize {
         self.columns
             .iter()
             .position(|c| *c == name)

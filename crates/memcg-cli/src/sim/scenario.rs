@@ -1,8 +1,8 @@
-//! Scenarios: the built-in `churn` and `removal-cost`, and TOML files that
-//! set any of their parameters.
+//! Scenarios: the built-in `churn`, `removal-cost` and `protection`, and TOML
+//! files that set any of their parameters.
 //!
-//! A file names its kind with `scenario = "churn"` or
-//! `scenario = "removal-cost"`; every other key is optional and defaults to
+//! A file names its kind with `scenario = "churn"`, `"removal-cost"` or
+//! `"protection"`; every other key is optional and defaults to
 //! the built-in's value (see `examples/*.toml`). Keys are checked strictly: an
 //! unknown key, a value of the wrong type or out of range is an error that
 //! names the file, the line and the key, as `FILE:LINE: cache[1].size: ...`.
@@ -29,6 +29,8 @@ pub(crate) enum Scenario {
     Churn(Churn),
     /// Removal time against what the removed group leaves behind.
     RemovalCost(RemovalCost),
+    /// A protected tenant's page cache against a growing neighbour (S13).
+    Protection(Protection),
 }
 
 impl Scenario {
@@ -37,6 +39,7 @@ impl Scenario {
         match self {
             Scenario::Churn(c) => c.rounds = rounds,
             Scenario::RemovalCost(r) => r.rounds = rounds,
+            Scenario::Protection(p) => p.rounds = rounds,
         }
     }
 }
@@ -175,11 +178,97 @@ impl Default for RemovalCost {
     }
 }
 
+/// `protection`: a latency tenant's page cache, protected by `memory.low`,
+/// by `memory.min` or not at all, against a batch neighbour that grows past
+/// their parent's `memory.max` (S13). Sizes are strings as `memory.max`
+/// takes them (`"256M"`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Protection {
+    /// The kind, `protection` (a file must say it).
+    pub(crate) scenario: String,
+    /// Steps: each, the latency tenant refaults, then the batch grows.
+    pub(crate) rounds: usize,
+    /// `memory.max` of `/host`, the parent of both tenants.
+    pub(crate) parent_max: Size,
+    /// The page cache the latency tenant works on.
+    pub(crate) working_set: Size,
+    /// Its `memory.low` (or `memory.min`) in the protected variants.
+    pub(crate) protection: Size,
+    /// What the latency tenant reads back per step of its working set lost to
+    /// reclaim (refaults).
+    pub(crate) refault: Size,
+    /// `memory.high` of the batch tenant.
+    pub(crate) batch_high: Size,
+    /// Anon memory the batch tenant adds per step, up to `batch_anon_max`.
+    pub(crate) batch_anon: Size,
+    /// The most anon memory the batch tenant holds outside its burst.
+    pub(crate) batch_anon_max: Size,
+    /// Page cache the batch tenant streams through per step (new pages;
+    /// reclaim takes old ones).
+    pub(crate) batch_file: Size,
+    /// Anon memory the batch tenant takes for one step halfway through the
+    /// run, past what the parent can give both tenants' protected memory.
+    pub(crate) burst: Size,
+}
+
+impl Default for Protection {
+    fn default() -> Self {
+        Protection {
+            scenario: "protection".into(),
+            rounds: 40,
+            parent_max: Size(256 << 20),
+            working_set: Size(96 << 20),
+            protection: Size(96 << 20),
+            refault: Size(2 << 20),
+            batch_high: Size(224 << 20),
+            batch_anon: Size(8 << 20),
+            batch_anon_max: Size(128 << 20),
+            batch_file: Size(8 << 20),
+            burst: Size(64 << 20),
+        }
+    }
+}
+
+/// A size in bytes, written as the interface files take it: `"256M"`,
+/// `"512K"`, `"4096"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub(crate) struct Size(pub(crate) u64);
+
+impl Size {
+    /// Whole pages, rounded down.
+    pub(crate) fn pages(self) -> usize {
+        (self.0 / memcg::PAGE_SIZE as u64) as usize
+    }
+}
+
+impl TryFrom<String> for Size {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Size, String> {
+        memcg::parse_size(&text)
+            .map(Size)
+            .ok_or_else(|| format!("{text:?} is not a size like \"256M\", \"512K\" or \"4096\""))
+    }
+}
+
+impl From<Size> for String {
+    fn from(size: Size) -> String {
+        match size.0 {
+            0 => "0".into(),
+            b if b % (1 << 20) == 0 => format!("{}M", b >> 20),
+            b if b % (1 << 10) == 0 => format!("{}K", b >> 10),
+            b => b.to_string(),
+        }
+    }
+}
+
 /// Why a scenario cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ScenarioError {
     /// The file could not be read.
-    #[error("{file}: cannot read: {source} (built-in scenarios: churn, removal-cost)")]
+    #[error("{file}: cannot read: {source} (built-in scenarios: churn, removal-cost, protection)")]
     Read {
         /// The file as named on the command line.
         file: String,
@@ -205,6 +294,7 @@ pub(crate) fn load(arg: &str) -> Result<Scenario, ScenarioError> {
     match arg {
         "churn" => return Ok(Scenario::Churn(Churn::default())),
         "removal-cost" => return Ok(Scenario::RemovalCost(RemovalCost::default())),
+        "protection" => return Ok(Scenario::Protection(Protection::default())),
         _ => {}
     }
     let text = std::fs::read_to_string(arg).map_err(|source| ScenarioError::Read {
@@ -221,24 +311,26 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         doc.error_at(
             0,
             "scenario",
-            "missing: the file must name its kind, `scenario = \"churn\"` or \
-             `scenario = \"removal-cost\"`",
+            "missing: the file must name its kind, `scenario = \"churn\"`, \
+             `\"removal-cost\"` or `\"protection\"`",
         )
     })?;
     let scenario = match kind.get_ref().as_str() {
         Some("churn") => Scenario::Churn(doc.deserialize()?),
         Some("removal-cost") => Scenario::RemovalCost(doc.deserialize()?),
+        Some("protection") => Scenario::Protection(doc.deserialize()?),
         _ => {
             return Err(doc.error_at(
                 kind.span().start,
                 "scenario",
-                "unknown kind: use \"churn\" or \"removal-cost\"",
+                "unknown kind: use \"churn\", \"removal-cost\" or \"protection\"",
             ))
         }
     };
     let problems = match &scenario {
         Scenario::Churn(c) => check_churn(c),
         Scenario::RemovalCost(r) => check_removal_cost(r),
+        Scenario::Protection(p) => check_protection(p),
     };
     match problems.into_iter().next() {
         Some((field, message)) => Err(doc.error_for(&field, &message)),
@@ -338,6 +430,41 @@ fn check_removal_cost(r: &RemovalCost) -> Vec<Problem> {
         }
     }
     p
+}
+
+fn check_protection(p: &Protection) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut bad = |field: &str, message: String| out.push((field.to_string(), message));
+    if p.rounds == 0 {
+        bad("rounds", "must be at least 1".into());
+    }
+    let page = memcg::PAGE_SIZE as u64;
+    for (key, size) in [
+        ("parent_max", p.parent_max),
+        ("working_set", p.working_set),
+        ("batch_high", p.batch_high),
+        ("batch_file", p.batch_file),
+    ] {
+        if size.0 < page {
+            bad(key, format!("{} bytes: at least one page", size.0));
+        }
+    }
+    if p.parent_max.0 > 64 << 30 {
+        bad("parent_max", "at most 64G (every page is simulated)".into());
+    }
+    if p.working_set.0 >= p.parent_max.0 {
+        bad(
+            "working_set",
+            "must fit under parent_max with room for the batch".into(),
+        );
+    }
+    if p.batch_anon_max.0 >= p.parent_max.0 {
+        bad(
+            "batch_anon_max",
+            "must stay under parent_max: anon memory cannot be reclaimed".into(),
+        );
+    }
+    out
 }
 
 /// A parent path the way `mkdir` takes it: absolute, not the root, names of
@@ -537,5 +664,30 @@ mod tests {
         assert!(error("threads = 2\n").starts_with("s.toml:1: scenario: missing"));
         assert!(error("scenario = \"x\"\n").starts_with("s.toml:1: scenario: unknown kind"));
         assert!(error("scenario = \"churn\"\nthreads = \n").starts_with("s.toml:2: syntax:"));
+    }
+
+    #[test]
+    fn protection_sizes_are_written_as_memory_max_takes_them() {
+        let s = parse(
+            "s.toml",
+            "scenario = \"protection\"\nparent_max = \"512M\"\nrefault = \"256K\"\n",
+        )
+        .unwrap();
+        let Scenario::Protection(p) = s else {
+            panic!("a protection scenario")
+        };
+        assert_eq!(
+            (p.parent_max, p.refault),
+            (Size(512 << 20), Size(256 << 10))
+        );
+        assert_eq!(p.working_set, Protection::default().working_set);
+        assert_eq!(String::from(p.refault), "256K");
+        let bad = error("scenario = \"protection\"\n\nburst = \"lots\"\n");
+        assert!(
+            bad.starts_with("s.toml:3: burst: \"lots\" is not a size"),
+            "{bad}"
+        );
+        let big = error("scenario = \"protection\"\nworking_set = \"1G\"\n");
+        assert!(big.starts_with("s.toml:2: working_set: must fit"), "{big}");
     }
 }
