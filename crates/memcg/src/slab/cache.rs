@@ -15,6 +15,7 @@
 //! freed, so a thread that freed an object may still lock its old cache.
 
 use super::page::{ListKind, Slab, SlabList};
+use super::protocol::{self, CacheOps, ListOps};
 use super::segment::{alloc_span, free_span, SPAN_SHIFTS};
 use crate::context::{CtxRef, KmemContext};
 use crate::error::{Error, Result};
@@ -302,7 +303,8 @@ pub(crate) fn shared_reclaimable() -> Vec<&'static RootCache> {
         .collect()
 }
 
-struct Lists {
+/// A cache's slab lists, under its lock.
+pub(crate) struct Lists {
     partial: SlabList,
     full: SlabList,
     empty: SlabList,
@@ -319,9 +321,18 @@ impl Lists {
             }
         }
     }
+}
 
-    /// Take `slab` off its list, if it is on one.
-    unsafe fn unlink(&mut self, slab: &Slab) {
+impl ListOps<&'static Slab> for Lists {
+    #[inline]
+    unsafe fn link(&mut self, slab: &'static Slab, kind: ListKind) {
+        // SAFETY: the caller holds the cache lock; the slab is on no list.
+        unsafe { self.of(kind).push(slab) };
+        slab.set_list(kind);
+    }
+
+    #[inline]
+    unsafe fn unlink(&mut self, slab: &'static Slab) {
         let kind = slab.list();
         if kind != ListKind::None {
             // SAFETY: the caller holds the cache lock; the slab is on `kind`.
@@ -330,10 +341,24 @@ impl Lists {
         }
     }
 
-    unsafe fn link(&mut self, slab: &Slab, kind: ListKind) {
-        // SAFETY: the caller holds the cache lock; the slab is on no list.
-        unsafe { self.of(kind).push(slab) };
-        slab.set_list(kind);
+    #[inline]
+    fn first(&self, kind: ListKind) -> Option<&'static Slab> {
+        match kind {
+            ListKind::Partial => self.partial.first(),
+            ListKind::Full => self.full.first(),
+            ListKind::Empty => self.empty.first(),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn len(&self, kind: ListKind) -> usize {
+        match kind {
+            ListKind::Partial => self.partial.len,
+            ListKind::Full => self.full.len,
+            ListKind::Empty => self.empty.len,
+            _ => 0,
+        }
     }
 }
 
@@ -436,8 +461,8 @@ impl Cache {
         self.ident().ctx.as_ref()
     }
 
-    pub(crate) fn is_dead(&self) -> bool {
-        self.dead.load(Acquire)
+    pub(crate) fn is_dead(&'static self) -> bool {
+        protocol::is_dead(self)
     }
 
     /// Slab pages held (charged, unless this is a root's own cache).
@@ -466,10 +491,11 @@ impl Cache {
 
     /// Drop a reference; the last one queues the cache for destruction (S9).
     pub(crate) fn put(&'static self) {
-        if self.refcnt.fetch_sub(1, Release) != 1 {
-            return;
-        }
-        std::sync::atomic::fence(Acquire);
+        protocol::put(self)
+    }
+
+    /// Queue the cache, whose last reference is gone, for destruction.
+    fn queue_destroyed(&'static self) {
         // Once the push succeeds, deferred work on another thread may destroy
         // the cache and drop its context, and with it the hierarchy: nothing
         // of them is read after it.
@@ -521,7 +547,7 @@ impl Cache {
                     }
                     s.set_owner(0);
                     s.collect(false);
-                    self.place(&mut l, s);
+                    protocol::place(self, &mut *l, s);
                 }
             }
         }
@@ -569,35 +595,10 @@ impl Cache {
     /// list its fill says, or free it.
     ///
     /// # Safety
-    /// The caller owns `slab`, a slab of this cache.
+    /// The caller owns `slab`, a slab of this cache, on no list.
     pub(crate) unsafe fn release(&'static self, slab: &'static Slab) {
-        let mut l = lock(&self.lists);
-        slab.set_owner(0);
-        // SAFETY: we own the slab until `collect(false)` gives it up, and we
-        // hold the cache lock from there on.
-        unsafe {
-            slab.collect(false);
-            self.place(&mut l, slab);
-        }
-    }
-
-    /// Put an unowned slab on the right list, or free it if it is empty and
-    /// not worth keeping. Cache lock held; the slab is on no list.
-    unsafe fn place(&'static self, l: &mut Lists, slab: &'static Slab) {
-        // SAFETY: cache lock held.
-        unsafe {
-            if slab.used() == 0 {
-                if self.is_dead() || l.empty.len >= EMPTY_KEEP {
-                    self.free_slab(slab);
-                } else {
-                    l.link(slab, ListKind::Empty);
-                }
-            } else if !slab.has_local_free() {
-                l.link(slab, ListKind::Full);
-            } else {
-                l.link(slab, ListKind::Partial);
-            }
-        }
+        // SAFETY: caller's contract.
+        unsafe { protocol::release(self, slab) }
     }
 
     /// Return an empty, unlisted slab's span and uncharge it. Cache lock held.
@@ -615,86 +616,20 @@ impl Cache {
         self.put();
     }
 
-    /// A free by a thread that does not own `slab` found it unowned and
-    /// needing attention. A live cache moves a full slab to the partial
-    /// list, where any thread's refill collects its remote frees; a dead
-    /// cache (whose every remote free notifies) collects it and frees it
-    /// once empty. Slabs that remote frees empty in a live cache are freed by
-    /// the refill that takes them beyond the empty ones kept, or by shrink.
-    pub(crate) fn notify(&'static self, slab: &'static Slab) {
-        let mut l = lock(&self.lists);
-        // The slab may have been taken, or freed and reused, meanwhile; its
-        // metadata is type-stable, so checking is safe.
-        if !ptr::eq(slab.cache(), self) || !slab.is_unowned() || slab.list() == ListKind::None {
-            return;
-        }
-        // SAFETY: cache lock held; the slab is unowned and on our lists.
-        unsafe {
-            if self.is_dead() {
-                l.unlink(slab);
-                slab.collect(false);
-                self.place(&mut l, slab);
-            } else if slab.list() == ListKind::Full && slab.has_remote_frees() {
-                // Only with a free object waiting: since the free that called
-                // us, a refill may have collected it, used the slab up and
-                // put it back as full.
-                l.unlink(slab);
-                l.link(slab, ListKind::Partial);
-            }
-        }
-    }
-
     /// Free empty slabs, and partial ones that remote frees emptied, keeping
     /// `keep` empty ones. Never touches full slabs or owned ones. Returns the
     /// slabs looked at and the pages freed.
     pub(crate) fn shrink(&'static self, keep: usize) -> (usize, usize) {
         let mut l = lock(&self.lists);
         let before = self.pages();
-        let mut touched = 0;
-        let mut partial = Vec::with_capacity(l.partial.len);
-        while let Some(s) = l.partial.first() {
-            // SAFETY: cache lock held; listed slabs are unowned.
-            unsafe {
-                l.unlink(s);
-                s.collect(false);
-            }
-            partial.push(s);
-        }
-        for s in partial {
-            touched += 1;
-            // SAFETY: cache lock held; the slab is unowned and unlisted.
-            unsafe { self.place(&mut l, s) };
-        }
-        while l.empty.len > keep {
-            let s = l.empty.first().expect("len > 0");
-            touched += 1;
-            // SAFETY: cache lock held; an empty listed slab.
-            unsafe {
-                l.unlink(s);
-                self.free_slab(s);
-            }
-        }
+        let touched = protocol::shrink_locked(self, &mut *l, keep);
         (touched, before - self.pages())
     }
 
     /// S6: the group is gone. Mark the cache dead, take it out of its root's
-    /// slot, and shrink it. Returns the slabs looked at (S8: never the full
-    /// ones, so the work does not grow with live objects).
+    /// slot, and shrink it ([`protocol::kill`]). Returns the slabs looked at.
     pub(crate) fn kill(&'static self) -> usize {
-        {
-            let _l = lock(&self.lists);
-            self.dead.store(true, Release);
-            if let Some(ctx) = self.ctx() {
-                ctx.common().dead_caches.fetch_add(1, Relaxed);
-                ctx.common()
-                    .dead_cache_pages
-                    .fetch_add(self.pages(), Relaxed);
-            }
-        }
-        if self.root().clear_slot(self.ident().group_id, self) {
-            self.put(); // the slot's reference; the caller holds another
-        }
-        self.shrink(0).0
+        protocol::kill(self)
     }
 
     /// Track a new object of an isolated reclaimable cache.
@@ -730,6 +665,57 @@ impl Cache {
             self.shrink(EMPTY_KEEP);
         }
         freed()
+    }
+}
+
+impl CacheOps for &'static Cache {
+    type Slab = &'static Slab;
+    type Lists = Lists;
+    type Flag = AtomicBool;
+    type Count = AtomicUsize;
+
+    #[inline]
+    fn with_lists<R>(self, f: impl FnOnce(&mut Lists) -> R) -> R {
+        f(&mut lock(&self.lists))
+    }
+
+    #[inline]
+    fn dead(&self) -> &AtomicBool {
+        &self.dead
+    }
+
+    #[inline]
+    fn refcnt(&self) -> &AtomicUsize {
+        &self.refcnt
+    }
+
+    #[inline]
+    fn owns(self, slab: &'static Slab) -> bool {
+        ptr::eq(slab.cache(), self)
+    }
+
+    fn on_killed(self, _l: &mut Lists) {
+        if let Some(ctx) = self.ctx() {
+            ctx.common().dead_caches.fetch_add(1, Relaxed);
+            ctx.common()
+                .dead_cache_pages
+                .fetch_add(self.pages(), Relaxed);
+        }
+    }
+
+    fn clear_slot(self) -> bool {
+        self.root().clear_slot(self.ident().group_id, self)
+    }
+
+    fn destroy(self) {
+        self.queue_destroyed()
+    }
+
+    #[inline]
+    unsafe fn free_slab(self, _l: &mut Lists, slab: &'static Slab) {
+        // SAFETY: caller's contract (cache lock held, the slab empty,
+        // unowned and unlisted).
+        unsafe { Cache::free_slab(self, slab) }
     }
 }
 

@@ -404,10 +404,7 @@ fn free_remote(slab: &'static Slab, obj: *mut u8) {
     // Read before the push: once pushed, the object may be collected and the
     // slab reused. The cache stays valid memory (caches are type-stable) and
     // `notify` checks the slab under the cache lock.
-    let cache = slab.cache();
-    if slab.push_remote(obj, cache.is_dead()) {
-        cache.notify(slab);
-    }
+    super::protocol::free_remote(slab.cache(), slab, obj)
 }
 
 #[cold]

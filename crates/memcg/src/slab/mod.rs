@@ -48,6 +48,7 @@ pub(crate) mod heap;
 #[cfg(all(test, loom))]
 mod loom_model;
 pub(crate) mod page;
+pub(crate) mod protocol;
 pub(crate) mod remote;
 pub(crate) mod segment;
 

@@ -580,6 +580,51 @@ impl Slab {
     }
 }
 
+impl super::protocol::SlabOps for &'static Slab {
+    #[inline]
+    fn list(self) -> ListKind {
+        Slab::list(self)
+    }
+
+    #[inline]
+    fn is_unowned(self) -> bool {
+        Slab::is_unowned(self)
+    }
+
+    #[inline]
+    fn has_remote_frees(self) -> bool {
+        Slab::has_remote_frees(self)
+    }
+
+    #[inline]
+    fn set_owner(self, owner: usize) {
+        Slab::set_owner(self, owner)
+    }
+
+    #[inline]
+    fn push_remote(self, obj: *mut u8, dead_cache: bool) -> bool {
+        Slab::push_remote(self, obj, dead_cache)
+    }
+
+    #[inline]
+    unsafe fn used(self) -> usize {
+        // SAFETY: caller's contract.
+        unsafe { Slab::used(self) }
+    }
+
+    #[inline]
+    unsafe fn has_local_free(self) -> bool {
+        // SAFETY: caller's contract.
+        unsafe { Slab::has_local_free(self) }
+    }
+
+    #[inline]
+    unsafe fn collect(self, owned: bool) -> usize {
+        // SAFETY: caller's contract.
+        unsafe { Slab::collect(self, owned) }
+    }
+}
+
 /// An intrusive doubly linked list of slabs, under its owner's lock.
 pub(crate) struct SlabList {
     head: *mut Slab,
