@@ -213,6 +213,8 @@ pub(crate) fn free_remote<C: CacheOps>(c: C, s: C::Slab, obj: *mut u8) {
 /// and frees it once empty. Slabs that remote frees empty in a live cache
 /// are freed by the refill that takes them beyond the empty ones kept, or by
 /// shrink.
+#[cold]
+#[inline(never)]
 pub(crate) fn notify<C: CacheOps>(c: C, s: C::Slab) {
     c.with_lists(|l| {
         // The slab may have been taken, or freed and reused, meanwhile; its
