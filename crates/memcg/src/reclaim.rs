@@ -40,28 +40,31 @@ pub(crate) fn reclaim(group: &GroupInner, pages: usize) -> usize {
     // memory.min is never taken. The reclaim root's own protection never
     // counts (so memory.reclaim on a group ignores it).
     for low_reclaim in [false, true] {
-        let mut low_skipped = false;
-        freed += reclaim_file(
-            &subtree,
-            &parents,
-            pages - freed,
+        let mut pass = Pass {
+            subtree: &subtree,
+            parents: &parents,
             low_reclaim,
-            &mut low_skipped,
-        );
+            low_skipped: false,
+        };
+        freed += pass.file(pages - freed);
         if freed < pages {
-            freed += reclaim_kmem(
-                &subtree,
-                &parents,
-                pages - freed,
-                low_reclaim,
-                &mut low_skipped,
-            );
+            freed += pass.kmem(pages - freed);
         }
-        if freed > 0 || !low_skipped {
+        if freed > 0 || !pass.low_skipped {
             break;
         }
     }
     freed
+}
+
+/// One pass of reclaim over a subtree (the reclaim root first, parents
+/// before children): whether it may take usage under memory.low, and
+/// whether it skipped some.
+struct Pass<'a> {
+    subtree: &'a [Arc<GroupInner>],
+    parents: &'a [Option<usize>],
+    low_reclaim: bool,
+    low_skipped: bool,
 }
 
 /// Pages a reclaim round takes at most (the kernel's `SWAP_CLUSTER_MAX`):
@@ -137,97 +140,139 @@ fn share(usage: usize, setting: usize, parent_effective: usize, siblings: usize)
     }
 }
 
-/// What reclaim may do to group `i` of the subtree: `None` to skip it, or
-/// the protection that scales its share down.
-fn protection_of(
-    g: &GroupInner,
-    i: usize,
-    eff: &[(usize, usize)],
-    low_reclaim: bool,
-    low_skipped: &mut bool,
-) -> Option<usize> {
-    if i == 0 {
-        return Some(0);
-    }
-    let usage = g.counter.usage();
-    let (emin, elow) = eff[i];
-    if emin >= usage {
-        return None;
-    }
-    if elow >= usage {
-        if !low_reclaim {
-            *low_skipped = true;
+impl Pass<'_> {
+    /// What the pass may do to group `i` of the subtree, given the effective
+    /// protections `eff`: `None` to skip it, or the protection that scales
+    /// its share down.
+    fn protection_of(&mut self, i: usize, eff: &[(usize, usize)]) -> Option<usize> {
+        if i == 0 {
+            return Some(0);
+        }
+        let g = &self.subtree[i];
+        let usage = g.counter.usage();
+        let (emin, elow) = eff[i];
+        if emin >= usage {
             return None;
         }
-        g.event(Event::Low);
+        if elow >= usage {
+            if !self.low_reclaim {
+                self.low_skipped = true;
+                return None;
+            }
+            g.event(Event::Low);
+        }
+        Some(if self.low_reclaim {
+            emin
+        } else {
+            emin.max(elow)
+        })
     }
-    Some(if low_reclaim { emin } else { emin.max(elow) })
-}
 
-/// File pages, oldest first within each group, from the groups in
-/// proportion to their unprotected usage (the kernel's proportional
-/// protection: a group's LRU is scanned by `size - size * protection /
-/// (usage + 1)`), in rounds of [`ROUND`] pages with protection recomputed
-/// between rounds. Each round costs a look at each group of the subtree and
-/// the pages it takes, never a walk over an LRU.
-fn reclaim_file(
-    subtree: &[Arc<GroupInner>],
-    parents: &[Option<usize>],
-    pages: usize,
-    low_reclaim: bool,
-    low_skipped: &mut bool,
-) -> usize {
-    use crate::sync::Ordering::Relaxed;
-    let mut freed = 0;
-    while freed < pages {
-        let eff = effective_protection(subtree, parents);
-        let mut weights: Vec<(usize, u64)> = Vec::new();
-        for (i, g) in subtree.iter().enumerate() {
-            let lru = g.lru.lock().file.len();
-            if lru == 0 {
-                continue;
+    /// File pages, oldest first within each group, from the groups in
+    /// proportion to their unprotected usage (the kernel's proportional
+    /// protection: a group's LRU is scanned by `size - size * protection /
+    /// (usage + 1)`), in rounds of [`ROUND`] pages with protection recomputed
+    /// between rounds. Each round costs a look at each group of the subtree and
+    /// the pages it takes, never a walk over an LRU.
+    fn file(&mut self, pages: usize) -> usize {
+        use crate::sync::Ordering::Relaxed;
+        let subtree = self.subtree;
+        let mut freed = 0;
+        while freed < pages {
+            let eff = effective_protection(subtree, self.parents);
+            let mut weights: Vec<(usize, u64)> = Vec::new();
+            for (i, g) in subtree.iter().enumerate() {
+                let lru = g.lru.lock().file.len();
+                if lru == 0 {
+                    continue;
+                }
+                let Some(prot) = self.protection_of(i, &eff) else {
+                    continue;
+                };
+                let usage = g.counter.usage().max(prot);
+                let w = if prot > 0 {
+                    let scaled = lru - (lru as u128 * prot as u128 / (usage as u128 + 1)) as usize;
+                    scaled.max(ROUND.min(lru))
+                } else {
+                    lru
+                };
+                weights.push((i, w as u64));
             }
-            let Some(prot) = protection_of(g, i, &eff, low_reclaim, low_skipped) else {
-                continue;
-            };
-            let usage = g.counter.usage().max(prot);
-            let w = if prot > 0 {
-                let scaled = lru - (lru as u128 * prot as u128 / (usage as u128 + 1)) as usize;
-                scaled.max(ROUND.min(lru))
-            } else {
-                lru
-            };
-            weights.push((i, w as u64));
-        }
-        let total: u64 = weights.iter().map(|&(_, w)| w).sum();
-        if total == 0 {
-            break;
-        }
-        let want = (pages - freed).min(ROUND) as u64;
-        let mut round = 0;
-        let mut best: Option<(u64, usize)> = None;
-        for &(i, w) in &weights {
-            let g = &subtree[i];
-            let credit = g.reclaim_credit.load(Relaxed) + want * w * 1000 / total;
-            let take = (credit / 1000) as usize;
-            g.reclaim_credit.store(credit - take as u64 * 1000, Relaxed);
-            round += take_file_pages(g, take);
-            if best.is_none_or(|(c, _)| credit % 1000 > c) {
-                best = Some((credit % 1000, i));
+            let total: u64 = weights.iter().map(|&(_, w)| w).sum();
+            if total == 0 {
+                break;
             }
-        }
-        if round == 0 {
-            // Every share was a fraction: the group owed the most gives one.
-            if let Some((_, i)) = best {
-                round += take_file_pages(&subtree[i], 1);
+            let want = (pages - freed).min(ROUND) as u64;
+            let mut round = 0;
+            let mut best: Option<(u64, usize)> = None;
+            for &(i, w) in &weights {
+                let g = &subtree[i];
+                let credit = g.reclaim_credit.load(Relaxed) + want * w * 1000 / total;
+                let take = (credit / 1000) as usize;
+                g.reclaim_credit.store(credit - take as u64 * 1000, Relaxed);
+                round += take_file_pages(g, take);
+                if best.is_none_or(|(c, _)| credit % 1000 > c) {
+                    best = Some((credit % 1000, i));
+                }
             }
+            if round == 0 {
+                // Every share was a fraction: the group owed the most gives one.
+                if let Some((_, i)) = best {
+                    round += take_file_pages(&subtree[i], 1);
+                }
+            }
+            if round == 0 {
+                break;
+            }
+            freed += round;
         }
-        if round == 0 {
-            break;
-        }
-        freed += round;
+        freed
     }
-    freed
+
+    /// Reclaimable slab objects (through shrinkers) and empty slab pages kept
+    /// for reuse, group by group, skipping protected groups as file reclaim does.
+    fn kmem(&mut self, pages: usize) -> usize {
+        let subtree = self.subtree;
+        let Some(first) = subtree.first() else {
+            return 0;
+        };
+        let shrinkers = first.common.shrinkers.lock().clone();
+        let eff = effective_protection(subtree, self.parents);
+        let eligible: Vec<&Arc<GroupInner>> = (0..subtree.len())
+            .filter(|&i| self.protection_of(i, &eff).is_some())
+            .map(|i| &subtree[i])
+            .collect();
+        let mut freed = 0;
+        for stage in [ShrinkStage::Objects, ShrinkStage::EmptySlabs] {
+            for g in &eligible {
+                freed += match stage {
+                    ShrinkStage::Objects => crate::slab::reclaim_objects(g, pages - freed),
+                    ShrinkStage::EmptySlabs => crate::slab::reclaim_empty_slabs(g, pages - freed),
+                };
+                if freed >= pages {
+                    return freed;
+                }
+            }
+            for s in shrinkers.iter().filter(|s| s.stage() == stage) {
+                for g in &eligible {
+                    let sc = ShrinkControl {
+                        group_id: g.id,
+                        path: g.path.clone(),
+                        nr_pages: pages - freed,
+                    };
+                    // A program's callback, possibly reached from inside the
+                    // global allocator, which must not unwind: a panicking
+                    // shrinker freed nothing (the panic hook has reported it).
+                    freed += std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.scan(&sc)))
+                        .unwrap_or(0);
+                    if freed >= pages {
+                        return freed;
+                    }
+                }
+            }
+        }
+        freed
+    }
 }
 
 /// Reclaim up to `n` of `g`'s oldest file pages; returns how many.
@@ -242,56 +287,4 @@ fn take_file_pages(g: &GroupInner, n: usize) -> usize {
         }
     }
     took
-}
-
-/// Reclaimable slab objects (through shrinkers) and empty slab pages kept
-/// for reuse, group by group, skipping protected groups as file reclaim does.
-fn reclaim_kmem(
-    subtree: &[Arc<GroupInner>],
-    parents: &[Option<usize>],
-    pages: usize,
-    low_reclaim: bool,
-    low_skipped: &mut bool,
-) -> usize {
-    let Some(first) = subtree.first() else {
-        return 0;
-    };
-    let shrinkers = first.common.shrinkers.lock().clone();
-    let eff = effective_protection(subtree, parents);
-    let eligible: Vec<&Arc<GroupInner>> = subtree
-        .iter()
-        .enumerate()
-        .filter(|&(i, g)| protection_of(g, i, &eff, low_reclaim, low_skipped).is_some())
-        .map(|(_, g)| g)
-        .collect();
-    let mut freed = 0;
-    for stage in [ShrinkStage::Objects, ShrinkStage::EmptySlabs] {
-        for g in &eligible {
-            freed += match stage {
-                ShrinkStage::Objects => crate::slab::reclaim_objects(g, pages - freed),
-                ShrinkStage::EmptySlabs => crate::slab::reclaim_empty_slabs(g, pages - freed),
-            };
-            if freed >= pages {
-                return freed;
-            }
-        }
-        for s in shrinkers.iter().filter(|s| s.stage() == stage) {
-            for g in &eligible {
-                let sc = ShrinkControl {
-                    group_id: g.id,
-                    path: g.path.clone(),
-                    nr_pages: pages - freed,
-                };
-                // A program's callback, possibly reached from inside the
-                // global allocator, which must not unwind: a panicking
-                // shrinker freed nothing (the panic hook has reported it).
-                freed += std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.scan(&sc)))
-                    .unwrap_or(0);
-                if freed >= pages {
-                    return freed;
-                }
-            }
-        }
-    }
-    freed
 }

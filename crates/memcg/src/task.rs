@@ -77,11 +77,8 @@ pub(crate) fn place() -> Place {
 /// no task while we were away from it) sends the thread to the root.
 pub(crate) fn restore(place: &Place) {
     if place.follows_default {
-        let _internal = crate::internal::Internal::enter();
-        if let Some(old) = crate::current::set(None) {
-            release(old);
-        }
-        crate::slab::heap::leave_group();
+        // Leave for the root, then follow the default group again.
+        let _ = switch(None);
         crate::current::set_follows_default(true);
         crate::current::refresh_default();
     } else if switch(place.group.as_ref()).is_err() {

@@ -547,11 +547,7 @@ fn tables(s: &Summary) -> Vec<Table> {
         ]);
     }
     let mut m = Table::new(&["protection", "value"]);
-    m.row(vec![
-        "drift at the end".into(),
-        format!("{} B", s.drift_bytes),
-    ]);
-    m.row(vec!["run time".into(), human_ns(s.elapsed_ms as f64 * 1e6)]);
+    m.closing_rows(s.drift_bytes, s.elapsed_ms);
     vec![t, m]
 }
 

@@ -359,11 +359,7 @@ fn tables(s: &Summary) -> Vec<Table> {
         "anon pages: rmdir time per page".into(),
         human_ns(s.anon_ns_per_page),
     ]);
-    m.row(vec![
-        "drift at the end".into(),
-        format!("{} B", s.drift_bytes),
-    ]);
-    m.row(vec!["run time".into(), human_ns(s.elapsed_ms as f64 * 1e6)]);
+    m.closing_rows(s.drift_bytes, s.elapsed_ms);
     vec![t, m]
 }
 

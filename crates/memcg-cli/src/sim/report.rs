@@ -47,6 +47,13 @@ impl Table {
         self.rows.push(cells);
     }
 
+    /// The two rows every scenario's summary ends with: the root's usage
+    /// left once everything was freed (must be 0), and the run's time.
+    pub(crate) fn closing_rows(&mut self, drift_bytes: i128, elapsed_ms: u64) {
+        self.row(vec!["drift at the end".into(), format!("{drift_bytes} B")]);
+        self.row(vec!["run time".into(), human_ns(elapsed_ms as f64 * 1e6)]);
+    }
+
     fn widths(&self) -> Vec<usize> {
         (0..self.headers.len())
             .map(|i| {
