@@ -42,14 +42,82 @@ static DEFAULT: std::sync::Mutex<Option<Arc<GroupInner>>> = std::sync::Mutex::ne
 static DEFAULT_GEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Drops the thread's group reference at exit when the thread follows the
-/// default group (attached threads are released by the front end's hook).
+/// default group (attached threads are released by the front end's hook),
+/// and takes the thread off [`THREADS`].
 struct DefaultExit;
 
 impl Drop for DefaultExit {
     fn drop(&mut self) {
+        let _internal = crate::internal::Internal::enter();
         if FOLLOWS_DEFAULT.try_with(|f| f.get()).unwrap_or(false) {
-            let _internal = crate::internal::Internal::enter();
             drop(set(None));
+        }
+        unregister();
+    }
+}
+
+/// The `CURRENT` cells (their addresses) of the threads that ever held a
+/// group, so that the child of `fork()` can drop the references the
+/// threads that vanished held ([`release_vanished`]). A thread is listed
+/// at its first move into a group and taken off at its exit.
+static THREADS: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+thread_local! {
+    /// 0: not in [`THREADS`]; 1: listed; 2: exited, never listed again.
+    static LISTED: Cell<u8> = const { Cell::new(0) };
+}
+
+/// List the calling thread in [`THREADS`], once (it is about to hold a
+/// group reference in `CURRENT`). Not during thread teardown.
+fn register() {
+    if LISTED.try_with(|l| l.get()).unwrap_or(2) != 0 || DEFAULT_EXIT.try_with(|_| {}).is_err() {
+        return;
+    }
+    let _internal = crate::internal::Internal::enter();
+    let me = CURRENT.with(|c| c as *const Cell<*const GroupInner> as usize);
+    crate::sync::lock_std(&THREADS).push(me);
+    LISTED.with(|l| l.set(1));
+}
+
+/// Take the calling thread off [`THREADS`] for good (thread exit).
+fn unregister() {
+    if LISTED.try_with(|l| l.replace(2)).unwrap_or(2) != 1 {
+        return;
+    }
+    let me = CURRENT
+        .try_with(|c| c as *const Cell<*const GroupInner> as usize)
+        .unwrap_or(0);
+    crate::sync::lock_std(&THREADS).retain(|&p| p != me);
+}
+
+/// In the child of `fork()`, where the calling thread is the only one: drop
+/// the group references the other listed threads held, so that a group one
+/// of them was in can be freed once removed (S1). The caller also takes
+/// them off the groups' task lists.
+#[cfg(not(loom))]
+pub(crate) fn release_vanished() {
+    let me = CURRENT
+        .try_with(|c| c as *const Cell<*const GroupInner> as usize)
+        .unwrap_or(0);
+    let others: Vec<usize> = {
+        let mut threads = crate::sync::lock_std(&THREADS);
+        let others = threads.iter().copied().filter(|&p| p != me).collect();
+        threads.retain(|&p| p == me);
+        others
+    };
+    for p in others {
+        // SAFETY: `p` is the CURRENT cell of a listed thread, which was
+        // alive at the fork (exiting threads take themselves off first) and
+        // does not exist in the child: its thread-locals stay mapped with its
+        // cached stack until a new thread takes that stack, after the fork
+        // handlers. A non-null value is a counted reference from `set`; a
+        // thread stopped inside `set` may have left one reference in a
+        // register instead, which is leaked, never dropped twice.
+        let cell = unsafe { &*(p as *const Cell<*const GroupInner>) };
+        let g = cell.replace(ptr::null());
+        if !g.is_null() {
+            // SAFETY: as above: the cell's counted reference, taken out once.
+            drop(unsafe { Arc::from_raw(g) });
         }
     }
 }
@@ -148,6 +216,9 @@ fn adopt_default(gen: u64) {
 /// reference to the group it was in. A no-op returning `None` during thread
 /// teardown, once the cells are gone.
 pub(crate) fn set(group: Option<Arc<GroupInner>>) -> Option<Arc<GroupInner>> {
+    if group.is_some() {
+        register();
+    }
     let ctx = group
         .as_ref()
         .and_then(|g| g.ctx.as_ref())
@@ -192,12 +263,15 @@ pub(crate) fn current_ctx_ptr() -> *const KmemContext {
     CURRENT_CTX.with(|c| c.get())
 }
 
-/// Run `f` with the calling thread's group, without touching its count.
+/// A counted reference to the calling thread's group's kmem context, `None`
+/// in the root: without touching the group's count.
 #[inline]
-pub(crate) fn with_current<R>(f: impl FnOnce(Option<&GroupInner>) -> R) -> R {
+pub(crate) fn current_context() -> Option<crate::context::CtxRef> {
     let p = CURRENT.try_with(|c| c.get()).unwrap_or(ptr::null());
-    // SAFETY: as in current_group: the thread's own counted reference keeps
-    // the group alive while the thread does not change CURRENT, and `f` cannot
-    // (attach takes the tree lock and is not reachable from allocation paths).
-    f(unsafe { p.as_ref() })
+    // SAFETY: CURRENT holds a counted reference (Arc::into_raw) that only
+    // this thread releases, by `set`; nothing between this read and the
+    // clone below calls `set` (a field read and a context clone, which only
+    // counts), so the group is alive for both.
+    let g = unsafe { p.as_ref() }?;
+    g.ctx.clone()
 }

@@ -31,7 +31,7 @@ pub(crate) fn after_publish() {
 }
 
 #[cfg(not(loom))]
-pub(crate) use imp::{after_fork, ensure_worker, register};
+pub(crate) use imp::{after_fork, ensure_worker, hierarchies, register};
 
 /// Deferred work of a layer above (the slab layer's dead caches), run by
 /// every deferred pass before contexts are destroyed, since its nodes hold
@@ -103,6 +103,14 @@ mod imp {
             list.push(Arc::downgrade(common));
         }
         ensure_worker();
+    }
+
+    /// Every hierarchy still alive.
+    pub(crate) fn hierarchies() -> Vec<Arc<Common>> {
+        crate::sync::lock_std(&HIERARCHIES)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
     }
 
     /// Start the worker if it does not run (first use, or in the child of a

@@ -33,6 +33,14 @@ static CLOSED: AtomicBool = AtomicBool::new(false);
 thread_local! {
     /// Gate sections the thread is in (nested), and its stripe.
     static DEPTH: Cell<(u32, u8)> = const { Cell::new((0, u8::MAX)) };
+    /// Set on the forking thread from the prepare handler to the parent's or
+    /// child's handler: it passes the gate it closed.
+    static FORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the calling thread is forking (it closed the gate itself).
+fn is_forker() -> bool {
+    FORKER.try_with(|f| f.get()).unwrap_or(false)
 }
 
 /// A section inside the gate; leaving it when dropped.
@@ -72,7 +80,7 @@ fn enter_stripe(i: usize) -> usize {
         // SeqCst on both sides (here: count, then look at CLOSED; prepare:
         // close, then sum the counts): one of the two sees the other.
         INSIDE[i].0.fetch_add(1, SeqCst);
-        if !CLOSED.load(SeqCst) {
+        if !CLOSED.load(SeqCst) || is_forker() {
             return i;
         }
         INSIDE[i].0.fetch_sub(1, SeqCst);
@@ -99,20 +107,36 @@ impl Drop for Gate {
     }
 }
 
-/// What the child of a fork must reset, registered by the layers that own
-/// such state (they are above this leaf).
-static CHILD_HOOKS: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
+/// The most hooks [`on_child`] keeps (one per layer that owns per-thread
+/// state; a fixed array, so that the child's handler allocates nothing).
+const MAX_HOOKS: usize = 16;
 
-/// Run `hook` in the child of every later `fork()`, after the gate reopens.
-/// Installs the fork handlers on first use.
+/// What the child of a fork must release or reset, registered by the layers
+/// that own such state (they are above this leaf), in registration order.
+static CHILD_HOOKS: [AtomicUsize; MAX_HOOKS] = [const { AtomicUsize::new(0) }; MAX_HOOKS];
+static NHOOKS: AtomicUsize = AtomicUsize::new(0);
+
+/// Run `hook` in the child of every later `fork()`, before the gate
+/// reopens (the child has one thread then). Installs the fork handlers on
+/// first use. Registering a hook twice keeps one.
 pub(crate) fn on_child(hook: fn()) {
     install();
-    // Inside the gate: a fork waits for the list to be free.
+    // Inside the gate: no fork copies a half-registered hook.
     let _gate = Gate::enter();
-    let mut hooks = CHILD_HOOKS.lock().unwrap_or_else(|e| e.into_inner());
-    if !hooks.contains(&hook) {
-        hooks.push(hook);
+    static REGISTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = REGISTER.lock().unwrap_or_else(|e| e.into_inner());
+    let n = NHOOKS.load(Acquire);
+    if CHILD_HOOKS[..n]
+        .iter()
+        .any(|h| h.load(Relaxed) == hook as usize)
+    {
+        return;
     }
+    if n == MAX_HOOKS {
+        crate::internal::broken("fork: more child hooks than fork::MAX_HOOKS");
+    }
+    CHILD_HOOKS[n].store(hook as usize, Relaxed);
+    NHOOKS.store(n + 1, Release);
 }
 
 /// Install the `pthread_atfork` handlers, once.
@@ -141,6 +165,7 @@ fn own_section() -> (usize, usize) {
 }
 
 extern "C" fn prepare() {
+    let _ = FORKER.try_with(|f| f.set(true));
     CLOSED.store(true, SeqCst);
     let (own_stripe, own) = own_section();
     loop {
@@ -158,20 +183,24 @@ extern "C" fn prepare() {
 
 extern "C" fn parent() {
     CLOSED.store(false, SeqCst);
+    let _ = FORKER.try_with(|f| f.set(false));
 }
 
 extern "C" fn child() {
+    // Whatever the hooks allocate goes to the system allocator, uncharged.
+    let _internal = crate::internal::Internal::enter();
     // Only this thread exists: the counts are its own section.
     let (own_stripe, own) = own_section();
     for (i, s) in INSIDE.iter().enumerate() {
         s.0.store(if i == own_stripe { own } else { 0 }, SeqCst);
     }
-    let hooks: Vec<fn()> = CHILD_HOOKS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    for hook in hooks {
+    for hook in &CHILD_HOOKS[..NHOOKS.load(Acquire)] {
+        let hook = hook.load(Relaxed);
+        // SAFETY: every non-zero entry below NHOOKS was stored by `on_child`
+        // from a `fn()` before NHOOKS (Release) counted it.
+        let hook: fn() = unsafe { std::mem::transmute::<usize, fn()>(hook) };
         hook();
     }
     CLOSED.store(false, SeqCst);
+    let _ = FORKER.try_with(|f| f.set(false));
 }

@@ -123,66 +123,87 @@ fn after_poll(throttled: &mut Option<Throttle>, pending: bool, cx: &Context<'_>)
     }
 }
 
+/// In the child of `fork()`: the throttling timer thread did not come
+/// along; the next throttled future starts another.
+#[cfg(not(loom))]
+pub(crate) fn after_fork() {
+    timer::after_fork();
+}
+
 /// The wake-ups of throttled futures: one thread of memcg's, started on
-/// first use, that wakes each at its time.
+/// first use (and again in the child of a fork), that wakes each at its
+/// time. Its locks are taken inside the fork gate, for short sections: the
+/// thread sleeps parked, holding none.
 mod timer {
-    use std::sync::{Condvar, Mutex, Once};
+    use std::sync::Mutex;
     use std::task::Waker;
+    use std::thread::Thread;
     use std::time::Instant;
 
     static QUEUE: Mutex<Vec<(Instant, Waker)>> = Mutex::new(Vec::new());
-    static READY: Condvar = Condvar::new();
-    static START: Once = Once::new();
+    /// The timer thread, once started.
+    static THREAD: Mutex<Option<Thread>> = Mutex::new(None);
 
     pub(super) fn wake_at(at: Instant, waker: Waker) {
         let _internal = crate::internal::Internal::enter();
-        START.call_once(|| {
-            let started = std::thread::Builder::new()
-                .name("memcg-throttle".into())
-                .spawn(run);
-            if started.is_err() {
+        crate::sync::lock_std(&QUEUE).push((at, waker));
+        let mut thread = crate::sync::lock_std(&THREAD);
+        if let Some(t) = &*thread {
+            t.unpark();
+            return;
+        }
+        match std::thread::Builder::new()
+            .name("memcg-throttle".into())
+            .spawn(run)
+        {
+            Ok(handle) => *thread = Some(handle.thread().clone()),
+            Err(_) => {
                 // No thread: wake at once (the task polls again and waits
                 // out the rest of its penalty then).
+                drop(thread);
+                let due: Vec<Waker> = crate::sync::lock_std(&QUEUE)
+                    .drain(..)
+                    .map(|(_, w)| w)
+                    .collect();
+                due.into_iter().for_each(Waker::wake);
             }
-        });
-        QUEUE
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((at, waker));
-        READY.notify_one();
+        }
+    }
+
+    #[cfg(not(loom))]
+    pub(super) fn after_fork() {
+        *crate::sync::lock_std(&THREAD) = None;
     }
 
     fn run() {
         let _internal = crate::internal::Internal::enter();
-        let mut q = QUEUE.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             let now = Instant::now();
-            let mut due = Vec::new();
-            q.retain(|(at, w)| {
-                if *at <= now {
-                    due.push(w.clone());
-                    false
-                } else {
-                    true
-                }
-            });
+            let (due, next) = {
+                let mut q = crate::sync::lock_std(&QUEUE);
+                let mut due = Vec::new();
+                q.retain(|(at, w)| {
+                    if *at <= now {
+                        due.push(w.clone());
+                        false
+                    } else {
+                        true
+                    }
+                });
+                (due, q.iter().map(|(at, _)| *at).min())
+            };
             if !due.is_empty() {
-                drop(q);
                 for w in due {
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake()));
                 }
-                q = QUEUE.lock().unwrap_or_else(|e| e.into_inner());
                 continue;
             }
-            q = match q.iter().map(|(at, _)| *at).min() {
-                Some(next) => {
-                    READY
-                        .wait_timeout(q, next.saturating_duration_since(now))
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-                None => READY.wait(q).unwrap_or_else(|e| e.into_inner()),
-            };
+            // A wake_at after the queue was read unparks us: the park
+            // returns at once.
+            match next {
+                Some(next) => std::thread::park_timeout(next.saturating_duration_since(now)),
+                None => std::thread::park(),
+            }
         }
     }
 }

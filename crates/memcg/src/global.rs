@@ -217,7 +217,7 @@ pub(crate) fn large_alloc(
     crate::current::refresh_default();
     let ctx = ctx.or_else(|| {
         if crate::context::accounting_enabled() {
-            crate::current::with_current(|g| g.and_then(|g| g.ctx.clone()))
+            crate::current::current_context()
         } else {
             None
         }

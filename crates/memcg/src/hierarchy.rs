@@ -68,6 +68,8 @@ impl Hierarchy {
             // fork(): the child resets what other threads held (DESIGN §8).
             crate::fork::on_child(crate::stock::after_fork);
             crate::fork::on_child(crate::deferred::after_fork);
+            crate::fork::on_child(crate::task::after_fork);
+            crate::fork::on_child(crate::future::after_fork);
             crate::deferred::register(&common);
         }
         Hierarchy {
@@ -179,9 +181,15 @@ impl Hierarchy {
         self.get(path)?.write(file, value)
     }
 
-    /// Drain every thread's charge stock held for this hierarchy and run
-    /// deferred destruction, so that counters are exact: after it, for every
-    /// live group `memory.current == anon + file + kernel`.
+    /// Drain every thread's charge stock held for this hierarchy and the
+    /// calling thread's object stock, and run deferred destruction. After
+    /// it, for every live group `memory.current == anon + file + kernel`;
+    /// `memory.current` and `slab` are exact only if no other thread holds
+    /// an object stock for the group's contexts: an idle thread that
+    /// allocated or freed its objects keeps up to a page of byte charges
+    /// and statistics there until it next allocates, leaves the group or
+    /// exits (the fast-path issue makes every thread's object stock
+    /// drainable from here).
     pub fn quiesce(&self) {
         let _internal = crate::internal::Internal::enter();
         #[cfg(not(loom))]

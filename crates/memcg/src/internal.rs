@@ -33,27 +33,64 @@ impl Drop for Internal {
 #[cold]
 #[inline(never)]
 pub(crate) fn bad_free(addr: usize, cause: &str) -> ! {
-    let mut buf = [0u8; 256];
-    let mut n = 0;
-    let mut put = |bytes: &[u8]| {
+    let mut m = Message::new();
+    m.put(b"memcg: bad free of 0x");
+    m.hex(addr);
+    m.put(b": ");
+    m.put(cause.as_bytes());
+    m.abort()
+}
+
+/// An invariant of the allocator or of the per-thread state broke: say
+/// which (without allocating: this may run inside the global allocator,
+/// where a panic would only abort with a generic message) and abort.
+#[cold]
+#[inline(never)]
+pub(crate) fn broken(invariant: &str) -> ! {
+    let mut m = Message::new();
+    m.put(b"memcg: broken invariant: ");
+    m.put(invariant.as_bytes());
+    m.abort()
+}
+
+/// A line for stderr in a fixed buffer: nothing is allocated.
+struct Message {
+    buf: [u8; 256],
+    n: usize,
+}
+
+impl Message {
+    fn new() -> Message {
+        Message {
+            buf: [0; 256],
+            n: 0,
+        }
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            if n < buf.len() {
-                buf[n] = b;
-                n += 1;
+            // The last byte is kept for the newline.
+            if self.n < self.buf.len() - 1 {
+                self.buf[self.n] = b;
+                self.n += 1;
             }
         }
-    };
-    put(b"memcg: bad free of 0x");
-    let digits = b"0123456789abcdef";
-    for shift in (0..16).rev() {
-        put(&[digits[(addr >> (shift * 4)) & 15]]);
     }
-    put(b": ");
-    put(cause.as_bytes());
-    put(b"\n");
-    // SAFETY: writes `n` initialised bytes of a live buffer to stderr.
-    unsafe { libc::write(2, buf.as_ptr().cast(), n) };
-    std::process::abort()
+
+    fn hex(&mut self, v: usize) {
+        let digits = b"0123456789abcdef";
+        for shift in (0..16).rev() {
+            self.put(&[digits[(v >> (shift * 4)) & 15]]);
+        }
+    }
+
+    fn abort(mut self) -> ! {
+        self.buf[self.n] = b'\n';
+        // SAFETY: writes the `n + 1` initialised bytes of a live buffer to
+        // stderr; a failed write changes nothing (we abort either way).
+        unsafe { libc::write(2, self.buf.as_ptr().cast(), self.n + 1) };
+        std::process::abort()
+    }
 }
 
 #[inline]

@@ -48,7 +48,7 @@ impl KmemPages {
     pub fn alloc(bytes: usize) -> Result<KmemPages> {
         crate::current::refresh_default();
         let ctx = if crate::context::accounting_enabled() {
-            crate::current::with_current(|g| g.and_then(|g| g.ctx.clone()))
+            crate::current::current_context()
         } else {
             None
         };
@@ -108,8 +108,10 @@ impl KmemPages {
 
 impl Drop for KmemPages {
     fn drop(&mut self) {
-        let layout = Layout::from_size_align(self.pages * PAGE_SIZE, PAGE_SIZE)
-            .expect("the layout was valid at allocation");
+        let layout =
+            Layout::from_size_align(self.pages * PAGE_SIZE, PAGE_SIZE).unwrap_or_else(|_| {
+                crate::internal::broken("kmem pages: a layout that was valid at allocation is not")
+            });
         // SAFETY: allocated by System.alloc_zeroed with this very layout, freed once.
         unsafe { System.dealloc(self.ptr.as_ptr(), layout) };
         if let Some(ctx) = self.ctx.take() {

@@ -148,7 +148,9 @@ impl PageCounter {
     fn cancel_levels(&self, levels: usize, nr: usize) {
         let mut c = Some(self);
         for _ in 0..levels {
-            let counter = c.expect("level within the chain");
+            let Some(counter) = c else {
+                crate::internal::broken("page counter: a charged level is above the root")
+            };
             counter.cancel(nr);
             c = counter.parent();
         }

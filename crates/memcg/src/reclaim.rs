@@ -1,7 +1,10 @@
-//! Layer 5b: reclaim. Takes, in order, file pages (oldest first across the
-//! subtree), reclaimable objects through shrinkers, and empty slab pages kept
-//! for reuse (shrinkers of the last stage). anon pages and plain kmem are not
-//! reclaimable.
+//! Layer 5b: reclaim (DESIGN.md §4). Takes, in order, file pages,
+//! reclaimable objects through shrinkers, and empty slab pages kept for
+//! reuse (shrinkers of the last stage), skipping usage protected by
+//! `memory.min`/`memory.low` (S13). File pages are taken across the
+//! subtree's groups in proportion to each group's unprotected usage, in
+//! rounds (the kernel's scan balance), and oldest first within a group.
+//! anon pages and plain kmem are not reclaimable.
 
 use crate::group::GroupInner;
 use crate::shrinker::{ShrinkControl, ShrinkStage};

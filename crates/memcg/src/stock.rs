@@ -280,11 +280,13 @@ pub(crate) fn flush_local() {
     }
 }
 
-/// In the child of `fork()`: slots whose threads do not exist there keep
-/// their pages (the child's next quiesce drains them), but a lock one of
-/// them held at the fork would be held forever: release them all. A slot
-/// section only moves atomics, so what a vanished thread left half done
-/// can at worst leak pre-charged pages, never corrupt memory.
+/// In the child of `fork()`, where the forking thread is the only one: the
+/// slots of the threads that vanished are released (a lock one of them held
+/// at the fork would be held forever), their pages uncharged and their
+/// statistics applied, and the slots freed for the child's new threads. A
+/// slot section only moves atomics, so what a vanished thread left half
+/// done can at worst miscount its own pre-charged pages, never corrupt
+/// memory.
 #[cfg(not(loom))]
 pub(crate) fn after_fork() {
     let mine = MY_SLOT.try_with(|s| s.get()).unwrap_or(std::ptr::null());
@@ -292,8 +294,13 @@ pub(crate) fn after_fork() {
     while !p.is_null() {
         // SAFETY: slots are never freed.
         let slot = unsafe { &*p };
-        if !std::ptr::eq(slot, mine) {
+        if !std::ptr::eq(slot, mine) && slot.in_use.load(Acquire) {
             slot.unlock();
+            let taken = slot.take();
+            slot.in_use.store(false, Release);
+            if let Some(taken) = taken {
+                taken.settle();
+            }
         }
         p = slot.next.load(Relaxed);
     }

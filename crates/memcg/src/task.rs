@@ -47,6 +47,30 @@ fn task_id() -> u64 {
     })
 }
 
+/// In the child of `fork()`, where the calling thread is the only one (as in
+/// Linux): the threads that vanished leave their groups, so those can be
+/// removed, and drop their group references. Reservations of threads that
+/// were being spawned go too: those threads never start in the child.
+#[cfg(not(loom))]
+pub(crate) fn after_fork() {
+    crate::current::release_vanished();
+    let own = TASK_ID.try_with(|t| t.get()).unwrap_or(0);
+    for common in crate::deferred::hierarchies() {
+        let groups: Vec<Arc<GroupInner>> = common.tree.lock().groups.values().cloned().collect();
+        for g in groups {
+            let gone = {
+                let mut tasks = g.tasks.lock();
+                let before = tasks.len();
+                tasks.retain(|t| t.id == own);
+                before - tasks.len()
+            };
+            for _ in 0..gone {
+                g.count_task(-1);
+            }
+        }
+    }
+}
+
 /// The thread left `g`: take it off the group's task list.
 fn release(g: Arc<GroupInner>) {
     let id = task_id();

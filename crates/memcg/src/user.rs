@@ -2,8 +2,9 @@
 //!
 //! Unlike kmem, a user page records its group directly and sits on the
 //! group's LRU list; removal walks the lists and moves every page to the
-//! parent (S7, the contrast the seed draws). File pages are reclaimable, in
-//! LRU order; anon pages are not (there is no swap).
+//! parent (S7, the contrast the seed draws). File pages are reclaimable (oldest
+//! first within a group, groups in proportion: see `reclaim`); anon pages
+//! are not (there is no swap).
 
 use crate::error::Result;
 use crate::group::GroupInner;

@@ -150,7 +150,21 @@ pub(crate) fn root_cache(
     // SAFETY: `own` is not shared yet.
     unsafe { own.set_root(root) };
     roots.push(root);
+    // Release: a thread that finds the root by index sees it whole.
+    BY_INDEX[index].store(root as *const RootCache as *mut RootCache, Release);
     Ok(root)
+}
+
+/// Root caches by index, for lookups from any address without a lock
+/// ([`root_at`]); set once per index, never cleared (roots live forever).
+static BY_INDEX: [AtomicPtr<RootCache>; MAX_ROOTS] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; MAX_ROOTS];
+
+/// The root cache of index `index`, if one was made.
+pub(crate) fn root_at(index: usize) -> Option<&'static RootCache> {
+    // SAFETY: a non-null entry is a leaked root, published with Release
+    // after it was written; roots are never freed.
+    unsafe { BY_INDEX.get(index)?.load(Acquire).as_ref() }
 }
 
 impl RootCache {
@@ -176,7 +190,9 @@ impl RootCache {
                 return c;
             }
         }
-        let ctx = group.ctx.clone().expect("non-root groups have a context");
+        let Some(ctx) = group.ctx.clone() else {
+            crate::internal::broken("slab cache: a non-root group without a kmem context")
+        };
         ctx.common().caches_live.fetch_add(1, Relaxed);
         let cache = Cache::make(Some(self), group.id, Some(ctx.clone()));
         cache.get(); // the caller's reference, beside the slot's
@@ -316,9 +332,9 @@ impl Lists {
             ListKind::Partial => &mut self.partial,
             ListKind::Full => &mut self.full,
             ListKind::Empty => &mut self.empty,
-            ListKind::None | ListKind::HeapAvail | ListKind::HeapFull => {
-                unreachable!("a slab on no cache list")
-            }
+            ListKind::None | ListKind::HeapAvail | ListKind::HeapFull => crate::internal::broken(
+                "slab cache: a slab owned by a thread taken as on a cache list",
+            ),
         }
     }
 }

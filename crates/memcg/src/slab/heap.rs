@@ -37,6 +37,9 @@ use std::cell::{Cell, RefCell};
 use std::ptr::{self, NonNull};
 
 struct Heap {
+    /// The slab owner id of this heap (see [`NEXT_TID`]), assigned at its
+    /// first slow path; [`NO_OWNER`] until then, which no slab has.
+    tid: Cell<usize>,
     /// The group the heap's isolated caches are bound to: a counted
     /// reference (`Arc::into_raw`), or null for the root. Counted so the
     /// address cannot be reused by another group while the heap still holds
@@ -56,6 +59,8 @@ struct Heap {
     lists: [RefCell<HeapLists>; MAX_ROOTS],
     /// Whether the exit hook is registered.
     hooked: Cell<bool>,
+    /// Slow-path sections under way on the heap's thread (see [`Busy`]).
+    busy: Cell<u32>,
     /// Set once the thread's exit hook ran: allocations made later (by other
     /// thread-local destructors) must not keep slabs owned by a dying thread.
     exited: Cell<bool>,
@@ -78,6 +83,22 @@ impl HeapLists {
     }
 }
 
+/// The owner id of a heap that owns nothing yet: no slab is ever owned by
+/// it (0 is "unowned").
+const NO_OWNER: usize = usize::MAX;
+
+/// Source of heap owner ids: unique in the process, and, because the child
+/// of `fork()` inherits the counter, a thread started in the child never
+/// gets the id of a thread that existed only in the parent (whose stack and
+/// thread-locals glibc may hand it).
+static NEXT_TID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// Every heap that may own slabs or hold a stock (its address in its
+/// thread's thread-locals), so that the child of `fork()` can give back
+/// what the vanished threads' heaps held. Registered at a heap's first slow
+/// path, taken off by its thread's exit hook.
+static HEAPS: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
 /// How many of the oldest full slabs a refill checks for remote frees.
 const FULL_SCAN: usize = 4;
 /// Used-up slabs a heap keeps per class when its thread leaves a group;
@@ -88,17 +109,24 @@ impl Heap {
     /// The owned-slab lists of class `i`, borrowed for a short section
     /// that calls nothing which could come back to this heap.
     fn lists(&self, i: usize) -> std::cell::RefMut<'_, HeapLists> {
-        self.lists[i].borrow_mut()
+        match self.lists[i].try_borrow_mut() {
+            Ok(l) => l,
+            Err(_) => crate::internal::broken(
+                "slab heap: a thread's owned-slab lists were borrowed twice (a free re-entered a list section)",
+            ),
+        }
     }
 
     const fn new() -> Heap {
         Heap {
+            tid: Cell::new(NO_OWNER),
             bound: Cell::new(ptr::null()),
             stock: ObjStock::new(),
             slabs: [const { Cell::new(ptr::null()) }; MAX_ROOTS],
             caches: [const { Cell::new(ptr::null()) }; MAX_ROOTS],
             lists: [const { RefCell::new(HeapLists::new()) }; MAX_ROOTS],
             hooked: Cell::new(false),
+            busy: Cell::new(0),
             exited: Cell::new(false),
         }
     }
@@ -126,10 +154,13 @@ impl Drop for ExitHook {
     fn drop(&mut self) {
         // Thread exit: hand the slabs back to their caches, so that remote
         // frees of their objects are collected and dead caches can die.
+        let _internal = crate::internal::Internal::enter();
         for heap in [&HEAP, &HANDLE_HEAP] {
             let _ = heap.try_with(|h| {
+                let _busy = Busy::enter(h);
                 flush(h);
                 h.exited.set(true);
+                unregister(h);
             });
         }
     }
@@ -303,7 +334,7 @@ pub(crate) unsafe fn free(obj: *mut u8) {
             }
         }
     }
-    if slab.owner() == h as *const Heap as usize {
+    if slab.owner() == h.tid.get() {
         // SAFETY: we own the slab, so its free list and count are ours.
         unsafe {
             slab.push_local(obj);
@@ -336,6 +367,7 @@ fn bad_slab_free(seg: &Segment, obj: *mut u8, cause: &'static str) -> ! {
 #[inline(never)]
 fn uncharge_object_slow(h: &Heap, ctx: *const KmemContext, need: usize, kind: SlabKind) {
     let _internal = crate::internal::Internal::enter();
+    let _busy = Busy::enter(h);
     // The stock may adopt `ctx`: the exit hook must drain it. A thread past
     // its exit hook keeps nothing in its stock.
     hook_exit(h);
@@ -359,7 +391,10 @@ fn uncharge_object(ctx: *const KmemContext, need: usize, kind: SlabKind) {
 /// slab reopens, an emptied one goes back to its cache.
 #[cold]
 fn local_free_slow(slab: &'static Slab) {
-    let retired = HEAP.with(|h| {
+    // SAFETY: the thread's own heap, used on this thread only.
+    let h = unsafe { &*heap_ptr() };
+    let _busy = Busy::enter(h);
+    let retired = (|| {
         let mut l = h.lists(slab.class());
         // SAFETY: we own the slab (checked by the caller), so it is on the
         // list its kind says, and `used` is ours to read.
@@ -382,7 +417,7 @@ fn local_free_slow(slab: &'static Slab) {
             }
         }
         false
-    });
+    })();
     if retired {
         // SAFETY: taken off our lists above; ours to give back.
         unsafe { retire(slab) };
@@ -416,6 +451,7 @@ fn alloc_slow(
     target_arc: impl FnOnce() -> Option<Arc<GroupInner>>,
 ) -> SlowResult {
     let _internal = crate::internal::Internal::enter();
+    let _busy = Busy::enter(h);
     hook_exit(h);
     let result = if root.isolated {
         if h.bound.get() != target {
@@ -434,13 +470,93 @@ fn alloc_slow(
     result
 }
 
-/// Register the thread-exit hook that hands the heap back, once.
+/// Register the thread-exit hook that hands the heap back, give the heap
+/// its owner id and list it in [`HEAPS`], once. Inside a fork section.
 fn hook_exit(h: &Heap) {
-    if !h.hooked.get() {
-        h.hooked.set(true);
-        if EXIT_HOOK.try_with(|_| {}).is_err() {
-            h.exited.set(true);
+    if h.hooked.get() {
+        return;
+    }
+    h.hooked.set(true);
+    if EXIT_HOOK.try_with(|_| {}).is_err() {
+        h.exited.set(true);
+    }
+    h.tid
+        .set(NEXT_TID.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    if !h.exited.get() {
+        crate::sync::lock_std(&HEAPS).push(h as *const Heap as usize);
+        #[cfg(not(loom))]
+        {
+            static HOOKED: std::sync::Once = std::sync::Once::new();
+            HOOKED.call_once(|| crate::fork::on_child(after_fork));
         }
+    }
+}
+
+/// A slow-path section on a heap: while one is under way the heap's lists
+/// and stock may be half changed, so the child of a `fork()` that copied
+/// the thread in the middle of one leaves that heap alone (its slabs stay
+/// owned by an id no thread has again: their objects' frees are never
+/// reused, but nothing is corrupted). The count is plain per-thread memory
+/// which only the child reads, of a thread that no longer runs: `fork()`
+/// copies each thread's stores in program order (a thread writing a page
+/// the fork is copying waits for the copy), and the fences keep the
+/// compiler and the CPU from moving list changes across the count.
+struct Busy<'a>(&'a Heap);
+
+impl<'a> Busy<'a> {
+    fn enter(h: &'a Heap) -> Busy<'a> {
+        h.busy.set(h.busy.get() + 1);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        Busy(h)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.0.busy.set(self.0.busy.get() - 1);
+    }
+}
+
+/// Take `h` off [`HEAPS`] (its thread is exiting).
+fn unregister(h: &Heap) {
+    let me = h as *const Heap as usize;
+    crate::sync::lock_std(&HEAPS).retain(|&p| p != me);
+}
+
+/// In the child of `fork()`: the heaps of the threads that vanished give
+/// their slabs back to their caches (so that frees of their objects, from
+/// any thread of the child, are collected and their slots reused), their
+/// object stocks back to their contexts and their group reference back.
+/// Their fast paths may have stopped half way: a pop or push on one slab
+/// leaves that slab's list whole (at worst one object lost, which its slab
+/// keeps, and one object's bytes in the stock's statistics). A heap copied
+/// in the middle of a slow path ([`Busy`]) is left as it is.
+#[cfg(not(loom))]
+fn after_fork() {
+    let own = [
+        HEAP.try_with(|h| h as *const Heap as usize).unwrap_or(0),
+        HANDLE_HEAP
+            .try_with(|h| h as *const Heap as usize)
+            .unwrap_or(0),
+    ];
+    let others: Vec<usize> = {
+        let mut heaps = crate::sync::lock_std(&HEAPS);
+        let others = heaps.iter().copied().filter(|p| !own.contains(p)).collect();
+        heaps.retain(|p| own.contains(p));
+        others
+    };
+    for p in others {
+        // SAFETY: `p` is the heap of a thread that was registered (so its
+        // thread-locals were live at the fork) and does not exist in the
+        // child: its memory is the vanished thread's static TLS, which glibc
+        // keeps with its cached stack until a new thread takes it, after
+        // this handler. Nothing else uses the heap now.
+        let h = unsafe { &*(p as *const Heap) };
+        if h.busy.get() == 0 {
+            flush(h);
+        }
+        h.exited.set(true);
     }
 }
 
@@ -490,14 +606,16 @@ fn alloc_shared_slow(
 }
 
 fn refill_and_pop(h: &Heap, root: &'static RootCache, nofail: bool) -> SlowResult {
-    let tid = h as *const Heap as usize;
+    let tid = h.tid.get();
     let i = root.index;
     // SAFETY: slabs in our heap are live slabs we own.
     if let Some(s) = unsafe { h.slabs[i].get().as_ref() } {
         // SAFETY: our own slab: collect the frees other threads made.
         if s.has_remote_frees() && unsafe { s.collect(true) } > 0 {
             // SAFETY: as above; collect left free objects.
-            let obj = unsafe { s.pop() }.expect("collected objects");
+            let obj = unsafe { s.pop() }.unwrap_or_else(|| {
+                crate::internal::broken("slab heap: a collect that moved objects left none to pop")
+            });
             // SAFETY: objects are never at address 0.
             return Ok(unsafe { NonNull::new_unchecked(obj) });
         }
@@ -517,7 +635,9 @@ fn refill_and_pop(h: &Heap, root: &'static RootCache, nofail: bool) -> SlowResul
     if let Some(s) = next_owned(h, i) {
         h.slabs[i].set(s);
         // SAFETY: next_owned returns an owned slab with free objects.
-        let obj = unsafe { s.pop() }.expect("an owned slab with free objects");
+        let obj = unsafe { s.pop() }.unwrap_or_else(|| {
+            crate::internal::broken("slab heap: an owned slab taken for its free objects has none")
+        });
         // SAFETY: objects are never at address 0.
         return Ok(unsafe { NonNull::new_unchecked(obj) });
     }
@@ -543,7 +663,9 @@ fn refill_and_pop(h: &Heap, root: &'static RootCache, nofail: bool) -> SlowResul
     let slab = cache.refill(tid, nofail).map_err(Box::new)?;
     h.slabs[i].set(slab);
     // SAFETY: refill returns a slab we own, with free objects.
-    let obj = unsafe { slab.pop() }.expect("a refilled slab has free objects");
+    let obj = unsafe { slab.pop() }.unwrap_or_else(|| {
+        crate::internal::broken("slab heap: a slab from a cache refill has no free object")
+    });
     // SAFETY: objects are never at address 0.
     Ok(unsafe { NonNull::new_unchecked(obj) })
 }
@@ -564,7 +686,9 @@ fn next_owned(h: &Heap, i: usize) -> Option<&'static Slab> {
             return Some(s);
         }
         for _ in 0..FULL_SCAN.min(l.full.len) {
-            let s = l.full.last().expect("len > 0");
+            let Some(s) = l.full.last() else {
+                crate::internal::broken("slab heap: the full list's length counts a slab it lacks")
+            };
             l.full.remove(s);
             if s.has_remote_frees() {
                 s.set_list(ListKind::None);
@@ -639,8 +763,12 @@ fn flush_classes(h: &Heap, which: impl Fn(&Cache) -> bool) {
 /// or so that a test sees caches settle), and its object stocks.
 pub(crate) fn flush_local() {
     let _internal = crate::internal::Internal::enter();
-    let _ = HEAP.try_with(flush);
-    let _ = HANDLE_HEAP.try_with(flush);
+    for heap in [&HEAP, &HANDLE_HEAP] {
+        let _ = heap.try_with(|h| {
+            let _busy = Busy::enter(h);
+            flush(h)
+        });
+    }
 }
 
 /// The calling thread leaves its group: return its object stocks and the
@@ -653,6 +781,7 @@ pub(crate) fn flush_local() {
 pub(crate) fn leave_group() {
     let _internal = crate::internal::Internal::enter();
     let _ = HEAP.try_with(|h| {
+        let _busy = Busy::enter(h);
         flush_isolated(h);
         h.stock.drain();
         for i in 0..MAX_ROOTS {
@@ -662,7 +791,11 @@ pub(crate) fn leave_group() {
                     if l.full.len <= FULL_KEEP {
                         break;
                     }
-                    let oldest = l.full.last().expect("len > FULL_KEEP");
+                    let Some(oldest) = l.full.last() else {
+                        crate::internal::broken(
+                            "slab heap: the full list's length counts a slab it lacks",
+                        )
+                    };
                     // SAFETY: a slab on our own list.
                     unsafe { l.full.remove(oldest) };
                     oldest
@@ -672,15 +805,22 @@ pub(crate) fn leave_group() {
             }
         }
     });
-    let _ = HANDLE_HEAP.try_with(|h| h.stock.drain());
+    let _ = HANDLE_HEAP.try_with(|h| {
+        let _busy = Busy::enter(h);
+        h.stock.drain()
+    });
 }
 
 /// Return the calling thread's object stocks: exact charges and `slab`
 /// statistics for what it allocated (a quiesce on this thread).
 pub(crate) fn drain_local() {
     let _internal = crate::internal::Internal::enter();
-    let _ = HEAP.try_with(|h| h.stock.drain());
-    let _ = HANDLE_HEAP.try_with(|h| h.stock.drain());
+    for heap in [&HEAP, &HANDLE_HEAP] {
+        let _ = heap.try_with(|h| {
+            let _busy = Busy::enter(h);
+            h.stock.drain()
+        });
+    }
 }
 
 /// Give back the calling thread's owned slabs that are empty (reclaim just
@@ -688,6 +828,7 @@ pub(crate) fn drain_local() {
 pub(crate) fn trim_local() {
     for heap in [&HEAP, &HANDLE_HEAP] {
         let _ = heap.try_with(|h| {
+            let _busy = Busy::enter(h);
             for i in 0..MAX_ROOTS {
                 // SAFETY: slabs in our heap are live slabs we own.
                 if let Some(s) = unsafe { h.slabs[i].get().as_ref() } {

@@ -206,13 +206,19 @@ impl SlabCache {
         if !segment::is_slab_address(addr) {
             return None;
         }
-        // SAFETY: the address lies in one of our segments (checked above).
+        // SAFETY: the address lies in one of our segments (checked above,
+        // with Acquire: its header and slab structs are initialised, and
+        // segments are never unmapped).
         let slab = unsafe { segment::Segment::of(addr).slab_of(addr) };
+        // Only atomic fields from here (a slab may be formatted by another
+        // thread meanwhile): a racing address gets a wrong answer, never a
+        // data race. The root comes from the lock-free table, not from the
+        // slab's cache, whose identity changes when it is recycled.
         if !slab.is_object_start(addr) {
             return None;
         }
         Some(SlabCache {
-            root: slab.cache().root(),
+            root: cache::root_at(slab.class())?,
         })
     }
 }
@@ -438,7 +444,9 @@ fn kmalloc_init() -> &'static [SlabCache; 32] {
         let mut class = 0;
         KMALLOC_SIZES.map(|s| {
             let root = cache::root_cache(&format!("kmalloc-{s}"), s, false, false, Some(class))
-                .expect("kmalloc caches are valid");
+                .unwrap_or_else(|_| {
+                    crate::internal::broken("slab: the kmalloc size classes could not be made")
+                });
             class += 1;
             SlabCache { root }
         })

@@ -17,7 +17,15 @@ use crate::context::KmemContext;
 pub(crate) const OBJCG_BYTES: usize = std::mem::size_of::<*const KmemContext>();
 use std::cell::UnsafeCell;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Ordering::*};
+
+/// The layout of an object vector of `entries` entries (at most a span's
+/// objects, 2^13: never too large for a layout).
+fn vector_layout(entries: usize) -> std::alloc::Layout {
+    std::alloc::Layout::array::<*const KmemContext>(entries).unwrap_or_else(|_| {
+        crate::internal::broken("slab: an object vector longer than a span has objects")
+    })
+}
 
 /// Why a free failed [`Slab::check_free`]: out of line, off the fast path.
 #[cold]
@@ -58,7 +66,10 @@ pub(crate) struct Slab {
     // Hot fields first: the fast paths read these and nothing else.
     local_free: UnsafeCell<usize>,
     used: UnsafeCell<u32>,
-    capacity: UnsafeCell<u32>,
+    /// Atomic (read and written Relaxed, plain moves on x86) like
+    /// `obj_size` and `class`: [`is_object_start`](Self::is_object_start)
+    /// reads them for any address, racing with `format` on another thread.
+    capacity: AtomicU32,
     /// Objects linked into the free list so far: a fresh slab links a page's
     /// worth and the rest as it is needed (mimalloc's page extension), so a
     /// slab only ever touches the pages its objects use.
@@ -76,15 +87,15 @@ pub(crate) struct Slab {
     reclaimable: UnsafeCell<bool>,
     /// Bytes an object of a shared slab is charged: slot plus vector entry.
     charge: UnsafeCell<u32>,
-    /// The owning thread's id ([`super::heap::thread_id`]), 0 when unowned.
+    /// The owning heap's id (`heap::NEXT_TID`), 0 when unowned.
     owner: AtomicUsize,
     thread_free: AtomicUsize,
     /// The cache; atomic because a notifier may read it while the slab is
     /// being reused for another cache (type-stable memory, checked under lock).
     cache: AtomicPtr<Cache>,
-    obj_size: UnsafeCell<u32>,
+    obj_size: AtomicU32,
     /// The root cache's index (the heap slot), set by `format`.
-    class: UnsafeCell<u16>,
+    class: AtomicU16,
     /// A used-up owned slab reopens once `used` falls to this: a quarter of
     /// it free, so that the next refill serves many allocations.
     reopen: UnsafeCell<u32>,
@@ -110,7 +121,7 @@ impl Slab {
         Slab {
             local_free: UnsafeCell::new(0),
             used: UnsafeCell::new(0),
-            capacity: UnsafeCell::new(0),
+            capacity: AtomicU32::new(0),
             extended: UnsafeCell::new(0),
             objcgs: UnsafeCell::new(ptr::null_mut()),
             recip: UnsafeCell::new(0),
@@ -120,8 +131,8 @@ impl Slab {
             owner: AtomicUsize::new(0),
             thread_free: AtomicUsize::new(remote::UNOWNED),
             cache: AtomicPtr::new(ptr::null_mut()),
-            obj_size: UnsafeCell::new(0),
-            class: UnsafeCell::new(0),
+            obj_size: AtomicU32::new(0),
+            class: AtomicU16::new(0),
             reopen: UnsafeCell::new(0),
             list: AtomicU8::new(ListKind::None as u8),
             start,
@@ -168,12 +179,12 @@ impl Slab {
             *self.local_free.get() = 0;
             *self.extended.get() = 0;
             *self.used.get() = 0;
-            *self.capacity.get() = capacity as u32;
-            *self.obj_size.get() = obj_size as u32;
+            self.capacity.store(capacity as u32, Relaxed);
+            self.obj_size.store(obj_size as u32, Relaxed);
             *self.recip.get() = (u32::MAX / obj_size as u32) + 1;
             *self.reclaimable.get() = cache.root().reclaimable;
             *self.charge.get() = (obj_size + OBJCG_BYTES) as u32;
-            *self.class.get() = cache.root().index as u16;
+            self.class.store(cache.root().index as u16, Relaxed);
             *self.reopen.get() = (capacity - (capacity / 4).max(1)) as u32;
         }
         // SAFETY: as above; obj_size is set.
@@ -227,10 +238,7 @@ impl Slab {
         unsafe {
             let v = *self.objcgs.get();
             if !v.is_null() {
-                let layout = std::alloc::Layout::array::<*const KmemContext>(
-                    *self.objcgs_cap.get() as usize,
-                )
-                .expect("allocated with this layout");
+                let layout = vector_layout(*self.objcgs_cap.get() as usize);
                 std::alloc::GlobalAlloc::dealloc(&std::alloc::System, v as *mut u8, layout);
             }
             *self.objcgs.get() = ptr::null_mut();
@@ -253,8 +261,7 @@ impl Slab {
             if old >= capacity && !parked.is_null() {
                 return true;
             }
-            let layout = std::alloc::Layout::array::<*const KmemContext>(capacity)
-                .expect("a span holds at most 2^13 objects");
+            let layout = vector_layout(capacity);
             // The vector is unaccounted allocator metadata (the kernel keeps
             // obj_exts out of the accounted kmalloc-cg-* caches likewise).
             let fresh = std::alloc::GlobalAlloc::alloc(&std::alloc::System, layout);
@@ -262,8 +269,7 @@ impl Slab {
                 return false;
             }
             if !parked.is_null() {
-                let old_layout = std::alloc::Layout::array::<*const KmemContext>(old)
-                    .expect("allocated with this layout");
+                let old_layout = vector_layout(old);
                 std::alloc::GlobalAlloc::dealloc(
                     &std::alloc::System,
                     parked as *mut u8,
@@ -346,11 +352,10 @@ impl Slab {
     pub(crate) fn check_free(&self, obj: *mut u8) -> Result<usize, &'static str> {
         let off = (obj as usize).wrapping_sub(self.start as usize);
         let index = self.index_of(obj);
-        // SAFETY: immutable while the slab holds objects, which it does if
-        // `obj` is one; for a bad pointer, a plain read of owner-written
-        // fields (we abort either way).
-        let (size, capacity) =
-            unsafe { (*self.obj_size.get() as usize, *self.capacity.get() as usize) };
+        // Immutable while the slab holds objects, which it does if `obj` is
+        // one; for a bad pointer, whatever a racing `format` left (we abort
+        // either way).
+        let (size, capacity) = (self.obj_size(), self.capacity.load(Relaxed) as usize);
         if index < capacity && index * size == off {
             return Ok(index);
         }
@@ -372,12 +377,9 @@ impl Slab {
     }
 
     /// Mark the span free (back in its pool): frees into it are bad frees.
-    ///
-    /// # Safety
     /// Pool lock held; the span holds no object and no thread uses it.
-    pub(crate) unsafe fn mark_free(&self) {
-        // SAFETY: the caller's contract: nobody else reads or writes it.
-        unsafe { *self.capacity.get() = 0 };
+    pub(crate) fn mark_free(&self) {
+        self.capacity.store(0, Relaxed);
     }
 
     /// The slot index of `obj`, by multiplication with the reciprocal.
@@ -403,8 +405,7 @@ impl Slab {
     }
 
     pub(crate) fn obj_size(&self) -> usize {
-        // SAFETY: immutable while the slab holds objects.
-        unsafe { *self.obj_size.get() as usize }
+        self.obj_size.load(Relaxed) as usize
     }
 
     /// Pop a free object. Owner only (or cache lock held while unowned).
@@ -490,9 +491,9 @@ impl Slab {
         unsafe { *self.used.get() as usize }
     }
 
-    pub(crate) unsafe fn capacity(&self) -> usize {
-        // SAFETY: immutable while the slab holds objects.
-        unsafe { *self.capacity.get() as usize }
+    /// Objects the slab holds when full (0: no slab in use in the span).
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity.load(Relaxed) as usize
     }
 
     /// Whether an object can be popped: linked free ones, or ones never
@@ -531,8 +532,7 @@ impl Slab {
 
     /// The root cache's index.
     pub(crate) fn class(&self) -> usize {
-        // SAFETY: immutable while the slab holds objects.
-        unsafe { *self.class.get() as usize }
+        self.class.load(Relaxed) as usize
     }
 
     pub(crate) fn set_list(&self, l: ListKind) {
@@ -574,9 +574,11 @@ impl Slab {
     /// Whether `addr` is the start of an object of this slab.
     pub(crate) fn is_object_start(&self, addr: usize) -> bool {
         let off = addr.wrapping_sub(self.start as usize);
+        // Atomic reads: for an address that is no live object of the
+        // caller's, a racing `format` may change them, giving a wrong answer
+        // for that address, never a data race.
         let size = self.obj_size();
-        // SAFETY: capacity is immutable while the slab holds objects.
-        size != 0 && off.is_multiple_of(size) && off / size < unsafe { self.capacity() }
+        size != 0 && off.is_multiple_of(size) && off / size < self.capacity.load(Relaxed) as usize
     }
 }
 

@@ -259,7 +259,9 @@ pub(crate) fn shrink_locked<C: CacheOps>(c: C, l: &mut C::Lists, keep: usize) ->
         unsafe { place(c, l, s) };
     }
     while l.len(ListKind::Empty) > keep {
-        let s = l.first(ListKind::Empty).expect("len > 0");
+        let Some(s) = l.first(ListKind::Empty) else {
+            crate::internal::broken("slab cache: the empty list's length counts a slab it lacks")
+        };
         touched += 1;
         // SAFETY: cache lock held; an empty listed slab.
         unsafe {

@@ -19,7 +19,7 @@
 use super::page::Slab;
 use std::cell::UnsafeCell;
 use std::ptr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::Mutex;
 
 pub(crate) const SEGMENT_SHIFT: usize = 22;
@@ -67,13 +67,15 @@ fn map_bit(seg: usize) -> (usize, u64) {
     (n >> 6, 1 << (n & 63))
 }
 
-/// Whether `addr` lies in a segment of ours.
+/// Whether `addr` lies in a segment of ours. Acquire, paired with the
+/// Release that publishes a segment: a caller that sees the bit sees the
+/// segment's header and slab structs initialised (a plain load on x86).
 pub(crate) fn is_slab_address(addr: usize) -> bool {
     let seg = addr & !(SEGMENT_SIZE - 1);
     let (word, bit) = map_bit(seg);
     SEGMENT_MAP
         .get(word)
-        .is_some_and(|w| w.load(Relaxed) & bit != 0)
+        .is_some_and(|w| w.load(Acquire) & bit != 0)
 }
 
 impl Segment {
@@ -333,7 +335,9 @@ fn map_segment(p: &mut PoolInner, pool: usize) -> Option<()> {
         }
     }
     let (word, bit) = map_bit(base);
-    SEGMENT_MAP[word].fetch_or(bit, Relaxed);
+    // Release: publishes the header and slab structs written above to every
+    // thread that sees the bit (`is_slab_address`).
+    SEGMENT_MAP[word].fetch_or(bit, Release);
     p.segments += 1;
     p.nfree += nspans - first;
     Some(())
