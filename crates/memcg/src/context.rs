@@ -110,8 +110,11 @@ mod checked {
         #[cfg(loom)]
         pub(super) unsafe fn destroy(&mut self) {
             self.alive.with_mut(|_| ());
-            // SAFETY: the caller's contract: dropped once, never read again
-            // (a read is reported by `alive` before it dereferences).
+            // SAFETY: this fn runs once per context (its contract), and the
+            // context is leaked by `free`, so its own drop never runs: the
+            // `Arc<Common>` is dropped here and only here. That `get` is not
+            // called afterwards is the contract's other half; `alive` reports
+            // a `get` that races this destruction, not one ordered after it.
             unsafe { std::ptr::drop_in_place(&mut self.common) };
         }
     }
@@ -124,7 +127,11 @@ pub(crate) struct CtxRef(NonNull<KmemContext>);
 // owner it points at is a GroupInner, which is Send + Sync. A CtxRef keeps the
 // context alive (counted), so sending or sharing it across threads is sound.
 unsafe impl Send for CtxRef {}
-// SAFETY: as above; every method takes &self and uses atomics only.
+// SAFETY: through a shared `&CtxRef` a thread reaches only `&KmemContext`
+// (`ctx`, `Deref`) and the atomic count (`clone`, `get_refs`, `put_refs`),
+// and the context lives while the shared CtxRef holds its count. A
+// KmemContext is atomics and an `Arc<Common>`, all Sync; under loom also the
+// `alive` cell of `()`, whose every access loom itself checks.
 unsafe impl Sync for CtxRef {}
 
 impl CtxRef {
@@ -183,7 +190,10 @@ impl CtxRef {
     /// The context at `p` must be kept alive by a reference the caller can
     /// vouch for until this returns (e.g. the charge of a live object).
     pub(crate) unsafe fn clone_raw(p: *const KmemContext) -> CtxRef {
-        // SAFETY: by the caller's contract `p` is a live context.
+        // SAFETY: this fn's contract: a reference the caller vouches for
+        // keeps the context at `p` alive until we return, so `&*p` is valid,
+        // and the count it holds is not 0, so this increment cannot revive a
+        // context already queued for destruction.
         let ctx = unsafe { &*p };
         ctx.refcnt.fetch_add(1, Relaxed);
         CtxRef(NonNull::from(ctx))
@@ -207,7 +217,10 @@ impl CtxRef {
     /// # Safety
     /// `p` must come from `into_raw` and be taken back at most once.
     pub(crate) unsafe fn from_raw(p: *const KmemContext) -> CtxRef {
-        // SAFETY: by the caller's contract p is a live, counted context pointer.
+        // SAFETY: this fn's contract: `p` came from `into_raw`, which returns
+        // the pointer of a `NonNull`, so it is not null; and it is taken back
+        // at most once, so the CtxRef made here owns the count `into_raw`
+        // gave up, and no other does.
         CtxRef(unsafe { NonNull::new_unchecked(p as *mut KmemContext) })
     }
 }
@@ -388,7 +401,9 @@ impl KmemContext {
         }
         if old != 0 {
             // SAFETY: `old` came from Arc::into_raw in a previous set_owner and
-            // is dropped exactly once, here; no reader can still use it (above).
+            // is dropped exactly once, here (the swap took it out of `owner`);
+            // no reader can still use it: both reader counters were seen at 0
+            // after the swap, so every section that read `old` has left.
             drop(unsafe { Arc::from_raw(old as *const GroupInner) });
         }
     }
@@ -424,8 +439,13 @@ impl std::ops::Deref for CtxRef {
 #[derive(Clone, Copy)]
 pub(crate) struct CtxPtr(NonNull<KmemContext>);
 
-// SAFETY: a CtxPtr is only dereferenced under the context lock while the
-// context is listed (see above); KmemContext itself is Sync.
+// SAFETY: a CtxPtr is only dereferenced by a thread that holds its
+// hierarchy's context lock, while the context is on a reparented list (which
+// destruction leaves, under the same lock, before it frees the context) or
+// counted by its group (`get`): the pointer is as valid on whichever thread
+// holds the lock.
+// A KmemContext is atomics and an `Arc<Common>`, all Sync (under loom also
+// the `alive` cell of `()`, whose every access loom itself checks).
 unsafe impl Send for CtxPtr {}
 
 impl CtxPtr {
@@ -434,8 +454,12 @@ impl CtxPtr {
     }
 
     pub(crate) fn get(&self) -> &KmemContext {
-        // SAFETY: see the type's contract: listed contexts are alive, and
-        // callers hold the context lock, which destruction needs to unlist.
+        // SAFETY: every caller (the reparented lists of `group.rs`) holds the
+        // hierarchy's context lock, and the pointer is either on a reparented
+        // list, whose contexts destruction unlists under that lock before it
+        // frees them, or (in `reparent_contexts`) the group's own context,
+        // which the group's counted CtxRef keeps alive: either way the
+        // context at `self.0` lives until the lock is released.
         unsafe { self.0.as_ref() }
     }
 }

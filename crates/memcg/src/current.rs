@@ -116,7 +116,11 @@ pub(crate) fn release_vanished() {
         let cell = unsafe { &*(p as *const Cell<*const GroupInner>) };
         let g = cell.replace(ptr::null());
         if !g.is_null() {
-            // SAFETY: as above: the cell's counted reference, taken out once.
+            // SAFETY: a non-null value in a CURRENT cell is always a counted
+            // reference that `set` made with `Arc::into_raw` (a thread stopped
+            // inside `set` leaves the one in flight in a register, not in the
+            // cell). `replace` left null in the cell and its thread is gone,
+            // so this is the only `from_raw` of that count: dropped once.
             drop(unsafe { Arc::from_raw(g) });
         }
     }

@@ -262,7 +262,11 @@ pub(crate) fn was_freed(ptr: *const u8) -> bool {
 unsafe fn release(addr: usize, bin: Option<usize>, pages: usize) {
     match bin {
         Some(bin) if keep_local(addr, bin) => {}
-        // SAFETY: forwarded contract.
+        // SAFETY: this fn's contract: `addr` is the run of bin `bin` that
+        // `alloc` took (from `runs::take`, directly or through a thread's kept
+        // run, which came from it too), and nothing uses it any more; and
+        // `keep_local` declined it, so no thread's slot holds it either. That
+        // is what `runs::put` asks.
         Some(bin) => unsafe { runs::put(addr, bin) },
         None => runs::unmap(addr, pages * PAGE_SIZE),
     }

@@ -204,7 +204,12 @@ impl Cache {
             if self.bytes <= max_bytes && now.saturating_sub(freed) < decay_ms {
                 break;
             }
-            // SAFETY: as above; unlinked, the run is ours to chain.
+            // SAFETY: `run` is `self.oldest`, not null, so it is linked in
+            // this cache, and `&mut self` is reached only through the CACHE
+            // lock's guard: `unlink`'s contract holds. Unlinked, no list
+            // reaches the run, and it stays mapped until `unmap_all` (after
+            // the lock), so its header is ours alone to reuse as the link of
+            // the evicted chain.
             unsafe {
                 self.unlink(run);
                 (*run).older = evicted;

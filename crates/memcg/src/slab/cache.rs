@@ -65,7 +65,11 @@ type Lrus = HashMap<usize, Lru>;
 // SAFETY: the slot pointers are caches (Sync), and the vector is only used
 // under its mutex.
 unsafe impl Send for RootCache {}
-// SAFETY: as above.
+// SAFETY: every field but the slot vector is Sync of itself (`own` is a
+// `&'static Cache`, and `Cache` is Sync below). The vector's `*const Cache`
+// entries are read and written only under its mutex, and each non-null one
+// points at a leaked `Cache` that is never freed and is Sync, so a thread
+// that reads an entry through a shared `&RootCache` may use it as any other.
 unsafe impl Sync for RootCache {}
 
 static ROOTS: Mutex<Vec<&'static RootCache>> = Mutex::new(Vec::new());
@@ -402,7 +406,10 @@ pub(crate) struct Cache {
 // SAFETY: `ident` is written only while the cache has no user (made, or
 // recycled after destruction), all else is atomics or mutexes.
 unsafe impl Sync for Cache {}
-// SAFETY: as above.
+// SAFETY: the one field that is not Send of itself is `ident`, for its
+// `root` pointer: it points at a leaked `RootCache`, which is never freed and
+// is Sync, so it means the same on any thread; `ident.ctx` is a `CtxRef`,
+// which is Send, and the slab links in `lists` are a Send `SlabList`.
 unsafe impl Send for Cache {}
 
 /// The child caches billing through each kmem context (the seed's
@@ -457,8 +464,18 @@ impl Cache {
         }))
     }
 
+    /// Point the cache, just made, at its root.
+    ///
+    /// # Safety
+    /// No other thread reads the cache's `ident` yet: it comes straight from
+    /// [`Cache::make`] and no slot, slab, heap or root refers to it.
     unsafe fn set_root(&self, root: &'static RootCache) {
-        // SAFETY: caller's contract: the cache is not shared yet.
+        // SAFETY: by this fn's contract nothing reads `ident` meanwhile
+        // (`root_cache` calls it on `own` before the root holding `own` goes
+        // on ROOTS or in BY_INDEX, its only ways to other threads; a stale
+        // remote free may still lock a recycled cache, but reads its `ident`
+        // only for a slab it owns, and `own` owns none yet): this write
+        // through the UnsafeCell races no read.
         unsafe { (*self.ident.get()).root = root };
     }
 
@@ -613,11 +630,19 @@ impl Cache {
     /// # Safety
     /// The caller owns `slab`, a slab of this cache, on no list.
     pub(crate) unsafe fn release(&'static self, slab: &'static Slab) {
-        // SAFETY: caller's contract.
+        // SAFETY: `protocol::release` asks what this fn's contract gives:
+        // the caller owns `slab`, a slab of this cache, and it is on no list,
+        // so no other thread links, unlinks or collects it until `release`
+        // gives it up under the cache lock.
         unsafe { protocol::release(self, slab) }
     }
 
-    /// Return an empty, unlisted slab's span and uncharge it. Cache lock held.
+    /// Return an empty, unlisted slab's span and uncharge it.
+    ///
+    /// # Safety
+    /// Cache lock held; this cache took `slab`'s span (counted its pages,
+    /// charged them, holds a reference for it), and no object, owner or list
+    /// uses the span any more.
     unsafe fn free_slab(&'static self, slab: &'static Slab) {
         let pages = slab.pages();
         // SAFETY: the slab is empty and on no list: nobody uses the span.
@@ -729,8 +754,11 @@ impl CacheOps for &'static Cache {
 
     #[inline]
     unsafe fn free_slab(self, _l: &mut Lists, slab: &'static Slab) {
-        // SAFETY: caller's contract (cache lock held, the slab empty,
-        // unowned and unlisted).
+        // SAFETY: the trait's contract gives what `Cache::free_slab` asks:
+        // the caller holds this cache's lock (`_l`, the lists, is reached only
+        // through its guard), and `slab` is a slab of this cache (made by its
+        // `new_slab`, which counted and charged the span and took a
+        // reference), empty, unowned and on no list.
         unsafe { Cache::free_slab(self, slab) }
     }
 }

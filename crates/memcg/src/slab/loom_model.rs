@@ -148,7 +148,10 @@ impl SlabOps for &ModelSlab {
         })
     }
     unsafe fn has_local_free(self) -> bool {
-        // SAFETY: caller's contract.
+        // SAFETY: `used` has this fn's contract (SlabOps): the caller owns
+        // the slab, or holds the cache lock while it is unowned, so no write
+        // to the count races this read (and loom's cell checks that it does
+        // not).
         unsafe { self.used() < CAPACITY }
     }
     unsafe fn collect(self, owned: bool) -> usize {

@@ -194,7 +194,9 @@ impl SlabCache {
     /// `ptr` must come from `alloc_raw` of some cache and be freed once.
     #[inline]
     pub unsafe fn free_raw(ptr: NonNull<u8>) {
-        // SAFETY: forwarded contract.
+        // SAFETY: this fn's contract is that `ptr` came from `alloc_raw`,
+        // that is from `heap::alloc` of some cache, and is freed once, here:
+        // so it is a live object of ours, freed once, as `heap::free` asks.
         unsafe { heap::free(ptr.as_ptr()) }
     }
 

@@ -139,7 +139,8 @@ pub(crate) trait CacheOps: Copy {
     /// slab's reference to the cache ([`put`]).
     ///
     /// # Safety
-    /// Cache lock held (`l`); `s` is empty, unowned and on no list.
+    /// Cache lock held (`l`); `s` is a slab of this cache, empty, unowned
+    /// and on no list.
     unsafe fn free_slab(self, l: &mut Self::Lists, s: Self::Slab);
 }
 
@@ -164,7 +165,13 @@ pub(crate) fn put<C: CacheOps>(c: C) {
 /// # Safety
 /// Cache lock held (`l`); `s` is an unowned slab of `c` on no list.
 pub(crate) unsafe fn place<C: CacheOps>(c: C, l: &mut C::Lists, s: C::Slab) {
-    // SAFETY: caller's contract.
+    // SAFETY: this fn's contract is that the caller holds `c`'s lock (`l`)
+    // and `s` is an unowned slab of `c` on no list. So `used` and
+    // `has_local_free` may read its counts (cache lock held while unowned);
+    // `link` gets an unowned slab of the cache on no list; and `free_slab`
+    // gets, besides, an empty one: `used() == 0` just now, and the count
+    // cannot change meanwhile, since with no owner only a holder of the
+    // cache lock (we are) pops or collects.
     unsafe {
         if s.used() == 0 {
             if is_dead(c) || l.len(ListKind::Empty) >= EMPTY_KEEP {
