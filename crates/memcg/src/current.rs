@@ -22,9 +22,6 @@ use std::ptr;
 
 thread_local! {
     static CURRENT: Cell<*const GroupInner> = const { Cell::new(ptr::null()) };
-    /// The kmem context of `CURRENT` (null in the root): valid while CURRENT
-    /// holds the group, which holds it.
-    static CURRENT_CTX: Cell<*const KmemContext> = const { Cell::new(ptr::null()) };
     /// Whether the thread follows the default group: never attached to a
     /// group (nor detached to the root) by the front end.
     static FOLLOWS_DEFAULT: Cell<bool> = const { Cell::new(true) };
@@ -216,6 +213,17 @@ fn adopt_default(gen: u64) {
     drop(set(group.filter(|g| !g.is_root())));
 }
 
+/// The allocator's hook for a change of the calling thread's context (the
+/// slab layer's heap follows it), registered from above.
+static ON_SWITCH: std::sync::atomic::AtomicPtr<()> =
+    std::sync::atomic::AtomicPtr::new(ptr::null_mut());
+
+/// Register `hook`, called by [`set`] with the thread's new context (null:
+/// the root) after every change of its group.
+pub(crate) fn on_switch(hook: fn(*const KmemContext)) {
+    ON_SWITCH.store(hook as *mut (), std::sync::atomic::Ordering::Release);
+}
+
 /// Make `group` (`None`: the root) the calling thread's group; returns the
 /// reference to the group it was in. A no-op returning `None` during thread
 /// teardown, once the cells are gone.
@@ -228,8 +236,14 @@ pub(crate) fn set(group: Option<Arc<GroupInner>>) -> Option<Arc<GroupInner>> {
         .and_then(|g| g.ctx.as_ref())
         .map_or(ptr::null(), |c| c.as_ptr());
     let new = group.map_or(ptr::null(), Arc::into_raw);
-    let _ = CURRENT_CTX.try_with(|c| c.set(ctx));
     let old = CURRENT.try_with(|c| c.replace(new)).unwrap_or(ptr::null());
+    let hook = ON_SWITCH.load(std::sync::atomic::Ordering::Acquire);
+    if !hook.is_null() {
+        // SAFETY: a non-null ON_SWITCH was stored by `on_switch` from a
+        // `fn(*const KmemContext)`.
+        let hook: fn(*const KmemContext) = unsafe { std::mem::transmute(hook) };
+        hook(ctx);
+    }
     // SAFETY: a non-null value of CURRENT came from Arc::into_raw here, and
     // the cell no longer holds it.
     (!old.is_null()).then(|| unsafe { Arc::from_raw(old) })
@@ -258,13 +272,6 @@ pub(crate) fn current_group() -> Option<Arc<GroupInner>> {
 #[inline]
 pub(crate) fn current_ptr() -> *const GroupInner {
     CURRENT.with(|c| c.get())
-}
-
-/// The calling thread's kmem context as a raw pointer (null in the root),
-/// for the shared-slab fast path.
-#[inline]
-pub(crate) fn current_ctx_ptr() -> *const KmemContext {
-    CURRENT_CTX.with(|c| c.get())
 }
 
 /// A counted reference to the calling thread's group's kmem context, `None`

@@ -58,7 +58,7 @@ pub fn global() -> &'static crate::Hierarchy {
 pub struct MemcgAlloc;
 
 /// The kmalloc class serving `layout`, if a slab one does.
-#[inline]
+#[inline(always)]
 fn small_class(layout: Layout) -> Option<usize> {
     if layout.align() <= 16 {
         crate::slab::kmalloc_class(layout.size())
@@ -94,13 +94,8 @@ unsafe impl GlobalAlloc for MemcgAlloc {
             return unsafe { System.alloc(layout) };
         }
         match small_class(layout) {
-            Some(class) => crate::slab::kmalloc_global(class),
-            None => large_alloc(
-                layout,
-                limit_policy() == LimitPolicy::Overcharge,
-                None,
-                false,
-            ),
+            Some(class) => crate::slab::fast::kmalloc(class),
+            None => large_alloc_global(layout),
         }
     }
 
@@ -117,7 +112,7 @@ unsafe impl GlobalAlloc for MemcgAlloc {
         }
         match small_class(layout) {
             Some(class) => {
-                let p = crate::slab::kmalloc_global(class);
+                let p = crate::slab::fast::kmalloc(class);
                 if !p.is_null() {
                     // SAFETY: a slab object of at least layout.size() bytes.
                     unsafe { ptr::write_bytes(p, 0, layout.size()) };
@@ -169,17 +164,51 @@ fn is_slab(p: *mut u8) -> bool {
     segment::is_slab_address(p as usize)
 }
 
-/// Free a block from any of the three sources.
+/// The global allocator's large blocks: out of line, so that the small
+/// path keeps no frame.
+#[inline(never)]
+fn large_alloc_global(layout: Layout) -> *mut u8 {
+    large_alloc(
+        layout,
+        limit_policy() == LimitPolicy::Overcharge,
+        None,
+        false,
+    )
+}
+
+/// Free a block from any of the three sources: a slab object in the
+/// reserved region on the inline fast path, anything else out of line.
 ///
 /// # Safety
-/// `ptr` came from [`MemcgAlloc`] (or a [`GroupAllocator`]) with `layout`.
+/// `ptr` came from [`MemcgAlloc`] (or a [`GroupAllocator`]) with `layout`,
+/// and is freed once.
 #[inline(always)]
 pub(crate) unsafe fn free_any(ptr: *mut u8, layout: Layout) {
+    if crate::slab::fast::in_region(ptr as usize) {
+        // SAFETY: the address lies in a committed segment of ours, and the
+        // caller frees a block we handed out, once: a slab object.
+        unsafe { crate::slab::fast::free(ptr) };
+    } else {
+        // SAFETY: the caller's contract, for a pointer outside the region.
+        unsafe { free_outside(ptr, layout) };
+    }
+}
+
+/// [`free_any`] outside the reserved region: slab objects of segments
+/// mapped one by one (no region, or it was used up), large blocks, and the
+/// system allocator's.
+///
+/// # Safety
+/// As [`free_any`].
+#[inline(never)]
+unsafe fn free_outside(ptr: *mut u8, layout: Layout) {
+    crate::slab::heap::refresh_region();
     if is_slab(ptr) {
-        // SAFETY: a slab object of ours, freed once.
+        // SAFETY: a segment of ours holds the address (its map bit is set),
+        // and the caller frees a block we handed out, once.
         unsafe { crate::slab::heap::free(ptr) };
     } else {
-        // SAFETY: forwarded.
+        // SAFETY: the caller's contract, for a pointer outside our slabs.
         unsafe { free_not_slab(ptr, layout) };
     }
 }

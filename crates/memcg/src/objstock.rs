@@ -1,24 +1,33 @@
 //! Layer 3: per-thread object stocks (the kernel's `obj_stock`), for byte
 //! charges of shared slab objects (S11).
 //!
-//! A stock caches one kmem context, bytes already charged through it and not
-//! yet used, and the change of the `slab` statistic not yet applied. An
-//! object of a shared cache takes its bytes (slot plus object-vector entry)
-//! from the allocating thread's stock, and gives them back to the freeing
-//! thread's stock when that stock caches the object's context: both only
-//! touch the thread's own cells. The page counter sees whole pages only, in
-//! the cold paths here: a refill charges pages, a drain uncharges whole pages
-//! and leaves the sub-page remainder with the context (`nr_bytes`, the
-//! kernel's `nr_charged_bytes`), which moves with it on reparenting.
+//! A stock has two slots. The *own* slot caches the context the thread
+//! allocates for and a *budget*: bytes already charged through it and not
+//! yet used. An allocation subtracts its object's bytes from the budget and
+//! a free of an object of that context adds them back: one thread-local
+//! add each, no compare of the context on allocation (the heap keeps its
+//! slabs in step with the slot's context). The `slab` statistics are not
+//! counted per object: the bytes objects took since the last flush are the
+//! budget's fall (`base - budget`), applied when a slow path passes anyway,
+//! so at most about a page of them is pending (Waiman Long's 2021 batching
+//! of obj_stock statistics). In the root the own slot has no context and an
+//! endless budget: nothing is charged and the statistics are never applied
+//! (S10).
+//!
+//! The *foreign* slot takes the frees of another context's objects (a
+//! thread freeing what another tenant allocated), so that such frees do not
+//! thrash the own slot. Both slots keep under [`STOCK_MAX`] bytes; the page
+//! counter sees whole pages only, in the cold paths here: a refill charges
+//! pages, an overflow or a drain uncharges whole pages and leaves the
+//! sub-page remainder with the context (`nr_bytes`, the kernel's
+//! `nr_charged_bytes`), which moves with it on reparenting.
 //!
 //! Every page charged through a stock holds a reference on its context, so a
 //! context lives while any byte charged through it does: an object alive in
 //! a shared slab keeps its context alive without a per-object count.
 //!
 //! Stocks are drained on a group change, at thread exit, by
-//! `flush_thread_cache` and by a quiesce on their own thread; a thread's
-//! undrained stock holds less than [`STOCK_MAX`] bytes of slack and the same
-//! bound of unapplied statistics.
+//! `flush_thread_cache` and by a quiesce on their own thread.
 
 use crate::charge;
 use crate::context::{CtxRef, KmemContext};
@@ -29,21 +38,37 @@ use crate::PAGE_SIZE;
 use std::cell::Cell;
 use std::ptr;
 
-/// The most pre-charged bytes a stock keeps: beyond it, whole pages go back
+/// The most pre-charged bytes a slot keeps: beyond it, whole pages go back
 /// (the kernel drains an obj_stock above a page too). So the slack all
-/// stocks hold for a group is under a page per thread, which a charge at the
-/// group's limit cannot drain from other threads.
+/// stocks hold for a group is under two pages per thread, which a charge at
+/// the group's limit cannot drain from other threads.
 pub(crate) const STOCK_MAX: usize = PAGE_SIZE;
+
+/// The budget of the own slot in the root: never runs out in practice
+/// (refreshed by the slow path when it falls below half).
+const ROOT_BUDGET: isize = 1 << 60;
 
 /// One thread's object stock. Owner thread only (it lives in thread-locals).
 pub(crate) struct ObjStock {
-    /// A counted context reference (`CtxRef::into_raw`), or null.
+    /// The own slot's budget (see the module doc). The allocation fast path
+    /// subtracts first and goes slow when the result is negative; the free
+    /// fast path adds first and goes slow above [`STOCK_MAX`]: the slow
+    /// paths take the fast path's change back before anything else.
+    budget: Cell<isize>,
+    /// The own slot's context: a counted reference (`CtxRef::into_raw`), or
+    /// null (the root: endless budget, nothing charged).
     ctx: Cell<*const KmemContext>,
-    /// Bytes charged through `ctx` and not used by any object.
-    bytes: Cell<usize>,
-    /// Bytes of `slab_unreclaimable` and `slab_reclaimable` (by
-    /// [`SlabKind`]) not yet applied to `ctx`'s owner.
-    slab: [Cell<isize>; 2],
+    /// `budget` plus the bytes of objects already in the statistics: the
+    /// statistics lag by `base - budget`.
+    base: Cell<isize>,
+    /// Of that lag, the bytes of reclaimable objects (`slab_reclaimable`;
+    /// the rest is `slab_unreclaimable`).
+    reclaimable: Cell<isize>,
+    /// The foreign slot: a counted context reference or null, the bytes
+    /// its objects' frees gave back, and their statistics.
+    fctx: Cell<*const KmemContext>,
+    fbytes: Cell<usize>,
+    fslab: [Cell<isize>; 2],
 }
 
 /// Which `slab_*` statistic an object counts in.
@@ -73,49 +98,82 @@ impl SlabKind {
 impl ObjStock {
     pub(crate) const fn new() -> ObjStock {
         ObjStock {
+            budget: Cell::new(ROOT_BUDGET),
             ctx: Cell::new(ptr::null()),
-            bytes: Cell::new(0),
-            slab: [Cell::new(0), Cell::new(0)],
+            base: Cell::new(ROOT_BUDGET),
+            reclaimable: Cell::new(0),
+            fctx: Cell::new(ptr::null()),
+            fbytes: Cell::new(0),
+            fslab: [Cell::new(0), Cell::new(0)],
         }
     }
 
-    /// Whether the stock holds `need` bytes charged through `ctx`. The fast
-    /// path: thread-local cells only.
+    /// The allocation fast path: take `need` bytes from the budget; false
+    /// when it ran out, with the bytes taken anyway (the slow path calls
+    /// [`untake`](Self::untake) first).
     #[inline(always)]
-    pub(crate) fn can_consume(&self, ctx: *const KmemContext, need: usize) -> bool {
-        self.ctx.get() == ctx && self.bytes.get() >= need
+    pub(crate) fn take(&self, need: usize) -> bool {
+        let b = self.budget.get() - need as isize;
+        self.budget.set(b);
+        b >= 0
     }
 
-    /// Take `need` bytes for a new object, after [`can_consume`](Self::can_consume).
+    /// Undo a failed [`take`](Self::take).
     #[inline(always)]
-    pub(crate) fn consume(&self, need: usize, kind: SlabKind) {
-        self.bytes.set(self.bytes.get() - need);
-        self.add_slab(kind, need as isize);
+    pub(crate) fn untake(&self, need: usize) {
+        self.budget.set(self.budget.get() + need as isize);
     }
 
+    /// The free fast path: give `need` bytes of an object charged through
+    /// `ctx` back to the budget, if `ctx` is the own slot's and the budget
+    /// stays under [`STOCK_MAX`]; false otherwise, with nothing changed.
     #[inline(always)]
-    fn add_slab(&self, kind: SlabKind, bytes: isize) {
-        let cell = &self.slab[kind as usize];
-        cell.set(cell.get() + bytes);
-    }
-
-    /// Give back the `need` bytes of a freed object charged through `ctx`,
-    /// if the stock caches `ctx` and has room. The fast path.
-    #[inline(always)]
-    pub(crate) fn try_return(&self, ctx: *const KmemContext, need: usize, kind: SlabKind) -> bool {
-        let bytes = self.bytes.get() + need;
-        if self.ctx.get() != ctx || bytes > STOCK_MAX {
+    pub(crate) fn give(&self, ctx: *const KmemContext, need: usize) -> bool {
+        if self.ctx.get() != ctx {
             return false;
         }
-        self.bytes.set(bytes);
-        self.add_slab(kind, -(need as isize));
+        let b = self.budget.get() + need as isize;
+        if b > STOCK_MAX as isize {
+            return false;
+        }
+        self.budget.set(b);
         true
     }
 
-    /// Charge `need` bytes through `ctx` for a new object: switch the stock
-    /// to `ctx` (draining what it held), take the context's sub-page
-    /// remainder, and charge whole pages for the rest (S5: to a live group;
-    /// at a limit: reclaim, then fail or, with `nofail`, overcharge).
+    /// The own slot's context (null: the root).
+    #[inline(always)]
+    pub(crate) fn ctx(&self) -> *const KmemContext {
+        self.ctx.get()
+    }
+
+    /// Count `bytes` (negative: freed) of reclaimable objects among those
+    /// the own slot's budget paid for or took back.
+    #[inline]
+    pub(crate) fn note_reclaimable(&self, bytes: isize) {
+        self.reclaimable.set(self.reclaimable.get() + bytes);
+    }
+
+    /// Make the own slot serve `ctx` (`None`: the root), draining what it
+    /// held for another context. A new group context starts with an empty
+    /// budget: the first allocation charges.
+    pub(crate) fn switch(&self, ctx: Option<&CtxRef>) {
+        let p = ctx.map_or(ptr::null(), CtxRef::as_ptr);
+        if self.ctx.get() == p {
+            return;
+        }
+        self.drain_own();
+        if let Some(ctx) = ctx {
+            self.ctx.set(ctx.clone().into_raw());
+            self.budget.set(0);
+            self.base.set(0);
+        }
+    }
+
+    /// Charge `need` bytes through `ctx` for a new object (the own slot
+    /// switches to `ctx` if needed): take the context's sub-page remainder,
+    /// and charge whole pages for the rest (S5: to a live group; at a limit:
+    /// reclaim, then fail or, with `nofail`, overcharge). On success the
+    /// bytes are taken from the budget.
     #[cold]
     #[inline(never)]
     pub(crate) fn charge(
@@ -125,96 +183,201 @@ impl ObjStock {
         kind: SlabKind,
         nofail: bool,
     ) -> Result<()> {
-        if self.ctx.get() != ctx.as_ptr() {
-            self.drain();
-            self.ctx.set(ctx.clone().into_raw());
+        self.switch(Some(ctx));
+        self.flush_stat_batched();
+        let need = need as isize;
+        if self.budget.get() < need {
+            let rem = ctx.nr_bytes.swap(0, AcqRel) as isize;
+            self.add_precharged(rem);
         }
-        self.flush_stat(ctx);
-        if self.bytes.get() < need {
-            self.bytes
-                .set(self.bytes.get() + ctx.nr_bytes.swap(0, AcqRel));
-        }
-        if self.bytes.get() < need {
-            let pages = (need - self.bytes.get()).div_ceil(PAGE_SIZE);
+        if self.budget.get() < need {
+            let pages = (need - self.budget.get()) as usize;
+            let pages = pages.div_ceil(PAGE_SIZE);
             // Reclaim at a limit may free objects on this very thread, which
             // come back to this stock: hold its contents aside meanwhile and
             // drain whatever those frees leave in it.
-            let held = (self.ctx.replace(ptr::null()), self.bytes.replace(0));
+            let held = self.take_own();
             let charged = charge::charge(ctx, pages, Stat::Kernel, nofail);
-            self.drain();
-            self.ctx.set(held.0);
-            self.bytes.set(held.1);
+            self.drain_own();
+            self.put_own(held);
             charged?;
             ctx.get_refs(pages);
-            self.bytes.set(self.bytes.get() + pages * PAGE_SIZE);
+            self.add_precharged((pages * PAGE_SIZE) as isize);
         }
-        self.consume(need, kind);
+        self.budget.set(self.budget.get() - need);
+        if kind == SlabKind::Reclaimable {
+            self.note_reclaimable(need);
+        }
         Ok(())
     }
 
-    /// Give back the bytes of a freed object whose context the stock does
-    /// not cache, or that overflow it. `ctx` is alive: the object's bytes
-    /// are still charged through it, and we take a reference before they
-    /// are not.
+    /// Bytes charged (or taken from the context's remainder) join the
+    /// budget: not object bytes, so `base` moves with them.
+    fn add_precharged(&self, bytes: isize) {
+        self.budget.set(self.budget.get() + bytes);
+        self.base.set(self.base.get() + bytes);
+    }
+
+    /// Give back the bytes of a freed object the fast path did not take:
+    /// its context is not the own slot's, or the budget overflowed. `ctx` is
+    /// alive: the object's bytes are still charged through it, and we take a
+    /// reference before they are not.
     ///
     /// # Safety
     /// `ctx` is the context recorded for a live object being freed by the
     /// caller, and `need` its charged bytes.
     #[cold]
     #[inline(never)]
-    pub(crate) unsafe fn uncharge(
-        &self,
-        ctx: *const KmemContext,
-        need: usize,
-        kind: SlabKind,
-        adopt: bool,
-    ) {
-        // SAFETY: the object's charge keeps the context alive (its pages hold
-        // references), and the clone is taken before the bytes are given up.
-        let ctx = unsafe { CtxRef::clone_raw(ctx) };
-        if self.ctx.get() == ctx.as_ptr() {
+    pub(crate) unsafe fn uncharge(&self, ctx: *const KmemContext, need: usize, kind: SlabKind) {
+        if self.ctx.get() == ctx {
             // Overflow: keep the sub-page remainder, return whole pages.
-            let bytes = self.bytes.get() + need;
-            self.add_slab(kind, -(need as isize));
-            self.flush_stat(&ctx);
-            self.bytes.set(bytes % PAGE_SIZE);
-            uncharge_pages(&ctx, bytes / PAGE_SIZE);
-        } else if adopt {
-            // As the kernel's refill_obj_stock: the stock follows the frees
-            // while the thread does not need it for its own allocations.
-            self.drain();
-            self.bytes.set(need);
-            self.add_slab(kind, -(need as isize));
-            self.ctx.set(ctx.into_raw());
-        } else {
-            ctx.with_owner(|g| g.stat_add(kind.stat(), -(need as isize)));
-            return_bytes(&ctx, need);
+            self.budget.set(self.budget.get() + need as isize);
+            if kind == SlabKind::Reclaimable {
+                self.note_reclaimable(-(need as isize));
+            }
+            self.flush_stat_batched();
+            let b = self.budget.get().max(0) as usize;
+            let pages = b / PAGE_SIZE;
+            if pages > 0 {
+                self.add_precharged(-((pages * PAGE_SIZE) as isize));
+                // SAFETY: the own slot holds a counted reference.
+                let c = unsafe { CtxRef::clone_raw(ctx) };
+                uncharge_pages(&c, pages);
+            }
+            return;
+        }
+        if self.fctx.get() != ctx {
+            self.drain_foreign();
+            // SAFETY: the object's charge keeps the context alive (its pages
+            // hold references), and the clone is taken before the bytes are
+            // given up.
+            self.fctx.set(unsafe { CtxRef::clone_raw(ctx) }.into_raw());
+        }
+        let cell = &self.fslab[kind as usize];
+        cell.set(cell.get() - need as isize);
+        self.fbytes.set(self.fbytes.get() + need);
+        if self.fbytes.get() > STOCK_MAX {
+            let pages = self.fbytes.get() / PAGE_SIZE;
+            self.fbytes.set(self.fbytes.get() % PAGE_SIZE);
+            // SAFETY: the foreign slot holds a counted reference.
+            let c = unsafe { CtxRef::clone_raw(ctx) };
+            self.flush_foreign_stat(&c);
+            uncharge_pages(&c, pages);
         }
     }
 
-    /// Whether the stock caches `ctx`.
-    #[inline(always)]
-    pub(crate) fn holds(&self, ctx: *const KmemContext) -> bool {
-        self.ctx.get() == ctx
+    /// Return every pre-charged byte: apply the statistics, uncharge whole
+    /// pages, leave the remainders with the contexts. The own slot keeps its
+    /// context with an empty budget (the heap's current slabs still serve
+    /// it); the foreign slot lets go of its.
+    pub(crate) fn drain(&self) {
+        let p = self.ctx.get();
+        if !p.is_null() {
+            self.flush_stat();
+            let budget = self.budget.replace(0).max(0) as usize;
+            self.base.set(0);
+            // SAFETY: the own slot's counted reference keeps the context
+            // alive; the view is not dropped.
+            let ctx = std::mem::ManuallyDrop::new(unsafe { CtxRef::from_raw(p) });
+            return_bytes(&ctx, budget);
+        }
+        self.drain_foreign();
     }
 
-    /// Return everything: apply the statistics, uncharge whole pages, leave
-    /// the remainder with the context, drop the reference.
-    pub(crate) fn drain(&self) {
-        let p = self.ctx.replace(ptr::null());
+    /// [`drain`](Self::drain), and let go of the own slot's context too: the
+    /// root's endless budget is back. The caller's heap must then hold no
+    /// current slab uniform for another context (thread exit, a flush).
+    pub(crate) fn release(&self) {
+        self.drain_own();
+        self.drain_foreign();
+    }
+
+    /// Refresh the root's budget when it has run low (slow paths).
+    pub(crate) fn refresh_root(&self) {
+        if self.ctx.get().is_null() && self.budget.get() < ROOT_BUDGET / 2 {
+            self.budget.set(ROOT_BUDGET);
+            self.base.set(ROOT_BUDGET);
+        }
+    }
+
+    fn drain_own(&self) {
+        let (p, budget) = self.take_own();
         if p.is_null() {
             return;
         }
-        // SAFETY: a non-null `ctx` is the stock's counted reference, taken
-        // out of the cell exactly once here.
+        // SAFETY: a non-null own context is the slot's counted reference,
+        // taken out of the cell exactly once by `take_own`.
         let ctx = unsafe { CtxRef::from_raw(p) };
-        self.flush_stat(&ctx);
-        return_bytes(&ctx, self.bytes.replace(0));
+        return_bytes(&ctx, budget.max(0) as usize);
     }
 
-    fn flush_stat(&self, ctx: &CtxRef) {
+    /// Empty the own slot (statistics applied), leaving the root's budget;
+    /// returns its context reference (raw) and budget.
+    fn take_own(&self) -> (*const KmemContext, isize) {
+        self.flush_stat();
+        let p = self.ctx.replace(ptr::null());
+        let budget = self.budget.replace(ROOT_BUDGET);
+        self.base.set(ROOT_BUDGET);
+        self.reclaimable.set(0);
+        (p, if p.is_null() { 0 } else { budget })
+    }
+
+    /// Put back what [`take_own`](Self::take_own) returned, into an empty
+    /// own slot.
+    fn put_own(&self, (p, budget): (*const KmemContext, isize)) {
+        if p.is_null() {
+            return;
+        }
+        self.ctx.set(p);
+        self.budget.set(budget);
+        self.base.set(budget);
+    }
+
+    fn drain_foreign(&self) {
+        let p = self.fctx.replace(ptr::null());
+        if p.is_null() {
+            return;
+        }
+        // SAFETY: the foreign slot's counted reference, taken out once.
+        let ctx = unsafe { CtxRef::from_raw(p) };
+        self.flush_foreign_stat(&ctx);
+        return_bytes(&ctx, self.fbytes.replace(0));
+    }
+
+    /// Apply the own slot's pending statistics once they are a page's worth
+    /// (or any reclaimable bytes are pending: those are rare and exact).
+    fn flush_stat_batched(&self) {
+        let lag = self.base.get() - self.budget.get();
+        if lag.unsigned_abs() >= PAGE_SIZE || self.reclaimable.get() != 0 {
+            self.flush_stat();
+        }
+    }
+
+    /// Apply the own slot's pending statistics.
+    fn flush_stat(&self) {
+        let p = self.ctx.get();
+        let lag = self.base.get() - self.budget.get();
+        self.base.set(self.budget.get());
+        let reclaimable = self.reclaimable.replace(0);
+        if p.is_null() || (lag == 0 && reclaimable == 0) {
+            return;
+        }
+        // SAFETY: the own slot's counted reference keeps the context alive;
+        // the view is not dropped.
+        let ctx = std::mem::ManuallyDrop::new(unsafe { CtxRef::from_raw(p) });
+        ctx.with_owner(|g| {
+            if lag - reclaimable != 0 {
+                g.stat_add(Stat::SlabUnreclaimable, lag - reclaimable);
+            }
+            if reclaimable != 0 {
+                g.stat_add(Stat::SlabReclaimable, reclaimable);
+            }
+        });
+    }
+
+    fn flush_foreign_stat(&self, ctx: &CtxRef) {
         for kind in [SlabKind::Unreclaimable, SlabKind::Reclaimable] {
-            let delta = self.slab[kind as usize].replace(0);
+            let delta = self.fslab[kind as usize].replace(0);
             if delta != 0 {
                 ctx.with_owner(|g| g.stat_add(kind.stat(), delta));
             }

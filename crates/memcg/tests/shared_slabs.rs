@@ -1,15 +1,21 @@
 //! Shared slabs with per-object kmem contexts, the default (DESIGN.md S11, and
 //! S3 and S8 with it): objects of all groups share slabs, each is charged in
-//! bytes (its slot plus its object-vector entry) through the thread's object
-//! stock, and a removed group leaves its context and nothing more.
+//! bytes through the thread's object stock — its slot, plus its object-vector
+//! entry where the slab has a vector (a second context allocated from it) —
+//! and a removed group leaves its context and nothing more.
 
 use memcg::{Hierarchy, Leftovers, SlabCache, SlabObject, PAGE_SIZE};
 use std::thread;
 
-/// Bytes one object of `cache` is charged: its slot and its vector entry.
+/// Bytes one object of `cache` is charged in a slab of one context (no
+/// object vector): its slot.
 fn charged(cache: SlabCache) -> u64 {
-    (cache.slot_size() + std::mem::size_of::<usize>()) as u64
+    cache.slot_size() as u64
 }
+
+/// Bytes of an object-vector entry, charged with each object allocated
+/// into a slab that has a vector.
+const ENTRY: u64 = std::mem::size_of::<usize>() as u64;
 
 fn num(h: &Hierarchy, path: &str, file: &str) -> u64 {
     h.quiesce();
@@ -88,7 +94,10 @@ fn groups_share_slabs() {
     );
     assert_eq!(num(&h, "/a", "memory.current"), PAGE_SIZE as u64);
     assert_eq!(num(&h, "/b", "memory.current"), PAGE_SIZE as u64);
+    // The slab was /a's alone when x was made: x pays its slot; y, made
+    // once /b shares the slab (now with a vector), pays its entry too.
     assert_eq!(stat(&h, "/a", "slab"), charged(cache));
+    assert_eq!(stat(&h, "/b", "slab"), charged(cache) + ENTRY);
     // SAFETY: both came from alloc_raw and are freed once.
     unsafe {
         SlabCache::free_raw(x);
@@ -110,7 +119,11 @@ fn a_free_uncharges_the_objects_own_context() {
     let mut objects = alloc_on_task(&h, "/a", cache, 500);
     objects.extend(alloc_on_task(&h, "/b", cache, 300));
     assert_eq!(stat(&h, "/a", "slab"), 500 * charged(cache));
-    assert_eq!(stat(&h, "/b", "slab"), 300 * charged(cache));
+    // /b's objects that landed in /a's partial slab (then mixed) pay their
+    // vector entry too; the rest sit in slabs of /b alone.
+    let b = stat(&h, "/b", "slab");
+    assert!((300 * charged(cache)..=300 * (charged(cache) + ENTRY)).contains(&b));
+    assert_eq!((b - 300 * charged(cache)) % ENTRY, 0, "{b}");
     let c = h.get("/c").unwrap();
     thread::spawn(move || {
         memcg::without_accounting(|| {
@@ -160,6 +173,61 @@ fn a_removed_group_leaves_only_its_context() {
     assert_eq!(num(&h, "/a", "memory.current"), 0);
     assert_eq!(stat(&h, "/a", "slab"), 0);
     assert_eq!(h.leftovers(), Leftovers::default());
+}
+
+/// S11: a slab keeps one context while all its objects share it and makes
+/// its object vector only when a second context allocates from it; once
+/// its objects are all gone it serves one context again, without a vector
+/// charge.
+#[test]
+fn a_slab_turns_mixed_when_a_second_group_allocates_and_back_when_empty() {
+    let h = Hierarchy::new();
+    let a = h.create("/a").unwrap();
+    let b = h.create("/b").unwrap();
+    let cache = SlabCache::new("shared-mixed-and-back", 96, false).unwrap();
+    let slot = charged(cache);
+    memcg::without_accounting(|| {
+        let in_a: Vec<_> = {
+            let _in = a.enter().unwrap();
+            (0..5).map(|_| cache.alloc_raw().unwrap()).collect()
+        };
+        assert_eq!(stat(&h, "/a", "slab"), 5 * slot, "uniform: slots only");
+        let in_b = {
+            let _in = b.enter().unwrap();
+            cache.alloc_raw().unwrap()
+        };
+        let slab = memcg::slab::slab_of(in_a[0].as_ptr()).unwrap();
+        assert_eq!(memcg::slab::slab_of(in_b.as_ptr()), Some(slab), "same slab");
+        assert_eq!(stat(&h, "/b", "slab"), slot + ENTRY, "mixed: the entry too");
+        assert_eq!(
+            stat(&h, "/a", "slab"),
+            5 * slot,
+            "earlier objects unchanged"
+        );
+        // SAFETY: every pointer came from alloc_raw and is freed once.
+        unsafe {
+            for p in in_a {
+                SlabCache::free_raw(p);
+            }
+            SlabCache::free_raw(in_b);
+        }
+        assert_eq!(num(&h, "/a", "memory.current"), 0);
+        assert_eq!(num(&h, "/b", "memory.current"), 0);
+        // Emptied, the slab serves /b alone again: no entry is charged.
+        let again = {
+            let _in = b.enter().unwrap();
+            cache.alloc_raw().unwrap()
+        };
+        assert_eq!(
+            memcg::slab::slab_of(again.as_ptr()),
+            Some(slab),
+            "the same slab"
+        );
+        assert_eq!(stat(&h, "/b", "slab"), slot, "uniform again");
+        // SAFETY: from alloc_raw, freed once.
+        unsafe { SlabCache::free_raw(again) };
+    });
+    assert_eq!(num(&h, "/b", "memory.current"), 0);
 }
 
 /// Consistency (§3) with byte charges: `memory.current == anon + file +

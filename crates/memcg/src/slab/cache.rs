@@ -336,7 +336,11 @@ impl Lists {
             ListKind::Partial => &mut self.partial,
             ListKind::Full => &mut self.full,
             ListKind::Empty => &mut self.empty,
-            ListKind::None | ListKind::HeapAvail | ListKind::HeapFull => crate::internal::broken(
+            ListKind::None
+            | ListKind::HeapAvail
+            | ListKind::HeapFull
+            | ListKind::HandleAvail
+            | ListKind::HandleFull => crate::internal::broken(
                 "slab cache: a slab owned by a thread taken as on a cache list",
             ),
         }

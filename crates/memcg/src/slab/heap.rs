@@ -1,13 +1,11 @@
-//! The allocation fast paths: a thread-local heap holding, per root cache,
-//! the slab the thread allocates from, bound to the thread's current group.
-//! A second heap serves [`Group::allocator`](crate::Group::allocator)
-//! handles, bound to the last handle's group.
-//!
-//! `alloc` pops the current slab's free list; `free` pushes onto it when the
-//! calling thread owns the object's slab, or onto the slab's remote-free list
-//! otherwise. Neither takes a lock, touches a global atomic, or reads a
-//! per-object header; everything else (refills, binding to another group,
-//! charging) lives in the slow path.
+//! The thread-local heaps and the slow paths of the slab allocator (the
+//! fast paths are in [`fast`](super::fast)). A heap holds, per root cache,
+//! the slab the thread allocates from, and an object stock for the context
+//! it charges: the thread's current group's, for the main heap; the last
+//! handle's group's, for the heap of
+//! [`Group::allocator`](crate::Group::allocator) handles. Both heaps share
+//! the thread's owner id, so frees on the allocating thread are local
+//! whichever heap allocated.
 //!
 //! As in mimalloc, a thread keeps the slabs it allocated from until it
 //! leaves the group: used-up ones on a per-class *full* list, ones its own
@@ -21,7 +19,8 @@
 //! are reclaimable only once it leaves its group, exits, or trims them.)
 
 use super::cache::{Cache, RootCache, MAX_ROOTS};
-use super::page::{ListKind, Slab, SlabList, OBJCG_BYTES};
+use super::fast;
+use super::page::{ListKind, Slab, SlabList, MIXED, OBJCG_BYTES, RECLAIMABLE};
 use super::segment::Segment;
 use crate::error::{Error, Result};
 
@@ -36,18 +35,32 @@ use crate::sync::Arc;
 use std::cell::{Cell, RefCell};
 use std::ptr::{self, NonNull};
 
-struct Heap {
-    /// The slab owner id of this heap (see [`NEXT_TID`]), assigned at its
-    /// first slow path; [`NO_OWNER`] until then, which no slab has.
-    tid: Cell<usize>,
+#[repr(C)]
+pub(crate) struct Heap {
+    /// The thread's slab owner id (see [`NEXT_TID`]), in the main heap
+    /// (the handle heap's is unused), assigned at the thread's first slow
+    /// path; [`NO_OWNER`] until then, which no slab has.
+    pub(super) tid: Cell<usize>,
+    /// Pre-charged bytes for objects of shared caches (S11), for the
+    /// context every current shared slab serves.
+    pub(super) stock: ObjStock,
+    /// The current slab of each root cache, by root index.
+    pub(super) slabs: [Cell<*const Slab>; MAX_ROOTS],
+    /// Highest root index with a current slab, plus one: the ones a
+    /// context change looks at.
+    live: Cell<usize>,
+    /// Whether this is the heap of group allocator handles.
+    handle: bool,
+    /// The reserved segment region as this thread last saw it (base, and
+    /// bytes committed), in the main heap: the free path's first test reads
+    /// thread-locals only. A free beyond it takes the slower path, which
+    /// refreshes it ([`refresh_region`]).
+    pub(super) region: Cell<(usize, usize)>,
     /// The group the heap's isolated caches are bound to: a counted
     /// reference (`Arc::into_raw`), or null for the root. Counted so the
     /// address cannot be reused by another group while the heap still holds
     /// its caches. Shared caches do not depend on it.
     bound: Cell<*const GroupInner>,
-    /// Pre-charged bytes for objects of shared caches (S11).
-    stock: ObjStock,
-    slabs: [Cell<*const Slab>; MAX_ROOTS],
     /// Counted references to the caches of `bound`, by root index.
     caches: [Cell<*const Cache>; MAX_ROOTS],
     /// Owned slabs other than the current one, by root index. Owner only.
@@ -117,12 +130,15 @@ impl Heap {
         }
     }
 
-    const fn new() -> Heap {
+    const fn new(handle: bool) -> Heap {
         Heap {
             tid: Cell::new(NO_OWNER),
-            bound: Cell::new(ptr::null()),
             stock: ObjStock::new(),
             slabs: [const { Cell::new(ptr::null()) }; MAX_ROOTS],
+            live: Cell::new(0),
+            handle,
+            region: Cell::new((0, 0)),
+            bound: Cell::new(ptr::null()),
             caches: [const { Cell::new(ptr::null()) }; MAX_ROOTS],
             lists: [const { RefCell::new(HeapLists::new()) }; MAX_ROOTS],
             hooked: Cell::new(false),
@@ -134,9 +150,9 @@ impl Heap {
 
 thread_local! {
     /// The heap of the thread's current group.
-    static HEAP: Heap = const { Heap::new() };
+    static HEAP: Heap = const { Heap::new(false) };
     /// The heap of `Group::allocator` handles.
-    static HANDLE_HEAP: Heap = const { Heap::new() };
+    static HANDLE_HEAP: Heap = const { Heap::new(true) };
 }
 
 /// The calling thread's heap. `HEAP` is a const thread-local without a
@@ -146,6 +162,42 @@ thread_local! {
 #[inline(always)]
 fn heap_ptr() -> *const Heap {
     HEAP.with(|h| h as *const Heap)
+}
+
+/// The calling thread's main heap.
+#[inline(always)]
+pub(crate) fn main<'a>() -> &'a Heap {
+    // SAFETY: HEAP is a const thread-local without a destructor, valid for
+    // the whole life of the thread, and only used by it; callers do not
+    // keep the reference beyond the call they make it in.
+    unsafe { &*heap_ptr() }
+}
+
+impl Heap {
+    /// The list kinds of this heap's owned slabs.
+    fn avail_kind(&self) -> ListKind {
+        if self.handle {
+            ListKind::HandleAvail
+        } else {
+            ListKind::HeapAvail
+        }
+    }
+
+    fn full_kind(&self) -> ListKind {
+        if self.handle {
+            ListKind::HandleFull
+        } else {
+            ListKind::HeapFull
+        }
+    }
+
+    /// Make `s` the current slab of root index `i`.
+    fn set_current(&self, i: usize, s: &'static Slab) {
+        self.slabs[i].set(s);
+        if i >= self.live.get() {
+            self.live.set(i + 1);
+        }
+    }
 }
 
 struct ExitHook;
@@ -171,32 +223,120 @@ thread_local! {
 }
 
 /// The fast path: an object of `root`'s size from the calling thread's
-/// current slab, or `None` when the slow path must run. Returns in a
-/// register; the fallible slow path stays out of line.
+/// current slab, or `None` when the slow path must run.
 #[inline(always)]
 pub(crate) fn alloc_fast(root: &'static RootCache) -> Option<NonNull<u8>> {
     if root.isolated {
         HEAP.with(|h| pop(h, root.index, crate::current::current_ptr()))
     } else {
-        let kind = SlabKind::of(root.reclaimable);
-        // SAFETY: the thread's own heap, used on this thread only.
-        let h = unsafe { &*heap_ptr() };
-        pop_shared(h, root.index, crate::current::current_ctx_ptr(), kind)
+        let h = main();
+        NonNull::new(fast::pop(h, root.index)).or_else(|| pop_special(h, root.index))
     }
 }
 
-/// [`alloc_fast`] for a shared cache by heap slot (a kmalloc class is its
-/// own slot): an object charged through the thread's context.
-#[inline(always)]
-pub(crate) fn alloc_fast_index(index: usize) -> Option<NonNull<u8>> {
-    // SAFETY: the thread's own heap, used on this thread only.
-    let h = unsafe { &*heap_ptr() };
-    pop_shared(
-        h,
-        index,
-        crate::current::current_ctx_ptr(),
-        SlabKind::Unreclaimable,
-    )
+/// The global allocator's slow path for kmalloc class `class`: null if
+/// the allocation fails. Tail-called by the fast path.
+#[inline(never)]
+pub(crate) fn kmalloc_slow(class: usize) -> *mut u8 {
+    let h = main();
+    if let Some(obj) = pop_special(h, class) {
+        return obj.as_ptr();
+    }
+    if refill_local(h, class) {
+        let obj = fast::pop(h, class);
+        if !obj.is_null() {
+            return obj;
+        }
+        if let Some(obj) = pop_special(h, class) {
+            return obj.as_ptr();
+        }
+    }
+    alloc_slow_path(super::kmalloc_cache(class).root, true).map_or(ptr::null_mut(), NonNull::as_ptr)
+}
+
+/// Give the main heap's current slab of a shared, unreclaimable cache
+/// free objects without the slow path's work (no charge, no lock): link
+/// more of its never-used slots, collect its remote frees, or make the
+/// next owned slab with free objects current. False when only the slow
+/// path can help (a refill from the cache, a charge, a reclaimable cache).
+fn refill_local(h: &Heap, i: usize) -> bool {
+    if h.exited.get() || !h.hooked.get() {
+        return false;
+    }
+    let _busy = Busy::enter(h);
+    // SAFETY: slabs in our heap are live slabs we own.
+    if let Some(s) = unsafe { h.slabs[i].get().as_ref() } {
+        if !s.cache().root().shared() || s.flags() & RECLAIMABLE != 0 {
+            return false;
+        }
+        // SAFETY: our own slab: its lists and counts are ours.
+        unsafe {
+            if s.free_head() != 0 || s.extend() {
+                return true;
+            }
+            if s.has_remote_frees() && s.collect(true) > 0 {
+                return true;
+            }
+            h.slabs[i].set(ptr::null());
+            h.lists(i).full.push(s);
+        }
+        s.set_list(h.full_kind());
+    }
+    while let Some(s) = next_owned(h, i) {
+        // SAFETY: an owned slab off our lists.
+        if unsafe { s.prepare_for(h.stock.ctx()) } {
+            h.set_current(i, s);
+            return true;
+        }
+        // SAFETY: ours, on no list.
+        unsafe { retire(s) };
+    }
+    false
+}
+
+/// The allocation from a current slab the fast path leaves alone: a mixed
+/// one (the object's vector entry records the stock's context, and is
+/// charged with it) or a reclaimable one (its bytes count in
+/// `slab_reclaimable`). `None` when the slow path must run.
+fn pop_special(h: &Heap, index: usize) -> Option<NonNull<u8>> {
+    // SAFETY: a non-null slab in our heap is one we own.
+    let s = unsafe { h.slabs[index].get().as_ref()? };
+    // SAFETY: our own slab.
+    let head = unsafe { s.free_head() };
+    let flags = s.flags();
+    if head == 0 || flags == 0 {
+        return None;
+    }
+    let mixed = flags & MIXED != 0;
+    // SAFETY: our own slab: `used` is ours. An emptied mixed slab goes to
+    // the slow path, which makes it uniform again.
+    if mixed && unsafe { s.used() } == 0 {
+        return None;
+    }
+    let ctx = h.stock.ctx();
+    let need = s.obj_size()
+        + if mixed && !ctx.is_null() {
+            OBJCG_BYTES
+        } else {
+            0
+        };
+    if !h.stock.take(need) {
+        h.stock.untake(need);
+        return None;
+    }
+    // SAFETY: `head` is the head of our slab's free list; a MIXED slab's
+    // entry of the object just taken is ours to write. Every current slab
+    // serves the stock's context (see `ensure_context`).
+    unsafe {
+        s.unlink_head(head);
+        if mixed {
+            s.set_entry(head as *mut u8, ctx);
+        }
+    }
+    if flags & RECLAIMABLE != 0 {
+        h.stock.note_reclaimable(need as isize);
+    }
+    NonNull::new(head as *mut u8)
 }
 
 /// Allocate an object of `root`'s size, charged to the calling thread's
@@ -233,8 +373,12 @@ pub(crate) fn alloc_for(root: &'static RootCache, group: &Arc<GroupInner>) -> Sl
     HANDLE_HEAP.with(|h| {
         if !root.isolated {
             let ctx = group.ctx.as_ref().map_or(ptr::null(), |c| c.as_ptr());
-            if let Some(obj) = pop_shared(h, root.index, ctx, SlabKind::of(root.reclaimable)) {
-                return Ok(obj);
+            if h.stock.ctx() == ctx {
+                if let Some(obj) =
+                    NonNull::new(fast::pop(h, root.index)).or_else(|| pop_special(h, root.index))
+                {
+                    return Ok(obj);
+                }
             }
             return alloc_slow(h, root, Arc::as_ptr(group), false, || Some(group.clone()));
         }
@@ -267,132 +411,122 @@ fn pop(h: &Heap, index: usize, target: *const GroupInner) -> Option<NonNull<u8>>
     Some(unsafe { NonNull::new_unchecked(obj) })
 }
 
-/// The fast path of a shared cache (S11): pop the current slab, take the
-/// object's bytes from the stock, record its context in the object vector.
-#[inline(always)]
-fn pop_shared(
-    h: &Heap,
-    index: usize,
-    ctx: *const KmemContext,
-    kind: SlabKind,
-) -> Option<NonNull<u8>> {
-    // SAFETY: a non-null slab in our heap is owned by this thread, so its
-    // free list is ours.
-    let s = unsafe { h.slabs[index].get().as_ref()? };
-    let need = s.charge();
-    if !ctx.is_null() && !h.stock.can_consume(ctx, need) {
-        return None;
-    }
-    // SAFETY: as above.
-    let obj = unsafe { s.pop()? };
-    if !ctx.is_null() {
-        h.stock.consume(need, kind);
-    }
-    // SAFETY: a shared cache's slab has an object vector; the object is
-    // ours (just popped), so its entry is ours to write.
-    unsafe { s.set_objcg(obj, ctx) };
-    // SAFETY: pop returns object addresses, never null.
-    Some(unsafe { NonNull::new_unchecked(obj) })
-}
-
 /// Free an object allocated by [`alloc`], from any thread.
 ///
 /// # Safety
 /// `obj` must be a live object of ours, freed once.
 #[inline]
 pub(crate) unsafe fn free(obj: *mut u8) {
-    // SAFETY: caller's contract: obj lies in one of our segments.
-    let seg = unsafe { Segment::of(obj as usize) };
-    // SAFETY: every address of a segment maps to one of its slab structs
-    // (the header's spans' structs are never formatted: capacity 0).
-    let slab = unsafe { seg.slab_of(obj as usize) };
-    let index = match slab.check_free(obj) {
-        Ok(index) => index,
-        Err(cause) => bad_slab_free(seg, obj, cause),
-    };
-    // SAFETY: the thread's own heap, used on this thread only.
-    let h = unsafe { &*heap_ptr() };
-    // S11: uncharge the object's own context, read before the object is
-    // pushed back (after that, its entry may belong to a new object).
-    // SAFETY: a live object of this slab, ours to free; its entry was
-    // written when it was made.
-    if let Some(entry) = unsafe { slab.objcg_entry(index) } {
-        // SAFETY: as above.
-        let ctx = unsafe { *entry };
-        #[cfg(feature = "hardened")]
-        {
-            if ctx == super::page::FREED {
+    // SAFETY: the caller's contract is `fast::free`'s.
+    unsafe { fast::free(obj) }
+}
+
+/// The free of an object of a mixed or reclaimable slab: its context and
+/// charged bytes come from its vector entry (or the slab), its statistic
+/// from the slab. Tail-called by the fast path.
+///
+/// # Safety
+/// `obj` is a live object of `s`, freed once by the caller.
+#[inline(never)]
+pub(super) unsafe fn free_special(s: &'static Slab, obj: *mut u8) {
+    // SAFETY: the caller's contract: `obj` is live, so its entry (or the
+    // slab's context) is stable.
+    let (ctx, need) = unsafe { s.charged_of(obj) };
+    #[cfg(feature = "hardened")]
+    if s.flags() & MIXED != 0 {
+        // SAFETY: a MIXED slab's entry of a slot being freed by us.
+        unsafe {
+            let e = s.entry(obj);
+            if *e == super::page::FREED {
                 crate::internal::bad_free(obj as usize, "freed twice (a double free)");
             }
-            // SAFETY: the entry of the live object being freed, ours now.
-            unsafe { *entry = super::page::FREED };
-        }
-        if !ctx.is_null() {
-            let (need, kind) = (slab.charge(), slab.slab_kind());
-            if !h.stock.try_return(ctx, need, kind) {
-                uncharge_object_slow(h, ctx, need, kind);
-            }
+            *e = super::page::FREED;
         }
     }
-    if slab.owner() == h.tid.get() {
-        // SAFETY: we own the slab, so its free list and count are ours.
-        unsafe {
-            slab.push_local(obj);
-            if slab.needs_relisting() {
-                local_free_slow(slab);
+    let h = main();
+    if !ctx.is_null() {
+        let kind = SlabKind::of(s.flags() & RECLAIMABLE != 0);
+        if h.stock.give(ctx, need) {
+            if kind == SlabKind::Reclaimable {
+                h.stock.note_reclaimable(-(need as isize));
             }
+        } else {
+            uncharge_object_slow(h, ctx, need, kind);
         }
-        return;
     }
-    free_remote(slab, obj);
+    // SAFETY: accounted for; the object goes back to its slab.
+    unsafe { fast::release(h, s, obj) }
+}
+
+/// The free of an object of a uniform slab whose context the stock's own
+/// slot does not take (another context, or the budget is full).
+///
+/// # Safety
+/// `obj` is a live object of `s`, a uniform unreclaimable slab charged
+/// through `ctx`, freed once by the caller.
+#[cold]
+#[inline(never)]
+pub(super) unsafe fn free_uncharge_slow(s: &'static Slab, obj: *mut u8, ctx: *const KmemContext) {
+    let h = main();
+    uncharge_object_slow(h, ctx, s.obj_size(), SlabKind::Unreclaimable);
+    // SAFETY: accounted for; the object goes back to its slab.
+    unsafe { fast::release(h, s, obj) }
 }
 
 /// Abort on a bad free of `obj` into segment `seg`, naming the cause.
 #[cold]
 #[inline(never)]
-fn bad_slab_free(seg: &Segment, obj: *mut u8, cause: &'static str) -> ! {
+pub(super) fn bad_slab_free(seg: &Segment, s: &Slab, obj: *mut u8) -> ! {
     let cause = if seg.in_span(obj as usize) {
-        cause
+        s.bad_free_cause()
     } else {
         "inside a slab segment's header"
     };
     crate::internal::bad_free(obj as usize, cause)
 }
 
-/// Give a freed object's bytes back when the thread's stock does not cache
-/// its context or has no room: through the stock (adopting the context when
-/// the thread does not need the stock for its own group), or through the
-/// context's shared remainder.
+/// Give a freed object's bytes back when the fast path could not: through
+/// the stock's slow path (its own slot's overflow, or its foreign slot).
 #[cold]
 #[inline(never)]
 fn uncharge_object_slow(h: &Heap, ctx: *const KmemContext, need: usize, kind: SlabKind) {
     let _internal = crate::internal::Internal::enter();
     let _busy = Busy::enter(h);
-    // The stock may adopt `ctx`: the exit hook must drain it. A thread past
-    // its exit hook keeps nothing in its stock.
+    // The stock may keep `ctx`: the exit hook must drain it.
     hook_exit(h);
-    let current = crate::current::current_ctx_ptr();
-    let adopt = !h.exited.get() && (current.is_null() || !h.stock.holds(current));
     // SAFETY: `ctx` is the recorded context of the live object being freed,
     // charged `need` bytes.
-    unsafe { h.stock.uncharge(ctx, need, kind, adopt) };
+    unsafe { h.stock.uncharge(ctx, need, kind) };
+    if h.exited.get() {
+        // A thread past its exit hook keeps nothing in its stock.
+        flush(h);
+    }
 }
 
 /// Give the bytes of an object never handed out back (a failed slow path).
-fn uncharge_object(ctx: *const KmemContext, need: usize, kind: SlabKind) {
-    HEAP.with(|h| {
-        if !h.stock.try_return(ctx, need, kind) {
-            uncharge_object_slow(h, ctx, need, kind);
+fn uncharge_object(h: &Heap, ctx: *const KmemContext, need: usize, kind: SlabKind) {
+    if h.stock.give(ctx, need) {
+        if kind == SlabKind::Reclaimable {
+            h.stock.note_reclaimable(-(need as isize));
         }
-    })
+    } else {
+        uncharge_object_slow(h, ctx, need, kind);
+    }
 }
 
 /// A local free into an owned slab that is not the current one: a used-up
 /// slab reopens, an emptied one goes back to its cache.
 #[cold]
-fn local_free_slow(slab: &'static Slab) {
-    // SAFETY: the thread's own heap, used on this thread only.
-    let h = unsafe { &*heap_ptr() };
+#[inline(never)]
+pub(super) fn local_free_slow(slab: &'static Slab) {
+    let on_handle = matches!(slab.list(), ListKind::HandleAvail | ListKind::HandleFull);
+    let h: &Heap = if on_handle {
+        // SAFETY: HANDLE_HEAP is a const thread-local without a destructor,
+        // used by this thread only, for the duration of this call.
+        unsafe { &*HANDLE_HEAP.with(|h| h as *const Heap) }
+    } else {
+        main()
+    };
     let _busy = Busy::enter(h);
     let retired = (|| {
         let mut l = h.lists(slab.class());
@@ -401,15 +535,15 @@ fn local_free_slow(slab: &'static Slab) {
         unsafe {
             let empty = slab.used() == 0;
             match slab.list() {
-                ListKind::HeapFull => {
+                ListKind::HeapFull | ListKind::HandleFull => {
                     l.full.remove(slab);
                     if empty {
                         return true;
                     }
                     l.avail.push(slab);
-                    slab.set_list(ListKind::HeapAvail);
+                    slab.set_list(h.avail_kind());
                 }
-                ListKind::HeapAvail if empty => {
+                ListKind::HeapAvail | ListKind::HandleAvail if empty => {
                     l.avail.remove(slab);
                     return true;
                 }
@@ -435,7 +569,8 @@ unsafe fn retire(slab: &'static Slab) {
 }
 
 #[cold]
-fn free_remote(slab: &'static Slab, obj: *mut u8) {
+#[inline(never)]
+pub(super) fn free_remote(slab: &'static Slab, obj: *mut u8) {
     // Read before the push: once pushed, the object may be collected and the
     // slab reused. The cache stays valid memory (caches are type-stable) and
     // `notify` checks the slab under the cache lock.
@@ -458,7 +593,7 @@ fn alloc_slow(
             flush_isolated(h);
             h.bound.set(target_arc().map_or(ptr::null(), Arc::into_raw));
         }
-        refill_and_pop(h, root, nofail)
+        refill_and_pop(h, root, nofail, ptr::null())
     } else {
         let ctx = target_arc().and_then(|g| g.ctx.clone());
         alloc_shared_slow(h, root, ctx.as_ref(), nofail)
@@ -480,14 +615,21 @@ fn hook_exit(h: &Heap) {
     if EXIT_HOOK.try_with(|_| {}).is_err() {
         h.exited.set(true);
     }
-    h.tid
-        .set(NEXT_TID.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    // One owner id per thread, shared by both heaps (kept in the main one).
+    let m = main();
+    if m.tid.get() == NO_OWNER {
+        m.tid
+            .set(NEXT_TID.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    }
     if !h.exited.get() {
         crate::sync::lock_std(&HEAPS).push(h as *const Heap as usize);
         #[cfg(not(loom))]
         {
             static HOOKED: std::sync::Once = std::sync::Once::new();
-            HOOKED.call_once(|| crate::fork::on_child(after_fork));
+            HOOKED.call_once(|| {
+                crate::fork::on_child(after_fork);
+                crate::current::on_switch(context_changed);
+            });
         }
     }
 }
@@ -504,18 +646,31 @@ fn hook_exit(h: &Heap) {
 struct Busy<'a>(&'a Heap);
 
 impl<'a> Busy<'a> {
+    #[inline]
     fn enter(h: &'a Heap) -> Busy<'a> {
         h.busy.set(h.busy.get() + 1);
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        store_order();
         Busy(h)
     }
 }
 
 impl Drop for Busy<'_> {
+    #[inline]
     fn drop(&mut self) {
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        store_order();
         self.0.busy.set(self.0.busy.get() - 1);
     }
+}
+
+/// Keep this thread's stores on either side in program order as a `fork()`
+/// copy sees them: x86 keeps stores in order (TSO), so only the compiler
+/// must not move them; other CPUs need a fence.
+#[inline(always)]
+fn store_order() {
+    #[cfg(target_arch = "x86_64")]
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    #[cfg(not(target_arch = "x86_64"))]
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Take `h` off [`HEAPS`] (its thread is exiting).
@@ -560,53 +715,154 @@ fn after_fork() {
     }
 }
 
-/// A shared cache's slow path: charge the object's bytes (refilling the
-/// stock), then pop, refilling the slab if needed.
+/// Copy the segment region's bounds into the calling thread's heap (a free
+/// found an address beyond its copy).
+#[inline(never)]
+pub(crate) fn refresh_region() {
+    let _ = HEAP.try_with(|h| h.region.set(super::segment::region()));
+}
+
+/// A shared cache's slow path: make the heap serve `ctx` (its stock and
+/// current slabs), charge the object's bytes (refilling the stock), then
+/// pop, refilling the slab if needed. The bytes charged are the most an
+/// object can take (slot and vector entry); the entry's part goes back to
+/// the budget when the slab turns out to have no vector.
 fn alloc_shared_slow(
     h: &Heap,
     root: &'static RootCache,
     ctx: Option<&CtxRef>,
     nofail: bool,
 ) -> SlowResult {
-    let need = root.obj_size + OBJCG_BYTES;
+    ensure_context(h, ctx);
+    h.stock.refresh_root();
+    let ctx_ptr = ctx.map_or(ptr::null(), CtxRef::as_ptr);
     let kind = SlabKind::of(root.reclaimable);
+    let need = root.obj_size + OBJCG_BYTES;
     if let Some(ctx) = ctx {
-        if h.stock.can_consume(ctx.as_ptr(), need) {
-            h.stock.consume(need, kind);
+        if h.stock.take(need) {
+            if kind == SlabKind::Reclaimable {
+                h.stock.note_reclaimable(need as isize);
+            }
         } else {
+            h.stock.untake(need);
             h.stock.charge(ctx, need, kind, nofail).map_err(Box::new)?;
         }
     }
-    let ctx_ptr = ctx.map_or(ptr::null(), CtxRef::as_ptr);
-    // SAFETY: slabs in our heap are live slabs we own.
-    let popped = match unsafe { h.slabs[root.index].get().as_ref() } {
-        // SAFETY: our own slab.
-        Some(s) => unsafe { s.pop() }.map(|p| {
-            // SAFETY: objects are never at address 0.
-            unsafe { NonNull::new_unchecked(p) }
-        }),
-        None => None,
-    };
-    let obj = match popped.map_or_else(|| refill_and_pop(h, root, nofail), Ok) {
+    let obj = match current_pop(h, root.index)
+        .map_or_else(|| refill_and_pop(h, root, nofail, ctx_ptr), Ok)
+    {
         Ok(obj) => obj,
         Err(e) => {
             if !ctx_ptr.is_null() {
-                uncharge_object(ctx_ptr, need, kind);
+                uncharge_object(h, ctx_ptr, need, kind);
             }
             return Err(e);
         }
     };
-    // SAFETY: the object is ours, in a shared slab (with a vector).
-    unsafe {
-        Segment::of(obj.as_ptr() as usize)
-            .slab_of(obj.as_ptr() as usize)
-            .set_objcg(obj.as_ptr(), ctx_ptr)
-    };
+    // SAFETY: the object is ours, just popped from a shared slab that
+    // serves `ctx` (prepared when it became current).
+    let s = unsafe { Segment::of(obj.as_ptr() as usize).slab_of(obj.as_ptr() as usize) };
+    if s.flags() & MIXED != 0 {
+        // SAFETY: a MIXED slab we own; its entry of the object just popped.
+        unsafe { s.set_entry(obj.as_ptr(), ctx_ptr) };
+    } else if !ctx_ptr.is_null() {
+        // No vector: the object is charged its slot only.
+        h.stock.untake(OBJCG_BYTES);
+        if kind == SlabKind::Reclaimable {
+            h.stock.note_reclaimable(-(OBJCG_BYTES as isize));
+        }
+    }
     Ok(obj)
 }
 
-fn refill_and_pop(h: &Heap, root: &'static RootCache, nofail: bool) -> SlowResult {
-    let tid = h.tid.get();
+/// Pop the current slab of root index `i`, extending its free list if
+/// needed; an emptied slab serves the stock's context alone again.
+fn current_pop(h: &Heap, i: usize) -> Option<NonNull<u8>> {
+    // SAFETY: slabs in our heap are live slabs we own.
+    let s = unsafe { h.slabs[i].get().as_ref()? };
+    // SAFETY: our own slab: `used`, its context and its list are ours.
+    unsafe {
+        if s.used() == 0 && s.cache().root().shared() {
+            s.prepare_for(h.stock.ctx());
+        }
+        NonNull::new(s.pop()?)
+    }
+}
+
+/// Make `h` serve allocations charged through `ctx` (`None`: the root): its
+/// stock's own slot switches to it, and each current shared slab that
+/// cannot serve it (uniform for another context, with objects) goes back to
+/// the heap's lists; an empty one is simply retagged.
+fn ensure_context(h: &Heap, ctx: Option<&CtxRef>) {
+    let p = ctx.map_or(ptr::null(), CtxRef::as_ptr);
+    if h.stock.ctx() == p {
+        return;
+    }
+    h.stock.switch(ctx);
+    for i in 0..h.live.get() {
+        // SAFETY: slabs in our heap are live slabs we own.
+        let Some(s) = (unsafe { h.slabs[i].get().as_ref() }) else {
+            continue;
+        };
+        if !s.cache().root().shared() {
+            continue;
+        }
+        // SAFETY: our own slab: `used` and `ctx` are ours.
+        unsafe {
+            if s.used() == 0 && s.prepare_for(p) {
+                continue;
+            }
+            if s.flags() & MIXED != 0 || s.uniform_ctx() == p {
+                continue;
+            }
+        }
+        h.slabs[i].set(ptr::null());
+        // SAFETY: our own slab, current (on no list): keep it, listed.
+        unsafe { keep_owned(h, i, s) };
+    }
+}
+
+/// Put `s`, an owned slab taken off the current ones, on the heap's lists.
+///
+/// # Safety
+/// The caller owns `s`, which is on no list.
+unsafe fn keep_owned(h: &Heap, i: usize, s: &'static Slab) {
+    // SAFETY: the caller's contract: our slab, on no list.
+    unsafe {
+        if s.has_local_free() {
+            h.lists(i).avail.push(s);
+            s.set_list(h.avail_kind());
+        } else {
+            h.lists(i).full.push(s);
+            s.set_list(h.full_kind());
+        }
+    }
+}
+
+/// The hook `current::set` calls when the calling thread's context changes
+/// (`ctx`: the new one, null in the root): the main heap follows at once,
+/// so its fast path never charges the old context.
+fn context_changed(ctx: *const KmemContext) {
+    let _internal = crate::internal::Internal::enter();
+    let _ = HEAP.try_with(|h| {
+        if h.exited.get() || h.stock.ctx() == ctx {
+            return;
+        }
+        let _busy = Busy::enter(h);
+        // SAFETY: the new context is the one the thread's group holds, and
+        // the thread holds that group (current::set just stored it).
+        let ctx = (!ctx.is_null()).then(|| unsafe { CtxRef::clone_raw(ctx) });
+        ensure_context(h, ctx.as_ref());
+    });
+}
+
+fn refill_and_pop(
+    h: &Heap,
+    root: &'static RootCache,
+    nofail: bool,
+    ctx: *const KmemContext,
+) -> SlowResult {
+    let tid = main().tid.get();
     let i = root.index;
     // SAFETY: slabs in our heap are live slabs we own.
     if let Some(s) = unsafe { h.slabs[i].get().as_ref() } {
@@ -629,11 +885,18 @@ fn refill_and_pop(h: &Heap, root: &'static RootCache, nofail: bool) -> SlowResul
             // SAFETY: our own used-up slab, on no list: keep it, on the
             // full list.
             unsafe { h.lists(i).full.push(s) };
-            s.set_list(ListKind::HeapFull);
+            s.set_list(h.full_kind());
         }
     }
-    if let Some(s) = next_owned(h, i) {
-        h.slabs[i].set(s);
+    while let Some(s) = next_owned(h, i) {
+        // SAFETY: an owned slab off our lists.
+        if root.shared() && !unsafe { s.prepare_for(ctx) } {
+            // No vector to be had: give it back and look further.
+            // SAFETY: ours, on no list.
+            unsafe { retire(s) };
+            continue;
+        }
+        h.set_current(i, s);
         // SAFETY: next_owned returns an owned slab with free objects.
         let obj = unsafe { s.pop() }.unwrap_or_else(|| {
             crate::internal::broken("slab heap: an owned slab taken for its free objects has none")
@@ -660,8 +923,17 @@ fn refill_and_pop(h: &Heap, root: &'static RootCache, nofail: bool) -> SlowResul
             c
         }
     };
-    let slab = cache.refill(tid, nofail).map_err(Box::new)?;
-    h.slabs[i].set(slab);
+    let slab = loop {
+        let slab = cache.refill(tid, nofail).map_err(Box::new)?;
+        // SAFETY: refill returns a slab we own.
+        if !root.shared() || unsafe { slab.prepare_for(ctx) } {
+            break slab;
+        }
+        // SAFETY: ours, on no list: back to the cache; a fresh one needs
+        // no vector.
+        unsafe { slab.cache().release(slab) };
+    };
+    h.set_current(i, slab);
     // SAFETY: refill returns a slab we own, with free objects.
     let obj = unsafe { slab.pop() }.unwrap_or_else(|| {
         crate::internal::broken("slab heap: a slab from a cache refill has no free object")
@@ -721,7 +993,7 @@ fn take_first(h: &Heap, i: usize) -> Option<&'static Slab> {
 /// Give every slab and cache back, return the object stock, and unbind.
 fn flush(h: &Heap) {
     flush_classes(h, |_| true);
-    h.stock.drain();
+    h.stock.release();
 }
 
 /// Give back the slabs and caches of isolated caches (they belong to the
@@ -805,22 +1077,27 @@ pub(crate) fn leave_group() {
             }
         }
     });
-    let _ = HANDLE_HEAP.try_with(|h| {
-        let _busy = Busy::enter(h);
-        h.stock.drain()
-    });
+    let _ = HANDLE_HEAP.try_with(unbind_handles);
+}
+
+/// The handle heap lets go of the last handle's group: its stock returns
+/// everything and drops the context (a removed group's context must not be
+/// kept alive by an idle heap), and its current slabs follow the root.
+fn unbind_handles(h: &Heap) {
+    let _busy = Busy::enter(h);
+    ensure_context(h, None);
+    h.stock.drain();
 }
 
 /// Return the calling thread's object stocks: exact charges and `slab`
 /// statistics for what it allocated (a quiesce on this thread).
 pub(crate) fn drain_local() {
     let _internal = crate::internal::Internal::enter();
-    for heap in [&HEAP, &HANDLE_HEAP] {
-        let _ = heap.try_with(|h| {
-            let _busy = Busy::enter(h);
-            h.stock.drain()
-        });
-    }
+    let _ = HEAP.try_with(|h| {
+        let _busy = Busy::enter(h);
+        h.stock.drain()
+    });
+    let _ = HANDLE_HEAP.try_with(unbind_handles);
 }
 
 /// Give back the calling thread's owned slabs that are empty (reclaim just
@@ -858,10 +1135,10 @@ pub(crate) fn trim_local() {
                             retire(s);
                         } else if s.has_local_free() {
                             h.lists(i).avail.push(s);
-                            s.set_list(ListKind::HeapAvail);
+                            s.set_list(h.avail_kind());
                         } else {
                             h.lists(i).full.push(s);
-                            s.set_list(ListKind::HeapFull);
+                            s.set_list(h.full_kind());
                         }
                     }
                 }

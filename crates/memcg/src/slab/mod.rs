@@ -8,19 +8,21 @@
 //! masking its address.
 //!
 //! - **Shared** (the default): the slabs of a root cache serve every group.
-//!   Each slab has an *object vector*, kept outside the span, holding the
-//!   kmem context of each slot; an object is charged its slot plus its
-//!   vector entry, in bytes, through the thread's object stock
-//!   (`objstock`), and a free from any thread uncharges the object's own
-//!   context. A removed group leaves its context and nothing else (S3).
+//!   A slab whose objects all belong to one kmem context records it once;
+//!   when a second context allocates from it, it gets an *object vector*,
+//!   kept outside the span, holding the context of each slot. An object is
+//!   charged its slot (plus its vector entry, in a slab with a vector), in
+//!   bytes, through the thread's object stock (`objstock`), and a free from
+//!   any thread uncharges the object's own context. A removed group leaves
+//!   its context and nothing else (S3).
 //! - **Isolated** ([`SlabCache::isolated`], the seed's design): a group's
 //!   first allocation makes its *child cache*, found through the root's slot
 //!   for the group's id; each slab is charged once, whole, through the child
 //!   cache's context. On removal the child cache is dead and lives until
 //!   its last object is freed (S6).
 //!
-//! Module map: `heap` is the fast path (one screen); `page` the slab and
-//! its ownership rules; `remote` the lock-free remote-free list; `cache`
+//! Module map: `fast` is the fast path (one screen); `heap` the thread's
+//! heaps and slow paths; `page` the slab and its ownership rules; `remote` the lock-free remote-free list; `cache`
 //! refills, lists, dead caches and reclaim; `segment` memory from the OS.
 //!
 //! ```
@@ -34,16 +36,17 @@
 //!     (0..100).map(|_| dentries.alloc().unwrap()).collect()
 //! };
 //! h.quiesce();
-//! // 100 objects of 192 bytes, each charged 200 bytes (slot + vector
-//! // entry): 20,000 bytes of slab, five pages charged.
+//! // 100 objects of 192 bytes in slabs of this group alone, each charged
+//! // its slot: 19,200 bytes of slab, five pages charged.
 //! assert_eq!(job.read("memory.current").unwrap(), "20480\n");
-//! assert!(job.read("memory.stat").unwrap().contains("slab_reclaimable 20000\n"));
+//! assert!(job.read("memory.stat").unwrap().contains("slab_reclaimable 19200\n"));
 //! // Reclaimable: memory.reclaim frees them, oldest first.
 //! job.write("memory.reclaim", "20K").unwrap();
 //! assert!(objects.iter().all(|o| !o.is_live()));
 //! ```
 
 pub(crate) mod cache;
+pub(crate) mod fast;
 pub(crate) mod heap;
 #[cfg(all(test, loom))]
 mod loom_model;
@@ -164,7 +167,7 @@ impl SlabCache {
                 Some(slab.cache().track(addr))
             } else {
                 // SAFETY: our object, just made: its entry is stable.
-                let ctx = unsafe { slab.objcg(ptr.as_ptr()) };
+                let ctx = unsafe { slab.charged_of(ptr.as_ptr()) }.0;
                 // Uncharged (the root's) objects are on no LRU: reclaim never
                 // targets the root.
                 (!ctx.is_null()).then(|| self.root.track(ctx, addr))
@@ -404,25 +407,10 @@ const KMALLOC_INDEX: [u8; KMALLOC_MAX / 16 + 1] = {
 static KMALLOC: std::sync::OnceLock<[SlabCache; 32]> = std::sync::OnceLock::new();
 
 /// The kmalloc class (and heap slot) serving `size` bytes.
-#[inline]
+#[inline(always)]
 pub(crate) fn kmalloc_class(size: usize) -> Option<usize> {
-    KMALLOC_INDEX.get(size.div_ceil(16)).map(|&c| c as usize)
-}
-
-/// Allocate `size` bytes for the global allocator (null on failure): the
-/// fast path by class slot alone, no cache lookup.
-#[inline]
-pub(crate) fn kmalloc_global(class: usize) -> *mut u8 {
-    match heap::alloc_fast_index(class) {
-        Some(obj) => obj.as_ptr(),
-        None => kmalloc_global_slow(class),
-    }
-}
-
-#[cold]
-fn kmalloc_global_slow(class: usize) -> *mut u8 {
-    heap::alloc_slow_path(kmalloc_cache(class).root, true)
-        .map_or(std::ptr::null_mut(), |p| p.as_ptr())
+    // `size` is at most isize::MAX (a Layout's), so the sum cannot wrap.
+    KMALLOC_INDEX.get((size + 15) >> 4).map(|&c| c as usize)
 }
 
 /// The kmalloc cache of class `class`.

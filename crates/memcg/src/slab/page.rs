@@ -27,11 +27,11 @@ fn vector_layout(entries: usize) -> std::alloc::Layout {
     })
 }
 
-/// Why a free failed [`Slab::check_free`]: out of line, off the fast path.
+/// Why a free failed [`Slab::is_live_slot`]: out of line, off the fast path.
 #[cold]
 #[inline(never)]
-fn bad_free_cause(capacity: usize) -> &'static str {
-    if capacity == 0 {
+fn bad_free_cause(limit: usize) -> &'static str {
+    if limit == 0 {
         "no slab is in use there (a foreign pointer, or a free after the slab went away)"
     } else {
         "not the start of an object (an interior pointer)"
@@ -57,57 +57,99 @@ pub(crate) enum ListKind {
     HeapAvail,
     /// Owned by a thread, used up; remote frees may be waiting on it.
     HeapFull,
+    /// As `HeapAvail`, in the thread's heap of group allocator handles.
+    HandleAvail,
+    /// As `HeapFull`, in the thread's heap of group allocator handles.
+    HandleFull,
 }
 
-/// Aligned to a cache line, so that the fields the fast paths read (the
-/// first 64 bytes) share one line whichever span the slab describes.
+/// Aligned to a cache line: every field the fast paths read (alloc and
+/// free, local or remote, uniform slab) is in the first 64 bytes; the rest
+/// is for slow paths and mixed slabs.
 #[repr(C, align(64))]
 pub(crate) struct Slab {
-    // Hot fields first: the fast paths read these and nothing else.
+    // Line 0: the fast paths.
     local_free: UnsafeCell<usize>,
     used: UnsafeCell<u32>,
-    /// Atomic (read and written Relaxed, plain moves on x86) like
-    /// `obj_size` and `class`: [`is_object_start`](Self::is_object_start)
+    /// [`MIXED`] | [`RECLAIMABLE`]; 0 for the common slab (one context, or
+    /// none, not reclaimable), which the fast paths serve without a branch
+    /// more. Atomic: a remote free reads it while the owner makes the slab
+    /// mixed (Release there, Acquire here: it then sees the vector filled).
+    flags: AtomicU8,
+    list: AtomicU8,
+    /// The root cache's index (the heap slot), set by `format`.
+    class: AtomicU16,
+    /// The slot size: the bytes an object is charged (plus its vector entry
+    /// when that entry was charged). Atomic (Relaxed: plain moves) like
+    /// `limit`, `capacity` and `class`: [`is_object_start`](Self::is_object_start)
     /// reads them for any address, racing with `format` on another thread.
-    capacity: AtomicU32,
-    /// Objects linked into the free list so far: a fresh slab links a page's
-    /// worth and the rest as it is needed (mimalloc's page extension), so a
-    /// slab only ever touches the pages its objects use.
-    extended: UnsafeCell<u32>,
-    /// The object vector of a shared slab (S11): the kmem context of each
-    /// slot (null: not charged), kept outside the span it describes. Null
-    /// for slabs of isolated caches, which are charged whole.
-    objcgs: UnsafeCell<*mut *const KmemContext>,
-    /// `ceil(2^32 / obj_size)`: slot index by multiplication (exact for
-    /// offsets and sizes below 2^16, as spans and objects are).
-    recip: UnsafeCell<u32>,
-    /// Entries `objcgs` has room for; the vector outlives span reuse.
-    objcgs_cap: UnsafeCell<u32>,
-    /// Whether objects count in `slab_reclaimable` (else unreclaimable).
-    reclaimable: UnsafeCell<bool>,
-    /// Bytes an object of a shared slab is charged: slot plus vector entry.
-    charge: UnsafeCell<u32>,
-    /// The owning heap's id (`heap::NEXT_TID`), 0 when unowned.
+    obj_size: AtomicU32,
+    /// `capacity * obj_size`: the bytes of the span slots cover; 0 while no
+    /// slab is in use in the span (never formatted, or back in its pool).
+    limit: AtomicU32,
+    /// The kmem context of every object of a uniform slab (not [`MIXED`]);
+    /// null: the objects are not charged (the root's, or an isolated cache's
+    /// slab, charged whole). Written by the owner only while the slab holds
+    /// no object, so every reader holds an object allocated after the write.
+    ctx: UnsafeCell<*const KmemContext>,
+    /// The owning thread's id (`heap::NEXT_TID`), 0 when unowned.
     owner: AtomicUsize,
+    start: *mut u8,
+    /// `u64::MAX / obj_size + 1`: an offset below 2^32 is a multiple of the
+    /// slot size iff `offset * divc < divc` (wrapping; Lemire, Kaser and
+    /// Kurz, "Faster remainder by direct computation", 2019): the bad-free
+    /// check in one multiplication.
+    divc: UnsafeCell<u64>,
+    /// A local free moves the slab between its owner's lists once `used`
+    /// falls below this: 0 for a current slab (never), 1 for an owned slab
+    /// with free objects (when it empties), a quarter free for a used-up one
+    /// (see [`set_list`](Self::set_list)). One compare on the free path.
+    relist: AtomicU32,
+    /// `ceil(2^32 / obj_size)`: slot index by multiplication (exact for
+    /// offsets and sizes below 2^16, as spans and objects are), for the
+    /// object vector of a mixed slab.
+    recip: UnsafeCell<u32>,
+    // Line 1: slow paths, mixed slabs, lists.
+    /// The object vector (S11), kept outside the span it describes, made
+    /// when a second context allocates from the slab: each slot's kmem
+    /// context, with [`ENTRY_CHARGED`] set when the object was charged its
+    /// entry too. Kept with the span for its next use.
+    objcgs: UnsafeCell<*mut *const KmemContext>,
     thread_free: AtomicUsize,
     /// The cache; atomic because a notifier may read it while the slab is
     /// being reused for another cache (type-stable memory, checked under lock).
     cache: AtomicPtr<Cache>,
-    obj_size: AtomicU32,
-    /// The root cache's index (the heap slot), set by `format`.
-    class: AtomicU16,
+    prev: UnsafeCell<*mut Slab>,
+    next: UnsafeCell<*mut Slab>,
+    span_bytes: u32,
+    capacity: AtomicU32,
+    /// Entries `objcgs` has room for.
+    objcgs_cap: UnsafeCell<u32>,
+    /// Objects linked into the free list so far: a fresh slab links a page's
+    /// worth and the rest as it is needed (mimalloc's page extension), so a
+    /// slab only ever touches the pages its objects use.
+    extended: UnsafeCell<u32>,
     /// A used-up owned slab reopens once `used` falls to this: a quarter of
     /// it free, so that the next refill serves many allocations.
     reopen: UnsafeCell<u32>,
-    list: AtomicU8,
-    start: *mut u8,
-    span_bytes: usize,
-    prev: UnsafeCell<*mut Slab>,
-    next: UnsafeCell<*mut Slab>,
     /// While the span is free in its pool: when it was freed (milliseconds
-    /// of the pool clock), for decay. Pool lock.
-    freed_at: UnsafeCell<u64>,
+    /// of the pool clock, wrapping), for decay. Pool lock.
+    freed_at: UnsafeCell<u32>,
 }
+
+const _: () = assert!(std::mem::size_of::<Slab>() == 128, "two cache lines");
+
+/// [`Slab::flags`]: the slab has an object vector in use: its objects
+/// belong to more than one context (or the `hardened` feature is on).
+pub(crate) const MIXED: u8 = 1;
+/// [`Slab::flags`]: objects count in `slab_reclaimable`.
+pub(crate) const RECLAIMABLE: u8 = 2;
+
+/// The mark in an object-vector entry of an object that was charged its
+/// entry's bytes (allocated while the slab had a vector); objects that were
+/// in the slab when it became mixed were not. Contexts are aligned, so the
+/// low bit is free.
+pub(crate) const ENTRY_CHARGED: usize = 1;
 
 // SAFETY: the fields behind UnsafeCell are accessed under the ownership rules
 // of the module doc (owner thread, or cache lock, or pool lock); the rest are
@@ -121,35 +163,38 @@ impl Slab {
         Slab {
             local_free: UnsafeCell::new(0),
             used: UnsafeCell::new(0),
-            capacity: AtomicU32::new(0),
-            extended: UnsafeCell::new(0),
-            objcgs: UnsafeCell::new(ptr::null_mut()),
-            recip: UnsafeCell::new(0),
-            objcgs_cap: UnsafeCell::new(0),
-            reclaimable: UnsafeCell::new(false),
-            charge: UnsafeCell::new(0),
+            flags: AtomicU8::new(0),
+            list: AtomicU8::new(ListKind::None as u8),
+            class: AtomicU16::new(0),
+            obj_size: AtomicU32::new(0),
+            limit: AtomicU32::new(0),
+            ctx: UnsafeCell::new(ptr::null()),
             owner: AtomicUsize::new(0),
+            start,
+            divc: UnsafeCell::new(0),
+            relist: AtomicU32::new(0),
+            recip: UnsafeCell::new(0),
+            objcgs: UnsafeCell::new(ptr::null_mut()),
             thread_free: AtomicUsize::new(remote::UNOWNED),
             cache: AtomicPtr::new(ptr::null_mut()),
-            obj_size: AtomicU32::new(0),
-            class: AtomicU16::new(0),
-            reopen: UnsafeCell::new(0),
-            list: AtomicU8::new(ListKind::None as u8),
-            start,
-            span_bytes,
             prev: UnsafeCell::new(ptr::null_mut()),
             next: UnsafeCell::new(ptr::null_mut()),
+            span_bytes: span_bytes as u32,
+            capacity: AtomicU32::new(0),
+            objcgs_cap: UnsafeCell::new(0),
+            extended: UnsafeCell::new(0),
+            reopen: UnsafeCell::new(0),
             freed_at: UnsafeCell::new(0),
         }
     }
 
     /// The span's pages.
     pub(crate) fn pages(&self) -> usize {
-        self.span_bytes / crate::PAGE_SIZE
+        self.span_bytes() / crate::PAGE_SIZE
     }
 
     pub(crate) fn span_bytes(&self) -> usize {
-        self.span_bytes
+        self.span_bytes as usize
     }
 
     pub(crate) fn start(&self) -> *mut u8 {
@@ -157,44 +202,175 @@ impl Slab {
     }
 
     /// Format the fresh span for `cache`'s objects, owned by `owner`, all
-    /// free; a shared cache's slab gets an object vector. Returns false, with
-    /// the slab untouched, when the vector cannot be allocated.
+    /// free. A shared cache's slab starts uniform, with no context (the
+    /// owner sets one with [`prepare_for`](Self::prepare_for)) and no
+    /// object vector; under the `hardened` feature every shared slab keeps
+    /// a vector, whose entries mark freed slots. Returns false, with the
+    /// slab untouched, when a vector cannot be allocated.
     ///
     /// # Safety
     /// The slab must be a span just taken from a pool (no other user).
     pub(crate) unsafe fn format(&self, cache: &Cache, obj_size: usize, owner: usize) -> bool {
-        let capacity = self.span_bytes / obj_size;
-        // SAFETY: exclusive use of a fresh span (caller's contract).
-        unsafe {
-            if cache.root().shared() {
-                if !self.reserve_objcgs(capacity) {
-                    return false;
-                }
-            } else {
-                self.release_objcgs();
+        let capacity = self.span_bytes() / obj_size;
+        let root = cache.root();
+        let mut flags = 0;
+        if root.shared() && root.reclaimable {
+            flags |= RECLAIMABLE;
+        }
+        if root.shared() && cfg!(feature = "hardened") {
+            flags |= MIXED;
+            // SAFETY: exclusive use of a fresh span (caller's contract).
+            if !unsafe { self.reserve_objcgs(capacity) } {
+                return false;
             }
         }
-        // SAFETY: exclusive use of a fresh span (caller's contract).
+        // SAFETY: exclusive use of a fresh span (caller's contract): no
+        // other thread reads these fields until the slab is published by
+        // the Release store of `owner` or the cache lock.
         unsafe {
             *self.local_free.get() = 0;
             *self.extended.get() = 0;
             *self.used.get() = 0;
-            self.capacity.store(capacity as u32, Relaxed);
-            self.obj_size.store(obj_size as u32, Relaxed);
+            *self.ctx.get() = ptr::null();
+            *self.divc.get() = u64::MAX / obj_size as u64 + 1;
             *self.recip.get() = (u32::MAX / obj_size as u32) + 1;
-            *self.reclaimable.get() = cache.root().reclaimable;
-            *self.charge.get() = (obj_size + OBJCG_BYTES) as u32;
-            self.class.store(cache.root().index as u16, Relaxed);
             *self.reopen.get() = (capacity - (capacity / 4).max(1)) as u32;
         }
-        // SAFETY: as above; obj_size is set.
+        self.capacity.store(capacity as u32, Relaxed);
+        self.obj_size.store(obj_size as u32, Relaxed);
+        self.limit.store((capacity * obj_size) as u32, Relaxed);
+        self.class.store(root.index as u16, Relaxed);
+        self.flags.store(flags, Relaxed);
+        // SAFETY: exclusive use of the fresh span; obj_size and capacity are
+        // set and the free list is empty.
         unsafe { self.extend() };
         self.cache
             .store(cache as *const Cache as *mut Cache, Relaxed);
-        self.list.store(ListKind::None as u8, Relaxed);
+        self.set_list(ListKind::None);
         self.thread_free.store(0, Relaxed);
         self.owner.store(owner, Release);
         true
+    }
+
+    /// Make the owned slab serve allocations charged through `ctx` (null:
+    /// uncharged) from its free list (S11): an empty slab becomes uniform
+    /// for `ctx`; a uniform one for another context becomes mixed, its
+    /// vector filled with that context for every slot (the live objects
+    /// keep what they were charged: their entries are not marked
+    /// [`ENTRY_CHARGED`]). Returns false if the system allocator refuses
+    /// the vector.
+    ///
+    /// # Safety
+    /// The caller owns the slab (or holds its cache lock while unowned);
+    /// a slab of a shared cache.
+    pub(crate) unsafe fn prepare_for(&self, ctx: *const KmemContext) -> bool {
+        // SAFETY: the caller owns the slab: `used`, `ctx` and the vector are
+        // its to read and write; remote frees read `ctx` only for objects
+        // that are live (so not while `used` is 0) and the vector only
+        // after the Release store of MIXED below.
+        unsafe {
+            let flags = self.flags.load(Relaxed);
+            if *self.used.get() == 0 {
+                *self.ctx.get() = ctx;
+                if flags & MIXED != 0 && !cfg!(feature = "hardened") {
+                    self.flags.store(flags & !MIXED, Relaxed);
+                }
+                return true;
+            }
+            if flags & MIXED != 0 || *self.ctx.get() == ctx {
+                return true;
+            }
+            let capacity = self.capacity();
+            if !self.reserve_objcgs(capacity) {
+                return false;
+            }
+            let v = *self.objcgs.get();
+            let old = *self.ctx.get();
+            for i in 0..capacity {
+                *v.add(i) = old;
+            }
+        }
+        self.flags.fetch_or(MIXED, Release);
+        true
+    }
+
+    /// The context and the bytes charged for the live object `obj` of
+    /// this slab (null and 0 when it is not charged), after
+    /// [`is_live_slot`](Self::is_live_slot) passed. The free path, for any slab
+    /// kind: the fast paths inline the uniform case themselves.
+    ///
+    /// # Safety
+    /// `obj` is a live object of this slab that the caller is freeing (or
+    /// holds), so its entry is stable.
+    #[inline]
+    pub(crate) unsafe fn charged_of(&self, obj: *mut u8) -> (*const KmemContext, usize) {
+        if self.flags.load(Acquire) & MIXED == 0 {
+            // SAFETY: `ctx` is written only while the slab holds no object,
+            // and `obj` is live (the caller's contract).
+            let ctx = unsafe { *self.ctx.get() };
+            return (ctx, if ctx.is_null() { 0 } else { self.obj_size() });
+        }
+        // SAFETY: a MIXED slab's vector has `capacity` entries, filled
+        // before the flag was published (the Acquire load above); `obj` is
+        // a live slot of this slab, so its entry is below capacity and not
+        // written meanwhile.
+        let e = unsafe { *self.entry(obj) } as usize;
+        let ctx = (e & !ENTRY_CHARGED) as *const KmemContext;
+        let bytes = if ctx.is_null() {
+            0
+        } else if e & ENTRY_CHARGED != 0 {
+            self.obj_size() + OBJCG_BYTES
+        } else {
+            self.obj_size()
+        };
+        (ctx, bytes)
+    }
+
+    /// The vector entry of `obj` in a MIXED slab.
+    ///
+    /// # Safety
+    /// The slab is MIXED (its vector has `capacity` entries) and `obj` is a
+    /// slot of it.
+    #[inline(always)]
+    pub(crate) unsafe fn entry(&self, obj: *mut u8) -> *mut *const KmemContext {
+        // SAFETY: the caller's contract: the index of a slot is below
+        // capacity, and the vector has capacity entries.
+        unsafe { (*self.objcgs.get()).add(self.index_of(obj)) }
+    }
+
+    /// Record the context `obj`, just allocated from this MIXED slab, is
+    /// charged to; a charged object pays for its entry too.
+    ///
+    /// # Safety
+    /// As [`entry`](Self::entry); the caller owns the slab and just popped
+    /// `obj`.
+    #[inline(always)]
+    pub(crate) unsafe fn set_entry(&self, obj: *mut u8, ctx: *const KmemContext) {
+        let e = if ctx.is_null() {
+            0
+        } else {
+            ctx as usize | ENTRY_CHARGED
+        };
+        // SAFETY: the caller's contract; the entry of a slot we just popped
+        // is ours alone.
+        unsafe { *self.entry(obj) = e as *const KmemContext };
+    }
+
+    /// The uniform context (see the field).
+    ///
+    /// # Safety
+    /// The caller holds a live object of the slab, or owns it.
+    #[inline(always)]
+    pub(crate) unsafe fn uniform_ctx(&self) -> *const KmemContext {
+        // SAFETY: the caller's contract: `ctx` is not written meanwhile.
+        unsafe { *self.ctx.get() }
+    }
+
+    /// [`MIXED`] | [`RECLAIMABLE`]. Acquire (a plain load on x86): a
+    /// remote reader of a MIXED slab then sees its vector filled.
+    #[inline(always)]
+    pub(crate) fn flags(&self) -> u8 {
+        self.flags.load(Acquire)
     }
 
     /// Link the next page's worth of never-used objects (at least one) into
@@ -205,7 +381,7 @@ impl Slab {
     /// and the list is empty.
     #[cold]
     #[inline(never)]
-    unsafe fn extend(&self) -> bool {
+    pub(crate) unsafe fn extend(&self) -> bool {
         // SAFETY: caller's contract; objects are at least 8 bytes and
         // 8-aligned, so each can hold the link; indices stay below capacity.
         unsafe {
@@ -225,25 +401,6 @@ impl Slab {
             *self.extended.get() = to as u32;
         }
         true
-    }
-
-    /// Free the object vector, if any (a span formatted for an isolated
-    /// cache has none).
-    ///
-    /// # Safety
-    /// Exclusive use of the slab (a fresh span).
-    unsafe fn release_objcgs(&self) {
-        // SAFETY: exclusive use (caller's contract); the vector was allocated
-        // by reserve_objcgs with `objcgs_cap` entries.
-        unsafe {
-            let v = *self.objcgs.get();
-            if !v.is_null() {
-                let layout = vector_layout(*self.objcgs_cap.get() as usize);
-                std::alloc::GlobalAlloc::dealloc(&std::alloc::System, v as *mut u8, layout);
-            }
-            *self.objcgs.get() = ptr::null_mut();
-            *self.objcgs_cap.get() = 0;
-        }
     }
 
     /// Give the slab an object vector of at least `capacity` entries. The
@@ -282,115 +439,48 @@ impl Slab {
         true
     }
 
-    /// Bytes an object of this (shared) slab is charged (S11): its slot and
-    /// its object-vector entry.
+    /// Whether `obj` can be a live object being freed: `Err` with the cause
+    /// when no slab is in use in its span (`limit` is 0 for a span never
+    /// formatted or back in its pool) or it is not the first byte of a slot.
+    /// (The `hardened` feature also knows freed slots, by a mark in their
+    /// vector entries.) One multiplication and two compares: cheap enough
+    /// for every free.
     #[inline(always)]
-    pub(crate) fn charge(&self) -> usize {
-        // SAFETY: immutable while the slab holds objects.
-        unsafe { *self.charge.get() as usize }
-    }
-
-    /// The statistic the slab's objects count in.
-    #[inline(always)]
-    pub(crate) fn slab_kind(&self) -> crate::objstock::SlabKind {
-        // SAFETY: immutable while the slab holds objects.
-        crate::objstock::SlabKind::of(unsafe { *self.reclaimable.get() })
-    }
-
-    /// The context recorded for `obj`, or null (uncharged, or an isolated
-    /// cache's slab).
-    ///
-    /// # Safety
-    /// As for [`objcg_slot`](Self::objcg_slot).
-    pub(crate) unsafe fn objcg(&self, obj: *mut u8) -> *const KmemContext {
-        // SAFETY: caller's contract.
-        unsafe { self.objcg_slot(obj).map_or(ptr::null(), |e| *e) }
-    }
-
-    /// Record `ctx` as the context charged for `obj` (S11).
-    ///
-    /// # Safety
-    /// `obj` is an object of this slab, of a shared cache, owned by the caller.
-    #[inline(always)]
-    pub(crate) unsafe fn set_objcg(&self, obj: *mut u8, ctx: *const KmemContext) {
-        // SAFETY: caller's contract: the slab has a vector (immutable while
-        // it holds objects), and the entry of an object we own is ours.
-        unsafe {
-            let v = *self.objcgs.get();
-            debug_assert!(!v.is_null(), "a shared slab has an object vector");
-            *v.add(self.index_of(obj)) = ctx;
-        }
-    }
-
-    /// The object vector's entry for `obj`, or `None` for a slab charged
-    /// whole (isolated cache).
-    ///
-    /// # Safety
-    /// `obj` is an object of this slab; the caller owns the object (it is
-    /// allocating or freeing it), so its entry is not written meanwhile.
-    #[inline(always)]
-    pub(crate) unsafe fn objcg_slot(&self, obj: *mut u8) -> Option<*mut *const KmemContext> {
-        // SAFETY: the vector and reciprocal are immutable while the slab
-        // holds objects; the index is below capacity for an object of ours.
-        unsafe {
-            let v = *self.objcgs.get();
-            if v.is_null() {
-                return None;
-            }
-            Some(v.add(self.index_of(obj)))
-        }
-    }
-
-    /// The slot index of `obj`, checked: `Err` with the cause when `obj`
-    /// cannot be a live object being freed, because no slab is in use in its
-    /// span (`capacity` is 0 for a span never formatted or back in its
-    /// pool) or it is not the first byte of a slot. (The `hardened`
-    /// feature also knows freed slots of shared slabs, by a mark in their
-    /// vector entries.) Cheap enough for every free: the index is the one
-    /// the free needs for the object's vector entry anyway.
-    #[inline(always)]
-    pub(crate) fn check_free(&self, obj: *mut u8) -> Result<usize, &'static str> {
+    pub(crate) fn is_live_slot(&self, obj: *mut u8) -> bool {
         let off = (obj as usize).wrapping_sub(self.start as usize);
-        let index = self.index_of(obj);
-        // Immutable while the slab holds objects, which it does if `obj` is
-        // one; for a bad pointer, whatever a racing `format` left (we abort
-        // either way).
-        let (size, capacity) = (self.obj_size(), self.capacity.load(Relaxed) as usize);
-        if index < capacity && index * size == off {
-            return Ok(index);
-        }
-        Err(bad_free_cause(capacity))
+        // The limits are immutable while the slab holds objects, which it
+        // does if `obj` is one; for a bad pointer, whatever a racing
+        // `format` left (we abort either way).
+        let limit = self.limit.load(Relaxed) as usize;
+        // SAFETY: `divc` is written by `format` only, before the slab holds
+        // an object; for a bad pointer into a span being formatted, a stale
+        // value only changes which abort message is printed.
+        let divc = unsafe { *self.divc.get() };
+        off < limit && (off as u64).wrapping_mul(divc) < divc
     }
 
-    /// The vector entry of slot `index`, if the slab has a vector.
-    ///
-    /// # Safety
-    /// `index` is the slot of a live object of this slab.
-    #[inline(always)]
-    pub(crate) unsafe fn objcg_entry(&self, index: usize) -> Option<*mut *const KmemContext> {
-        // SAFETY: the vector is immutable while the slab holds objects and
-        // has `capacity` entries, more than `index`.
-        unsafe {
-            let v = *self.objcgs.get();
-            (!v.is_null()).then(|| v.add(index))
-        }
+    /// Why `obj` failed [`is_live_slot`](Self::is_live_slot).
+    #[cold]
+    pub(crate) fn bad_free_cause(&self) -> &'static str {
+        bad_free_cause(self.limit.load(Relaxed) as usize)
     }
 
     /// Mark the span free (back in its pool): frees into it are bad frees.
     /// Pool lock held; the span holds no object and no thread uses it.
     pub(crate) fn mark_free(&self) {
+        self.limit.store(0, Relaxed);
         self.capacity.store(0, Relaxed);
     }
 
     /// The slot index of `obj`, by multiplication with the reciprocal.
     #[inline(always)]
-    fn index_of(&self, obj: *mut u8) -> usize {
+    pub(crate) fn index_of(&self, obj: *mut u8) -> usize {
         let off = (obj as usize - self.start as usize) as u64;
         // SAFETY: immutable while the slab holds objects.
         ((off * unsafe { *self.recip.get() } as u64) >> 32) as usize
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn owner(&self) -> usize {
         self.owner.load(Relaxed)
     }
@@ -404,8 +494,35 @@ impl Slab {
         unsafe { &*self.cache.load(Relaxed) }
     }
 
+    #[inline(always)]
     pub(crate) fn obj_size(&self) -> usize {
         self.obj_size.load(Relaxed) as usize
+    }
+
+    /// The first linked free object, 0 if none (the fast path: no
+    /// extension). Owner only.
+    ///
+    /// # Safety
+    /// The caller owns the slab.
+    #[inline(always)]
+    pub(crate) unsafe fn free_head(&self) -> usize {
+        // SAFETY: the owner alone touches `local_free` (caller's contract).
+        unsafe { *self.local_free.get() }
+    }
+
+    /// Take `head`, the first free object ([`free_head`](Self::free_head)),
+    /// off the free list and count it used.
+    ///
+    /// # Safety
+    /// The caller owns the slab and `head` is its current non-zero head.
+    #[inline(always)]
+    pub(crate) unsafe fn unlink_head(&self, head: usize) {
+        // SAFETY: the owner's list (caller's contract); a listed object's
+        // first word is the link to the next one.
+        unsafe {
+            *self.local_free.get() = *(head as *const usize);
+            *self.used.get() += 1;
+        }
     }
 
     /// Pop a free object. Owner only (or cache lock held while unowned).
@@ -428,7 +545,7 @@ impl Slab {
     }
 
     /// Push a free object. Owner only (or cache lock held while unowned).
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn push_local(&self, obj: *mut u8) {
         // SAFETY: as for pop; obj is a dead object of this slab.
         unsafe {
@@ -511,6 +628,8 @@ impl Slab {
             3 => ListKind::Empty,
             4 => ListKind::HeapAvail,
             5 => ListKind::HeapFull,
+            6 => ListKind::HandleAvail,
+            7 => ListKind::HandleFull,
             _ => ListKind::None,
         }
     }
@@ -519,15 +638,10 @@ impl Slab {
     /// lists (a used-up slab with a quarter free reopens, an emptied one
     /// goes back to its cache). The one extra check of the local free path;
     /// the current slab never needs it.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn needs_relisting(&self) -> bool {
-        let list = self.list.load(Relaxed);
-        if list == ListKind::None as u8 {
-            return false;
-        }
-        // SAFETY: the owner reads its own `used`; `reopen` is immutable.
-        let used = unsafe { *self.used.get() };
-        used == 0 || (list == ListKind::HeapFull as u8 && used <= unsafe { *self.reopen.get() })
+        // SAFETY: the owner reads its own `used` (caller's contract).
+        unsafe { *self.used.get() < self.relist.load(Relaxed) }
     }
 
     /// The root cache's index.
@@ -536,6 +650,14 @@ impl Slab {
     }
 
     pub(crate) fn set_list(&self, l: ListKind) {
+        let relist = match l {
+            ListKind::HeapAvail | ListKind::HandleAvail => 1,
+            // SAFETY: `reopen` is written by `format` only, before the slab
+            // is owned and listed.
+            ListKind::HeapFull | ListKind::HandleFull => (unsafe { *self.reopen.get() }) + 1,
+            _ => 0,
+        };
+        self.relist.store(relist, Relaxed);
         self.list.store(l as u8, Relaxed);
     }
 
@@ -555,13 +677,13 @@ impl Slab {
     }
 
     /// When the free span was freed. Pool lock held.
-    pub(crate) unsafe fn freed_at(&self) -> u64 {
+    pub(crate) unsafe fn freed_at(&self) -> u32 {
         // SAFETY: caller's contract.
         unsafe { *self.freed_at.get() }
     }
 
     /// Record when the span was freed. Pool lock held.
-    pub(crate) unsafe fn set_freed_at(&self, ms: u64) {
+    pub(crate) unsafe fn set_freed_at(&self, ms: u32) {
         // SAFETY: caller's contract.
         unsafe { *self.freed_at.get() = ms }
     }

@@ -19,7 +19,7 @@
 use super::page::Slab;
 use std::cell::UnsafeCell;
 use std::ptr;
-use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Mutex;
 
 pub(crate) const SEGMENT_SHIFT: usize = 22;
@@ -65,6 +65,81 @@ static SEGMENT_MAP: [AtomicU64; 1 << (47 - SEGMENT_SHIFT - 6)] =
 fn map_bit(seg: usize) -> (usize, u64) {
     let n = seg >> SEGMENT_SHIFT;
     (n >> 6, 1 << (n & 63))
+}
+
+/// Segments come first from one range of address space reserved up front
+/// (`PROT_NONE`, nothing committed) and committed a segment at a time, so
+/// that a free tells our objects from the rest with one subtraction and one
+/// compare (`fast::in_region`, on each thread's copy of the bounds). The reservation is tried at [`REGION_SIZES`]
+/// in turn and skipped if all are refused (an address-space limit): then,
+/// and once the range is used up, segments are mapped one by one and found
+/// through [`SEGMENT_MAP`] alone.
+static REGION_BASE: AtomicUsize = AtomicUsize::new(0);
+/// Bytes of the region whose segments are initialised (only grows).
+static REGION_COMMITTED: AtomicUsize = AtomicUsize::new(0);
+/// Bytes of the region handed to segments so far.
+static REGION_USED: AtomicUsize = AtomicUsize::new(0);
+/// Bytes reserved (0: no region).
+static REGION_LEN: AtomicUsize = AtomicUsize::new(0);
+/// The reservation sizes tried, largest first.
+const REGION_SIZES: [usize; 4] = [16 << 30, 4 << 30, 1 << 30, 256 << 20];
+
+/// The region's base and the bytes of it committed so far.
+pub(crate) fn region() -> (usize, usize) {
+    (REGION_BASE.load(Relaxed), REGION_COMMITTED.load(Relaxed))
+}
+
+/// Reserve the region, once; false if every size was refused.
+fn reserve_region() -> bool {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for len in REGION_SIZES {
+            // SAFETY: an anonymous PROT_NONE reservation, ours alone: nothing
+            // is committed until a segment is made readable and writable.
+            let raw = unsafe {
+                libc::mmap(
+                    ptr::null_mut(),
+                    len + SEGMENT_SIZE,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            };
+            if raw == libc::MAP_FAILED {
+                continue;
+            }
+            let base = (raw as usize + SEGMENT_SIZE - 1) & !(SEGMENT_SIZE - 1);
+            REGION_BASE.store(base, Relaxed);
+            REGION_LEN.store(len, Release);
+            return;
+        }
+    });
+    REGION_LEN.load(Acquire) != 0
+}
+
+/// A segment's worth of the region, committed (readable, writable, zero);
+/// `None` when there is no region, it is used up, or the commit is refused.
+fn region_segment() -> Option<usize> {
+    if !reserve_region() {
+        return None;
+    }
+    let len = REGION_LEN.load(Relaxed);
+    let off = REGION_USED.fetch_add(SEGMENT_SIZE, Relaxed);
+    if off + SEGMENT_SIZE > len {
+        return None;
+    }
+    let seg = REGION_BASE.load(Relaxed) + off;
+    // SAFETY: [seg, seg + SEGMENT_SIZE) lies in our reservation and no one
+    // else uses it (each offset is handed out once).
+    let ok = unsafe {
+        libc::mprotect(
+            seg as *mut libc::c_void,
+            SEGMENT_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )
+    } == 0;
+    ok.then_some(seg)
 }
 
 /// Whether `addr` lies in a segment of ours. Acquire, paired with the
@@ -215,10 +290,10 @@ pub(crate) unsafe fn free_span(slab: &'static Slab) {
     let now = now_ms();
     // SAFETY: pool lock held; the span is on no list and ours to link.
     unsafe {
-        // Frees into it are bad frees from now on (Slab::check_free).
+        // Frees into it are bad frees from now on (Slab::is_live_slot).
         slab.mark_free();
         *seg.free.get() += 1;
-        slab.set_freed_at(now);
+        slab.set_freed_at(now as u32);
         slab.set_list_prev(ptr::null_mut());
         slab.set_list_next(p.free);
         if !p.free.is_null() {
@@ -242,7 +317,7 @@ fn decay(p: &mut PoolInner, shift: usize, now: u64) {
         // SAFETY: ndirty > 0, so dirty_tail is a free span of this pool.
         let oldest = unsafe { &*p.dirty_tail };
         // SAFETY: pool lock held.
-        let idle = now.saturating_sub(unsafe { oldest.freed_at() });
+        let idle = (now as u32).wrapping_sub(unsafe { oldest.freed_at() }) as u64;
         if dirty <= RESERVE_BYTES || (dirty <= DIRTY_MAX_BYTES && idle < DECAY_MS) {
             return;
         }
@@ -299,7 +374,11 @@ pub(crate) fn map_aligned(len: usize, align: usize) -> Option<usize> {
 
 fn map_segment(p: &mut PoolInner, pool: usize) -> Option<()> {
     let shift = SPAN_SHIFTS[pool];
-    let base = map_aligned(SEGMENT_SIZE, SEGMENT_SIZE)?;
+    let in_region = region_segment();
+    let base = match in_region {
+        Some(base) => base,
+        None => map_aligned(SEGMENT_SIZE, SEGMENT_SIZE)?,
+    };
     let (first, nspans) = span_range(shift);
     // SAFETY: the mapping is fresh, zeroed, writable and ours; we initialise
     // the header and every slab before publishing the segment.
@@ -338,6 +417,12 @@ fn map_segment(p: &mut PoolInner, pool: usize) -> Option<()> {
     // Release: publishes the header and slab structs written above to every
     // thread that sees the bit (`is_slab_address`).
     SEGMENT_MAP[word].fetch_or(bit, Release);
+    if in_region.is_some() {
+        // Segments of the region are committed in order, but pools map
+        // them concurrently: the committed size is the highest end.
+        let end = base + SEGMENT_SIZE - REGION_BASE.load(Relaxed);
+        REGION_COMMITTED.fetch_max(end, Release);
+    }
     p.segments += 1;
     p.nfree += nspans - first;
     Some(())
