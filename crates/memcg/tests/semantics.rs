@@ -1,6 +1,8 @@
 //! DESIGN.md §3, one test (or more) per semantic, on real threads.
 
 use memcg::{ErrorKind, Hierarchy, KmemPages, PageKind, UserPage};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::Arc;
 use std::thread;
 
 /// Spawn a test thread. Under `MemcgAlloc` (tests/under_memcg_alloc.rs)
@@ -198,31 +200,61 @@ fn a_charge_after_removal_lands_on_the_live_ancestor() {
 }
 
 /// S5 with real threads: charges racing with removal, counters exact after.
+/// The race must have happened, not merely been possible: the rounds go on
+/// until in one of them a charge overlapped the removal (it began before
+/// `remove` returned and ended after `remove` began), as in tests/stress.rs.
 #[test]
 fn charges_racing_with_removal_keep_counters_exact() {
-    for _ in 0..20 {
+    const CHARGES: usize = 200;
+    const MIN_ROUNDS: usize = 20;
+    const MAX_ROUNDS: usize = 1_000;
+    let mut raced = 0;
+    let mut rounds = 0;
+    while rounds < MIN_ROUNDS || (raced == 0 && rounds < MAX_ROUNDS) {
+        rounds += 1;
         let h = Hierarchy::new();
         h.create("/a").unwrap();
         let b = h.create("/a/b").unwrap();
+        let progress = Arc::new(AtomicUsize::new(0));
+        // 0: not yet, 1: `remove` running, 2: `remove` returned.
+        let removal = Arc::new(AtomicUsize::new(0));
         let charger = {
-            let b = b.clone();
+            let (b, progress, removal) = (b.clone(), progress.clone(), removal.clone());
             spawn(move || {
-                (0..200)
-                    .map(|_| KmemPages::alloc_for(&b, 4096).unwrap())
-                    .collect::<Vec<_>>()
+                let mut objects = Vec::with_capacity(CHARGES);
+                let mut overlapped = 0;
+                for i in 1..=CHARGES {
+                    let before = removal.load(SeqCst);
+                    objects.push(KmemPages::alloc_for(&b, 4096).unwrap());
+                    let after = removal.load(SeqCst);
+                    overlapped += usize::from(before < 2 && after >= 1);
+                    progress.store(i, Relaxed);
+                }
+                (objects, overlapped)
             })
         };
+        // Remove once the charger is charging.
+        while progress.load(Relaxed) == 0 && !charger.is_finished() {
+            thread::yield_now();
+        }
+        removal.store(1, SeqCst);
         h.remove("/a/b").unwrap();
+        removal.store(2, SeqCst);
         h.quiesce();
         let b_at_removal = b.read("memory.current").unwrap();
-        let objects = charger.join().unwrap();
+        let (objects, overlapped) = charger.join().unwrap();
+        raced += usize::from(overlapped > 0);
         h.quiesce();
         assert_eq!(b.read("memory.current").unwrap(), b_at_removal);
-        assert_eq!(current(&h, "/a"), 200 * 4096);
+        assert_eq!(current(&h, "/a"), (CHARGES * 4096) as u64);
         drop(objects);
         assert_eq!(current(&h, "/a"), 0);
         assert_eq!(current(&h, "/"), 0);
     }
+    assert!(
+        raced > 0,
+        "no charge overlapped a removal in {rounds} rounds"
+    );
 }
 
 /// S7: user pages are walked to the parent; the dead group holds none and

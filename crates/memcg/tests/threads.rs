@@ -379,12 +379,23 @@ fn a_rayon_pool_started_in_a_group_charges_it() {
     let top = subtree("rayon");
     let h = global();
     let g = h.create("/rayon/pool").unwrap();
+    // The pool's threads, kept to be joined: a join returns once the thread
+    // has ended, after its thread-locals (memcg's exit hook, which takes it
+    // out of its group) were destroyed. The pool's exit handler would be too
+    // early a signal: it runs while the thread is still in the group.
+    let threads = Arc::new(Mutex::new(Vec::new()));
     let pool = {
         let g = g.clone();
+        let threads = threads.clone();
         rayon::ThreadPoolBuilder::new()
             .num_threads(3)
             .start_handler(move |_| g.attach().unwrap())
             .exit_handler(|_| memcg::drain_stocks())
+            .spawn_handler(move |thread| {
+                let handle = std::thread::Builder::new().spawn(|| thread.run())?;
+                threads.lock().unwrap().push(handle);
+                Ok(())
+            })
             .build()
             .unwrap()
     };
@@ -401,13 +412,14 @@ fn a_rayon_pool_started_in_a_group_charges_it() {
     drop(blocks);
     assert_eq!(kmem(&g), pool_own);
     drop(pool);
-    // The pool's threads leave the group as they exit.
-    let mut tries = 0;
-    while h.remove("/rayon/pool").is_err() {
-        tries += 1;
-        assert!(tries < 1000, "the pool's threads never left /rayon/pool");
-        std::thread::sleep(Duration::from_millis(5));
+    // The pool's threads leave the group as they exit: once they have
+    // ended, the group has no task and can be removed.
+    let threads = std::mem::take(&mut *threads.lock().unwrap());
+    assert_eq!(threads.len(), 3);
+    for t in threads {
+        t.join().unwrap();
     }
+    h.remove("/rayon/pool").unwrap();
     // What the pool's threads kept is freed with them, or reparented to
     // /rayon: the deques' retired buffers wait for crossbeam-epoch's
     // collector, which frees them whenever it runs (they then uncharge
