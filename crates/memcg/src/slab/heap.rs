@@ -1146,3 +1146,47 @@ pub(crate) fn trim_local() {
         });
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A broken invariant on an allocator path aborts naming it (DESIGN.md
+    /// §8), as a bad free does: here, a second borrow of a heap's lists (a
+    /// free re-entering a list section). Runs in a child of this test
+    /// binary, which must die by SIGABRT with the message; a `RefCell`
+    /// panic would end it with a generic "already borrowed" instead.
+    #[test]
+    fn a_broken_heap_invariant_aborts_naming_it() {
+        if std::env::var("MEMCG_BROKEN_HEAP").is_ok() {
+            let h = main();
+            let _first = h.lists(0);
+            let _second = h.lists(0);
+            unreachable!("the second borrow aborts");
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "slab::heap::tests::a_broken_heap_invariant_aborts_naming_it",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("MEMCG_BROKEN_HEAP", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGABRT),
+            "{:?}: {stderr}",
+            out.status
+        );
+        assert!(
+            stderr.contains(
+                "memcg: broken invariant: slab heap: a thread's owned-slab lists were borrowed twice"
+            ),
+            "{stderr}"
+        );
+    }
+}
