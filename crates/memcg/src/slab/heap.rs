@@ -51,6 +51,12 @@ pub(crate) struct Heap {
     live: Cell<usize>,
     /// Whether this is the heap of group allocator handles.
     handle: bool,
+    /// The remote-free batch (main heap only; see [`free_remote`]).
+    batch: RemoteBatch,
+    /// Frees of objects of slabs the thread does not own, and the pushes
+    /// that took them to their slabs (main heap only).
+    remote_frees: Cell<u64>,
+    remote_pushes: Cell<u64>,
     /// The reserved segment region as this thread last saw it (base, and
     /// bytes committed), in the main heap: the free path's first test reads
     /// thread-locals only. A free beyond it takes the slower path, which
@@ -138,6 +144,9 @@ impl Heap {
             live: Cell::new(0),
             handle,
             region: Cell::new((0, 0)),
+            batch: RemoteBatch::new(),
+            remote_frees: Cell::new(0),
+            remote_pushes: Cell::new(0),
             bound: Cell::new(ptr::null()),
             caches: [const { Cell::new(ptr::null()) }; MAX_ROOTS],
             lists: [const { RefCell::new(HeapLists::new()) }; MAX_ROOTS],
@@ -568,13 +577,89 @@ unsafe fn retire(slab: &'static Slab) {
     unsafe { slab.cache().release(slab) };
 }
 
-#[cold]
+/// A free of an object of a slab another thread owns (or none does), its
+/// bytes already given back. Objects of a shared cache's slab are queued in
+/// the thread's *remote batch* while they go to the same slab, and pushed
+/// onto its remote list as one chain, with one compare-and-swap, when the
+/// next goes elsewhere, the batch is full, or the thread quiesces, leaves
+/// its group or exits (snmalloc's message batching). Objects of isolated
+/// caches go at once: a dead cache lives until its last object is back.
 #[inline(never)]
 pub(super) fn free_remote(slab: &'static Slab, obj: *mut u8) {
-    // Read before the push: once pushed, the object may be collected and the
-    // slab reused. The cache stays valid memory (caches are type-stable) and
-    // `notify` checks the slab under the cache lock.
-    super::protocol::free_remote(slab.cache(), slab, obj)
+    let h = main();
+    h.remote_frees.set(h.remote_frees.get() + 1);
+    let b = &h.batch;
+    if ptr::eq(b.slab.get(), slab) {
+        // SAFETY: a dead object of ours: its first word is ours, and links
+        // it to the batch's chain.
+        unsafe { (obj as *mut usize).write(b.head.get()) };
+        b.head.set(obj as usize);
+        b.len.set(b.len.get() + 1);
+        if b.len.get() >= BATCH_MAX {
+            flush_batch(h);
+        }
+        return;
+    }
+    flush_batch(h);
+    if h.exited.get() || !slab.cache().root().shared() {
+        h.remote_pushes.set(h.remote_pushes.get() + 1);
+        // The cache is read before the push: once pushed, the object may be
+        // collected and the slab reused. It stays valid memory (caches are
+        // type-stable) and `notify` checks the slab under the cache lock.
+        return super::protocol::free_remote(slab.cache(), slab, obj, obj);
+    }
+    b.head.set(obj as usize);
+    b.tail.set(obj as usize);
+    b.len.set(1);
+    // The chain is whole before the batch names its slab: a fork copying
+    // this thread half way leaves the child an empty batch or a whole one.
+    store_order();
+    b.slab.set(slab);
+}
+
+/// Objects a remote batch holds at most.
+const BATCH_MAX: u32 = 64;
+
+/// A thread's queue of objects freed into one slab it does not own.
+struct RemoteBatch {
+    slab: Cell<*const Slab>,
+    /// The chain, newest first, linked through first words; `tail` is
+    /// the oldest, whose link the push writes.
+    head: Cell<usize>,
+    tail: Cell<usize>,
+    len: Cell<u32>,
+}
+
+impl RemoteBatch {
+    const fn new() -> RemoteBatch {
+        RemoteBatch {
+            slab: Cell::new(ptr::null()),
+            head: Cell::new(0),
+            tail: Cell::new(0),
+            len: Cell::new(0),
+        }
+    }
+}
+
+/// Push `h`'s remote batch, if any, onto its slab's remote list.
+fn flush_batch(h: &Heap) {
+    let b = &h.batch;
+    let s = b.slab.replace(ptr::null());
+    // SAFETY: a batch's slab holds the batch's objects, so it is in use.
+    let Some(s) = (unsafe { s.as_ref() }) else {
+        return;
+    };
+    b.len.set(0);
+    h.remote_pushes.set(h.remote_pushes.get() + 1);
+    let (head, tail) = (b.head.get() as *mut u8, b.tail.get() as *mut u8);
+    super::protocol::free_remote(s.cache(), s, head, tail)
+}
+
+/// The calling thread's remote frees and the compare-and-swaps that pushed
+/// them (each pushes a batch of one or more objects), since it started.
+pub(crate) fn remote_free_counts() -> (u64, u64) {
+    let h = main();
+    (h.remote_frees.get(), h.remote_pushes.get())
 }
 
 #[cold]
@@ -992,6 +1077,7 @@ fn take_first(h: &Heap, i: usize) -> Option<&'static Slab> {
 
 /// Give every slab and cache back, return the object stock, and unbind.
 fn flush(h: &Heap) {
+    flush_batch(h);
     flush_classes(h, |_| true);
     h.stock.release();
 }
@@ -1054,6 +1140,7 @@ pub(crate) fn leave_group() {
     let _internal = crate::internal::Internal::enter();
     let _ = HEAP.try_with(|h| {
         let _busy = Busy::enter(h);
+        flush_batch(h);
         flush_isolated(h);
         h.stock.drain();
         for i in 0..MAX_ROOTS {
@@ -1095,6 +1182,7 @@ pub(crate) fn drain_local() {
     let _internal = crate::internal::Internal::enter();
     let _ = HEAP.try_with(|h| {
         let _busy = Busy::enter(h);
+        flush_batch(h);
         h.stock.drain()
     });
     let _ = HANDLE_HEAP.try_with(unbind_handles);
@@ -1103,6 +1191,7 @@ pub(crate) fn drain_local() {
 /// Give back the calling thread's owned slabs that are empty (reclaim just
 /// freed their objects), so that shrinking can release them.
 pub(crate) fn trim_local() {
+    let _ = HEAP.try_with(flush_batch);
     for heap in [&HEAP, &HANDLE_HEAP] {
         let _ = heap.try_with(|h| {
             let _busy = Busy::enter(h);

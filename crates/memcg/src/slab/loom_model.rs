@@ -68,6 +68,37 @@ fn loom_remote_frees_race_with_owner_collection() {
     });
 }
 
+/// A remote-free batch (a chain of objects one thread freed into the same
+/// slab, pushed with one compare-and-swap) races with another thread's
+/// single free and the owner's collections: each object is collected
+/// exactly once, the chain whole.
+#[test]
+fn loom_a_remote_free_batch_races_with_a_free_and_collection() {
+    model(|| {
+        let word = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
+        let batcher = {
+            let word = word.clone();
+            thread::spawn(move || {
+                let (head, tail) = (object(), object());
+                set_next(head)(tail);
+                assert!(!push(&*word, head, set_next(tail), false));
+            })
+        };
+        let single = {
+            let word = word.clone();
+            thread::spawn(move || {
+                let obj = object();
+                assert!(!push(&*word, obj, set_next(obj), false));
+            })
+        };
+        let mut got = drain(take(&*word, true));
+        batcher.join().unwrap();
+        single.join().unwrap();
+        got += drain(take(&*word, true));
+        assert_eq!(got, 3);
+    });
+}
+
 /// The owner gives the slab up while a remote free races: the object is
 /// either collected by the owner, or left on an unowned list whose pusher
 /// was told to notify the cache. Never stranded without a notification.
@@ -137,9 +168,13 @@ impl SlabOps for &ModelSlab {
     fn set_owner(self, owner: usize) {
         self.owner.store(owner, Relaxed);
     }
-    fn push_remote(self, obj: *mut u8, dead_cache: bool) -> bool {
-        let obj = obj as usize;
-        push(&self.thread_free, obj, set_next(obj), dead_cache)
+    fn push_remote(self, head: *mut u8, tail: *mut u8, dead_cache: bool) -> bool {
+        push(
+            &self.thread_free,
+            head as usize,
+            set_next(tail as usize),
+            dead_cache,
+        )
     }
     unsafe fn used(self) -> usize {
         self.used.with(|u| {
@@ -286,7 +321,7 @@ fn remote_freer(cache: &Arc<ModelCache>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let obj = object();
         let c = &*cache;
-        protocol::free_remote(c, &c.slab, obj as *mut u8);
+        protocol::free_remote(c, &c.slab, obj as *mut u8, obj as *mut u8);
     })
 }
 

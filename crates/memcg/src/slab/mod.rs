@@ -374,6 +374,15 @@ pub fn slab_of(ptr: *const u8) -> Option<(usize, usize)> {
     Some((slab.start() as usize, slab.span_bytes()))
 }
 
+/// The calling thread's frees of objects of slabs it does not own (remote
+/// frees), and the compare-and-swaps that took them to their slabs: a
+/// thread queues such objects per destination slab and pushes each batch
+/// (up to 64) with one atomic operation. Counted since the thread started;
+/// for tests and studies of the remote path.
+pub fn remote_free_counts() -> (u64, u64) {
+    heap::remote_free_counts()
+}
+
 /// Give the calling thread's slabs back to their caches.
 pub fn flush_thread_cache() {
     heap::flush_local();

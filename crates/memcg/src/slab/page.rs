@@ -557,12 +557,13 @@ impl Slab {
 
     /// Free `obj` from a thread that does not own the slab. Returns true
     /// when the cache must be notified ([`remote::push`]).
-    pub(crate) fn push_remote(&self, obj: *mut u8, dead_cache: bool) -> bool {
+    pub(crate) fn push_remote(&self, head: *mut u8, tail: *mut u8, dead_cache: bool) -> bool {
         remote::push(
             &self.thread_free,
-            obj as usize,
-            // SAFETY: obj is a dead object of this slab: its first word is ours.
-            |next| unsafe { (obj as *mut usize).write(next) },
+            head as usize,
+            // SAFETY: `head..=tail` is a chain of dead objects of this slab,
+            // linked through their first words; the tail's is ours to write.
+            |next| unsafe { (tail as *mut usize).write(next) },
             dead_cache,
         )
     }
@@ -726,8 +727,8 @@ impl super::protocol::SlabOps for &'static Slab {
     }
 
     #[inline]
-    fn push_remote(self, obj: *mut u8, dead_cache: bool) -> bool {
-        Slab::push_remote(self, obj, dead_cache)
+    fn push_remote(self, head: *mut u8, tail: *mut u8, dead_cache: bool) -> bool {
+        Slab::push_remote(self, head, tail, dead_cache)
     }
 
     #[inline]

@@ -28,7 +28,9 @@ pub(crate) trait SlabOps: Copy {
     fn set_owner(self, owner: usize);
     /// Push `obj` on the remote-free list; true when the cache must be
     /// notified ([`remote::push`](super::remote::push)).
-    fn push_remote(self, obj: *mut u8, dead_cache: bool) -> bool;
+    /// Push the chain `head..=tail` (linked through first words) onto the
+    /// remote list with one compare-and-swap.
+    fn push_remote(self, head: *mut u8, tail: *mut u8, dead_cache: bool) -> bool;
     /// Objects in use.
     ///
     /// # Safety
@@ -208,8 +210,8 @@ pub(crate) unsafe fn release<C: CacheOps>(c: C, s: C::Slab) {
 /// before the push: once pushed, the object may be collected and the slab
 /// reused; caches are type-stable and `notify` checks under the lock).
 #[inline]
-pub(crate) fn free_remote<C: CacheOps>(c: C, s: C::Slab, obj: *mut u8) {
-    if s.push_remote(obj, is_dead(c)) {
+pub(crate) fn free_remote<C: CacheOps>(c: C, s: C::Slab, head: *mut u8, tail: *mut u8) {
+    if s.push_remote(head, tail, is_dead(c)) {
         notify(c, s);
     }
 }
