@@ -20,8 +20,11 @@
 //!
 //! The workloads on the global allocator — `std` and the ports of
 //! mimalloc-bench's larson, xmalloc-test, mstress and cache-scratch
-//! ([`ports`]) — run in a child process per allocator with that allocator as
-//! the child's global allocator ([`global`]).
+//! ([`ports`]) — and the real-world suite (`json`, `strings`, `btree`:
+//! [`real_world`]), which also reports each child's peak RSS, run in a child
+//! process per allocator with that allocator as the child's global allocator
+//! ([`global`]). [`instructions`] counts the instructions of a 64-byte
+//! alloc+free pair through each global allocator, in a child under callgrind.
 //!
 //! Beside the ns/op table, the report measures what only memcg has:
 //! removal time by live objects, with and without fragmented slabs
@@ -53,10 +56,12 @@ pub mod affinity;
 pub mod contender;
 pub mod footprint;
 pub mod global;
+pub mod instructions;
 pub mod measure;
 pub mod memcg_global;
 pub mod ports;
 pub mod raw_alloc;
+pub mod real_world;
 pub mod removal;
 pub mod report;
 pub mod ring;

@@ -2,11 +2,13 @@
 //!
 //! `cargo run --release -p memcg-bench -- [--quick] [--json] [--workload NAME]... [--allocator NAME]...`
 //! prints a markdown table of median ns/op and each row's ratio to the fastest
-//! peer, then memcg's figures against DESIGN.md §7: the §7 ratios, accounting
-//! on vs off, removal time by live objects (with fragmented slabs), slab
-//! utilization with many small groups churning, bytes pinned by a dead group
-//! and two threads charging one group. With `--json` it prints only the §7
-//! figures, as one JSON object. Progress goes to stderr, the report to stdout.
+//! peer, then memcg's figures against DESIGN.md §7: the §7 ratios, the
+//! real-world suite's time and peak RSS, accounting on vs off, instructions
+//! per alloc+free pair (under valgrind), removal time by live objects (with
+//! fragmented slabs), slab utilization with many small groups churning,
+//! bytes pinned by a dead group and two threads charging one group. With
+//! `--json` it prints only the §7 figures, as one JSON object. Progress goes
+//! to stderr, the report to stdout.
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
@@ -15,7 +17,8 @@ use std::time::Instant;
 
 use memcg_bench::contender::{contenders, Contender, Role, MEMCG_GLOBAL_ROOT};
 use memcg_bench::footprint;
-use memcg_bench::global::{self, Charged, Dispatch, CHILD_FLAG};
+use memcg_bench::global::{self, ChildAnswer, Dispatch, Rss, CHILD_FLAG, NO_GROUP_FLAG};
+use memcg_bench::instructions::{self, Counts, InstructionCount, Target};
 use memcg_bench::measure::{interleaved, Reps, Spread};
 use memcg_bench::ports::{self, Scale};
 use memcg_bench::removal::{self, Removal};
@@ -25,19 +28,21 @@ use memcg_bench::summary::Summary;
 use memcg_bench::utilization::{self, Utilization};
 use memcg_bench::workload::Workload;
 
-// Only the workloads on the global allocator (`std` and the ports) use it,
-// in a child per allocator and workload; see `memcg_bench::global` for why
-// and how the choice is made.
+// Only the workloads on the global allocator (`std`, the ports and the
+// real-world suite) and the instruction counts use it, in a child per
+// allocator and workload; see `memcg_bench::global` for why and how the
+// choice is made.
 #[global_allocator]
 static GLOBAL: Dispatch = Dispatch;
 
 const USAGE: &str = "\
 usage: memcg-bench [--quick] [--json] [--workload NAME]... [--allocator NAME]...
 
-  --quick           less work: the whole report in about two minutes on 2 cores
+  --quick           less work: the whole report in two to three minutes on 2 cores
   --json            print only DESIGN.md §7's figures, as one JSON object
   --workload NAME   run only this workload or study (repeatable): single64,
                     churn, remote, std, larson, xmalloc, mstress, cache-scratch,
+                    json, strings, btree, instructions (needs valgrind),
                     removal, utilization, scaling
   --allocator NAME  run only this allocator's rows (repeatable), e.g. to profile
                     one: system, jemalloc, mimalloc, snmalloc, memcg, memcg-root,
@@ -56,13 +61,22 @@ enum Study {
     Utilization,
     /// Two threads charging one group vs one.
     Scaling,
+    /// Instructions per 64-byte alloc+free pair on each global allocator,
+    /// counted by callgrind.
+    Instructions,
 }
 
 impl Study {
-    const ALL: [Study; 3] = [Study::Removal, Study::Utilization, Study::Scaling];
+    const ALL: [Study; 4] = [
+        Study::Instructions,
+        Study::Removal,
+        Study::Utilization,
+        Study::Scaling,
+    ];
 
     fn name(self) -> &'static str {
         match self {
+            Study::Instructions => "instructions",
             Study::Removal => "removal",
             Study::Utilization => "utilization",
             Study::Scaling => "scaling",
@@ -90,6 +104,10 @@ struct Args {
     allocators: Vec<String>,
     /// In a child: the allocator and the workload to run.
     child: Option<(String, String)>,
+    /// In a `memcg` child: keep the workload's threads in no group.
+    child_no_group: bool,
+    /// In a child under callgrind: the allocator and the pairs to count.
+    instructions_child: Option<(String, u64)>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -101,6 +119,8 @@ fn parse_args() -> Result<Args, String> {
         studies: Vec::new(),
         allocators: Vec::new(),
         child: None,
+        child_no_group: false,
+        instructions_child: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -133,6 +153,15 @@ fn parse_args() -> Result<Args, String> {
                 let workload = it.next().ok_or("--global-child needs a workload")?;
                 args.child = Some((allocator, workload));
             }
+            NO_GROUP_FLAG => args.child_no_group = true,
+            instructions::CHILD_FLAG => {
+                let target = it.next().ok_or("--instructions-child needs an allocator")?;
+                let n = it.next().ok_or("--instructions-child needs a number")?;
+                let n = n
+                    .parse()
+                    .map_err(|_| format!("--instructions-child: not a number: {n:?}"))?;
+                args.instructions_child = Some((target, n));
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -146,10 +175,10 @@ fn parse_args() -> Result<Args, String> {
 
 /// What one contender measured on one workload.
 enum Outcome {
-    /// ns per op over the timed repetitions, and, in a child whose global
-    /// allocator charges a group, what the group was charged and (on `std`)
-    /// ns per op with the thread in no group.
-    Measured(Spread, Option<Charged>, Option<Spread>),
+    /// ns per op over the timed repetitions, and, from a child, what else it
+    /// measured: what its group was charged, ns per op with the thread in no
+    /// group, resident memory.
+    Measured(ChildAnswer),
     /// The allocator panicked, or its child failed; the message, and no
     /// number.
     Panicked(String),
@@ -176,7 +205,7 @@ fn measure<'c>(
             .map(|c| {
                 let choice = c.global().expect("runs(w) implies a global choice");
                 let outcome = match global::run_in_child(choice, w, child_args) {
-                    Ok(answer) => Outcome::Measured(answer.ns, answer.charged, answer.root_ns),
+                    Ok(answer) => Outcome::Measured(answer),
                     Err(e) => Outcome::Panicked(e.to_string()),
                 };
                 (c, outcome)
@@ -208,7 +237,7 @@ fn measure<'c>(
         .zip(panics)
         .map(|((c, spread), panicked)| match panicked {
             Some(msg) => (c, Outcome::Panicked(msg)),
-            None => (c, Outcome::Measured(spread, None, None)),
+            None => (c, Outcome::Measured(ChildAnswer::ns_only(spread))),
         })
         .collect()
 }
@@ -239,8 +268,18 @@ fn main() -> ExitCode {
         Scale::full()
     };
 
+    if let Some((target, n)) = &args.instructions_child {
+        return match instructions::child(target, *n) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("memcg-bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some((allocator, workload)) = &args.child {
-        return match global::child_answer(allocator, workload, reps, &scale) {
+        let no_group = args.child_no_group;
+        return match global::child_answer(allocator, workload, no_group, reps, &scale) {
             Ok(lines) => {
                 println!("{lines}");
                 ExitCode::SUCCESS
@@ -266,13 +305,14 @@ fn main() -> ExitCode {
         all.retain(|c| args.allocators.iter().any(|a| a == c.name()));
     }
     let mut rows = Vec::new();
-    let mut charges: Vec<(Workload, &'static str, Charged)> = Vec::new();
+    let mut charges = Vec::new();
     for &w in &args.workloads {
         for (c, outcome) in measure(&all, w, reps, &args) {
-            let (ns_per_op, panicked) = match outcome {
-                Outcome::Measured(ns, charged, root_ns) => {
-                    progress(w, c.name(), ns);
-                    if let Some(charged) = charged {
+            let mut root_row = None;
+            let (ns_per_op, rss, panicked) = match outcome {
+                Outcome::Measured(answer) => {
+                    progress(w, c.name(), answer.ns, answer.rss);
+                    if let Some(charged) = answer.charged {
                         eprintln!(
                             "{:>13} {:<29} memory.peak {} B, memory.current after {} B",
                             w.name(),
@@ -282,22 +322,23 @@ fn main() -> ExitCode {
                         );
                         charges.push((w, c.name(), charged));
                     }
-                    if let Some(root) = root_ns {
-                        // The same child's runs in no group: accounting off.
-                        progress(w, MEMCG_GLOBAL_ROOT, root);
-                        rows.push(Row {
+                    if let Some(root) = answer.root_ns {
+                        // The runs in no group: accounting off.
+                        progress(w, MEMCG_GLOBAL_ROOT, root, answer.root_rss);
+                        root_row = Some(Row {
                             workload: w,
                             allocator: MEMCG_GLOBAL_ROOT,
                             role: Role::Own,
                             ns_per_op: root.median,
+                            rss: answer.root_rss,
                             panicked: None,
                         });
                     }
-                    (ns.median, None)
+                    (answer.ns.median, answer.rss, None)
                 }
                 Outcome::Panicked(msg) => {
                     eprintln!("{:>13} {:<29} panicked: {msg}", w.name(), c.name());
-                    (f64::NAN, Some(msg))
+                    (f64::NAN, None, Some(msg))
                 }
             };
             rows.push(Row {
@@ -305,11 +346,18 @@ fn main() -> ExitCode {
                 allocator: c.name(),
                 role: c.role(),
                 ns_per_op,
+                rss,
                 panicked,
             });
+            // After the row it came with, as on the raw workloads.
+            rows.extend(root_row);
         }
     }
 
+    let counts = args
+        .studies
+        .contains(&Study::Instructions)
+        .then(|| count_instructions(&args));
     let removals: Option<Vec<Removal>> = args.studies.contains(&Study::Removal).then(|| {
         let reps = removal::removal_reps(reps);
         eprintln!(
@@ -349,7 +397,17 @@ fn main() -> ExitCode {
     eprintln!("took {:.1} s", started.elapsed().as_secs_f64());
 
     if args.json {
-        let summary = Summary::new(&rows, removals.as_deref(), &utilizations, &scalings);
+        let counted = match &counts {
+            Some(Ok(counts)) => counts.counted.as_slice(),
+            _ => &[],
+        };
+        let summary = Summary::new(
+            &rows,
+            removals.as_deref(),
+            &utilizations,
+            &scalings,
+            counted,
+        );
         println!("{}", summary.to_json());
         return ExitCode::SUCCESS;
     }
@@ -380,10 +438,44 @@ fn main() -> ExitCode {
         println!(
             "\n## memcg (global allocator) against the fastest peer (DESIGN.md §7)\n\n{targets}"
         );
+        let root = report::root_targets(&rows);
+        if root.lines().count() > 2 {
+            println!(
+                "## memcg-root (global allocator), threads in no group, against the fastest \
+                 peer (DESIGN.md §7 `root_ratios`, S10)\n\n{root}"
+            );
+        }
         println!(
             "## Accounting on vs off: in a group / in no group (DESIGN.md §7)\n\n{}",
             report::accounting(&rows)
         );
+    }
+    if rows.iter().any(|r| r.workload.is_real_world()) {
+        let real_world = report::real_world(&rows);
+        println!(
+            "## Real-world programs: time and peak RSS (DESIGN.md §7)\n\n\
+             Each row is a fresh child process with the allocator as its global \
+             allocator; peak RSS is its `VmHWM` after all repetitions (binary, \
+             runtime and the workload's input included), \"at start\" its `VmRSS` \
+             before the first. Time ratios divide by the fastest peer, RSS ratios \
+             by the smallest peer peak.\n\n{real_world}"
+        );
+    }
+    match &counts {
+        Some(Ok(counts)) => println!(
+            "## Instructions per 64-byte alloc+free pair (DESIGN.md §7)\n\n\
+             callgrind's count over {} pairs of `std::alloc::alloc` + `dealloc` \
+             (real calls of the global allocator) after {} untimed, loop and \
+             global-allocator dispatch included (the same few instructions for \
+             every allocator).\n\n{}",
+            instructions::PAIRS,
+            instructions::WARM_UP,
+            report::instructions(counts)
+        ),
+        Some(Err(why)) => println!(
+            "## Instructions per 64-byte alloc+free pair (DESIGN.md §7)\n\nNot measured: {why}.\n"
+        ),
+        None => {}
     }
     if let Some(removals) = &removals {
         println!(
@@ -415,14 +507,51 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// One measured row on stderr.
-fn progress(w: Workload, allocator: &str, ns: Spread) {
+/// One measured row on stderr, with its child's peak RSS on the real-world
+/// suite.
+fn progress(w: Workload, allocator: &str, ns: Spread, rss: Option<Rss>) {
+    let rss = match rss {
+        Some(rss) if w.is_real_world() => {
+            format!(", peak RSS {:.1} MiB", rss.peak as f64 / (1024.0 * 1024.0))
+        }
+        _ => String::new(),
+    };
     eprintln!(
-        "{:>13} {:<29} {:>8.1} ns/op (min {:.1}, max {:.1})",
+        "{:>13} {:<29} {:>8.1} ns/op (min {:.1}, max {:.1}){rss}",
         w.name(),
         allocator,
         ns.median,
         ns.min,
         ns.max
     );
+}
+
+/// The instructions study: every allocator `--allocator` selects (all if it
+/// selects none), each counted under callgrind; `Err` saying why if valgrind
+/// cannot be run.
+fn count_instructions(args: &Args) -> Result<Counts, String> {
+    let Some(version) = instructions::valgrind() else {
+        eprintln!("instructions: skipped: valgrind is not installed");
+        return Err("valgrind is not installed (`valgrind --version` failed)".to_owned());
+    };
+    let mut counts = Counts::default();
+    for target in Target::ALL {
+        if !args.allocators.is_empty() && !args.allocators.iter().any(|a| a == target.row()) {
+            continue;
+        }
+        match instructions::count(target, instructions::PAIRS) {
+            Ok(per_pair) => {
+                eprintln!(
+                    "instructions: {:<29} {per_pair:>6.1} per pair ({version})",
+                    target.row()
+                );
+                counts.counted.push(InstructionCount { target, per_pair });
+            }
+            Err(e) => {
+                eprintln!("instructions: {:<29} not counted: {e}", target.row());
+                counts.failed.push((target, e.to_string()));
+            }
+        }
+    }
+    Ok(counts)
 }

@@ -3,13 +3,18 @@
 //!
 //! The keys are fixed ([`Summary`]'s fields, serialized as they are named);
 //! every figure is a plain number, and a figure the run did not measure (its
-//! study was not selected, or the allocator panicked) is `null`. Ratios are
-//! `memcg (global allocator)` over the fastest peer (ns/op over ns/op);
-//! utilizations are fractions (0.85 is 85%).
+//! study was not selected, the allocator panicked, or valgrind is missing)
+//! is `null`. Ratios are `memcg (global allocator)` over the fastest peer
+//! (ns/op over ns/op), `root_ratios` the same for `memcg-root (global
+//! allocator)`; footprints are peak RSS over the smallest peer's;
+//! instructions are per alloc+free pair; utilizations are fractions (0.85 is
+//! 85%).
 
 use serde::Serialize;
 
 use crate::contender::{MEMCG_GLOBAL, MEMCG_GLOBAL_ROOT};
+use crate::global::GlobalChoice;
+use crate::instructions::InstructionCount;
 use crate::removal::{Caches, Case, Removal};
 use crate::report::{self, Row};
 use crate::scaling::{Path, Scaling};
@@ -34,6 +39,14 @@ pub struct Summary {
     pub utilization: UtilizationFigures,
     /// Throughput of two threads charging one group over one thread's.
     pub scaling_2threads: ScalingFigures,
+    /// `memcg-root (global allocator)` ns/op over the fastest peer's.
+    pub root_ratios: RootRatios,
+    /// `memcg (global allocator)`'s child's peak RSS over the smallest
+    /// peer's, on the real-world suite.
+    pub footprint: Footprint,
+    /// Instructions per 64-byte alloc+free pair through the global
+    /// allocator, counted by callgrind.
+    pub instructions: Instructions,
 }
 
 /// Ratios to the fastest peer.
@@ -55,6 +68,51 @@ pub struct Ratios {
     pub mstress: Option<f64>,
     /// cache-scratch.
     pub cache_scratch: Option<f64>,
+    /// json (real-world).
+    pub json: Option<f64>,
+    /// strings (real-world).
+    pub strings: Option<f64>,
+    /// btree (real-world).
+    pub btree: Option<f64>,
+}
+
+/// Ratios of the row with threads in no group to the fastest peer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RootRatios {
+    /// single64.
+    pub single64: Option<f64>,
+    /// churn.
+    pub churn: Option<f64>,
+    /// remote.
+    pub remote: Option<f64>,
+}
+
+/// Peak RSS over the smallest peer's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Footprint {
+    /// json.
+    pub json: Option<f64>,
+    /// strings.
+    pub strings: Option<f64>,
+    /// btree.
+    pub btree: Option<f64>,
+}
+
+/// Instructions per pair, per allocator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Instructions {
+    /// `MemcgAlloc`, the thread in a group.
+    pub memcg: Option<f64>,
+    /// `MemcgAlloc`, the thread in no group.
+    pub memcg_root: Option<f64>,
+    /// mimalloc.
+    pub mimalloc: Option<f64>,
+    /// jemalloc.
+    pub jemalloc: Option<f64>,
+    /// snmalloc.
+    pub snmalloc: Option<f64>,
+    /// The system allocator.
+    pub system: Option<f64>,
 }
 
 /// Accounting on over off.
@@ -99,8 +157,17 @@ impl Summary {
         removals: Option<&[Removal]>,
         utilizations: &[Utilization],
         scalings: &[Scaling],
+        counts: &[InstructionCount],
     ) -> Summary {
         let ratio = |w| finite(report::ratio_to_fastest_peer(rows, w, MEMCG_GLOBAL));
+        let root_ratio = |w| finite(report::ratio_to_fastest_peer(rows, w, MEMCG_GLOBAL_ROOT));
+        let footprint = |w| finite(report::rss_ratio(rows, w, MEMCG_GLOBAL));
+        let count = |choice, in_group| {
+            counts
+                .iter()
+                .find(|c| c.target.choice == choice && c.target.in_group == in_group)
+                .map(|c| c.per_pair)
+        };
         let on_off = |w| finite(report::on_off(rows, w, MEMCG_GLOBAL, MEMCG_GLOBAL_ROOT));
         let removal = |case| {
             removals?
@@ -127,6 +194,9 @@ impl Summary {
                 xmalloc: ratio(Workload::Xmalloc),
                 mstress: ratio(Workload::Mstress),
                 cache_scratch: ratio(Workload::CacheScratch),
+                json: ratio(Workload::Json),
+                strings: ratio(Workload::Strings),
+                btree: ratio(Workload::Btree),
             },
             on_off: OnOff {
                 single64: on_off(Workload::Single64),
@@ -147,6 +217,24 @@ impl Summary {
                 kmem: finite(scaling(Path::Kmem)),
                 large: finite(scaling(Path::Large)),
             },
+            root_ratios: RootRatios {
+                single64: root_ratio(Workload::Single64),
+                churn: root_ratio(Workload::Churn),
+                remote: root_ratio(Workload::Remote),
+            },
+            footprint: Footprint {
+                json: footprint(Workload::Json),
+                strings: footprint(Workload::Strings),
+                btree: footprint(Workload::Btree),
+            },
+            instructions: Instructions {
+                memcg: finite(count(GlobalChoice::Memcg, true)),
+                memcg_root: finite(count(GlobalChoice::Memcg, false)),
+                mimalloc: finite(count(GlobalChoice::Mimalloc, false)),
+                jemalloc: finite(count(GlobalChoice::Jemalloc, false)),
+                snmalloc: finite(count(GlobalChoice::Snmalloc, false)),
+                system: finite(count(GlobalChoice::System, false)),
+            },
         }
     }
 
@@ -160,10 +248,17 @@ impl Summary {
 mod tests {
     use super::*;
     use crate::contender::Role;
+    use crate::global::Rss;
+    use crate::instructions::Target;
     use crate::measure::Spread;
     use crate::report::tests::row;
     use crate::utilization::Config;
     use memcg::Leftovers;
+
+    fn with_rss(mut row: Row, peak: u64) -> Row {
+        row.rss = Some(Rss { peak, start: 1 });
+        row
+    }
 
     fn spread(median: f64) -> Spread {
         Spread {
@@ -175,15 +270,20 @@ mod tests {
 
     #[test]
     fn an_empty_run_has_every_key_and_only_nulls() {
-        let json = Summary::new(&[], None, &[], &[]).to_json();
+        let json = Summary::new(&[], None, &[], &[], &[]).to_json();
         assert_eq!(
             json,
             "{\"ratios\":{\"single64\":null,\"churn\":null,\"remote\":null,\"std\":null,\
-             \"larson\":null,\"xmalloc\":null,\"mstress\":null,\"cache_scratch\":null},\
+             \"larson\":null,\"xmalloc\":null,\"mstress\":null,\"cache_scratch\":null,\
+             \"json\":null,\"strings\":null,\"btree\":null},\
              \"on_off\":{\"single64\":null,\"churn\":null,\"std\":null},\
              \"removal_ratio\":null,\"leftover_bytes\":null,\
              \"utilization\":{\"g100_o1000\":null,\"g1000_o100\":null},\
-             \"scaling_2threads\":{\"kmem\":null,\"large\":null}}"
+             \"scaling_2threads\":{\"kmem\":null,\"large\":null},\
+             \"root_ratios\":{\"single64\":null,\"churn\":null,\"remote\":null},\
+             \"footprint\":{\"json\":null,\"strings\":null,\"btree\":null},\
+             \"instructions\":{\"memcg\":null,\"memcg_root\":null,\"mimalloc\":null,\
+             \"jemalloc\":null,\"snmalloc\":null,\"system\":null}}"
         );
     }
 
@@ -201,6 +301,9 @@ mod tests {
             row(Workload::Churn, "a", Role::Peer, 2.0),
             panicked,
             row(Workload::Churn, MEMCG_GLOBAL_ROOT, Role::Own, 1.0),
+            with_rss(row(Workload::Json, "a", Role::Peer, 3.0), 300),
+            with_rss(row(Workload::Json, "b", Role::Peer, 4.0), 200),
+            with_rss(row(Workload::Json, MEMCG_GLOBAL, Role::Own, 6.0), 300),
         ];
         let removal = |case, caches, micros, pinned| Removal {
             case,
@@ -229,7 +332,21 @@ mod tests {
             one: spread(10.0),
             two: spread(8.0),
         };
-        let s = Summary::new(&rows, Some(&removals), &[utilization], &[scaling]);
+        let counts = [
+            InstructionCount {
+                target: Target::ALL[0],
+                per_pair: 31.5,
+            },
+            InstructionCount {
+                target: Target::ALL[1],
+                per_pair: 30.0,
+            },
+            InstructionCount {
+                target: Target::ALL[2],
+                per_pair: 28.0,
+            },
+        ];
+        let s = Summary::new(&rows, Some(&removals), &[utilization], &[scaling], &counts);
         assert_eq!(s.ratios.larson, Some(1.25));
         assert_eq!(s.ratios.single64, Some(1.0));
         assert_eq!(s.ratios.churn, None, "a panicked row has no figure");
@@ -243,10 +360,21 @@ mod tests {
         assert_eq!(s.utilization.g1000_o100, Some(0.8));
         assert_eq!(s.utilization.g100_o1000, None);
         assert_eq!(s.scaling_2threads.large, Some(1.25));
+        assert_eq!(s.root_ratios.single64, Some(0.8));
+        assert_eq!(s.root_ratios.churn, Some(0.5));
+        assert_eq!(s.footprint.json, Some(1.5), "over the smallest peer");
+        assert_eq!(s.ratios.json, Some(2.0));
+        assert_eq!(s.instructions.memcg, Some(31.5));
+        assert_eq!(s.instructions.memcg_root, Some(30.0));
+        assert_eq!(s.instructions.mimalloc, Some(28.0));
+        assert_eq!(s.instructions.system, None);
         let json: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
         assert_eq!(json["ratios"]["larson"], 1.25);
         assert_eq!(json["leftover_bytes"], 264);
         assert_eq!(json["utilization"]["g1000_o100"], 0.8);
         assert!(json["ratios"]["cache_scratch"].is_null());
+        assert_eq!(json["footprint"]["json"], 1.5);
+        assert_eq!(json["instructions"]["memcg_root"], 30.0);
+        assert!(json["footprint"]["btree"].is_null());
     }
 }

@@ -42,11 +42,21 @@ pub enum Workload {
     /// mimalloc-bench's cache-scratch, ported ([`crate::ports::cache_scratch`]),
     /// on the global allocator. One op: one byte written and read.
     CacheScratch,
+    /// Parse a generated JSON document into a `serde_json::Value`, keep a
+    /// few subtrees, drop the rest, then them ([`crate::real_world::json`]).
+    /// One op: one JSON value.
+    Json,
+    /// Build `String`s of varied lengths, sort them, drop them
+    /// ([`crate::real_world::strings`]). One op: one string.
+    Strings,
+    /// Fill a `BTreeMap<u64, String>`, then empty it in random order
+    /// ([`crate::real_world::btree`]). One op: one insert or remove.
+    Btree,
 }
 
 impl Workload {
     /// All workloads, in report order.
-    pub const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 11] = [
         Workload::Single64,
         Workload::Churn,
         Workload::Remote,
@@ -55,7 +65,14 @@ impl Workload {
         Workload::Xmalloc,
         Workload::Mstress,
         Workload::CacheScratch,
+        Workload::Json,
+        Workload::Strings,
+        Workload::Btree,
     ];
+
+    /// The real-world suite ([`crate::real_world`]), whose rows also report
+    /// the child's peak RSS.
+    pub const REAL_WORLD: [Workload; 3] = [Workload::Json, Workload::Strings, Workload::Btree];
 
     /// The name printed in the report and accepted by `--workload`.
     pub fn name(self) -> &'static str {
@@ -68,6 +85,9 @@ impl Workload {
             Workload::Xmalloc => "xmalloc",
             Workload::Mstress => "mstress",
             Workload::CacheScratch => "cache-scratch",
+            Workload::Json => "json",
+            Workload::Strings => "strings",
+            Workload::Btree => "btree",
         }
     }
 
@@ -79,6 +99,12 @@ impl Workload {
             self,
             Workload::Single64 | Workload::Churn | Workload::Remote
         )
+    }
+
+    /// Whether the workload is one of the real-world suite
+    /// ([`Workload::REAL_WORLD`]).
+    pub fn is_real_world(self) -> bool {
+        Workload::REAL_WORLD.contains(&self)
     }
 
     /// The workload called `name`, if any.

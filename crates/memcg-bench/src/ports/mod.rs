@@ -25,6 +25,7 @@
 use std::alloc::{handle_alloc_error, Layout};
 
 use crate::raw_alloc::RawAlloc;
+use crate::real_world::RealWorld;
 
 pub mod cache_scratch;
 pub mod larson;
@@ -49,7 +50,8 @@ pub fn threads() -> usize {
         .clamp(2, 8)
 }
 
-/// The work each port does in one repetition.
+/// The work each workload on the global allocator does in one repetition:
+/// each port, and the real-world suite ([`crate::real_world`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Scale {
     /// larson's parameters.
@@ -60,6 +62,8 @@ pub struct Scale {
     pub mstress: Mstress,
     /// cache-scratch's parameters.
     pub cache_scratch: CacheScratch,
+    /// The sizes of `json`, `strings` and `btree`.
+    pub real_world: RealWorld,
 }
 
 impl Scale {
@@ -72,6 +76,7 @@ impl Scale {
             xmalloc: Xmalloc::mimalloc_bench(threads).with_batches(200),
             mstress: Mstress::mimalloc_bench(threads).with_iterations(10),
             cache_scratch: CacheScratch::mimalloc_bench(threads).with_repetitions(100_000),
+            real_world: RealWorld::quick(),
         }
     }
 
@@ -83,6 +88,7 @@ impl Scale {
             xmalloc: Xmalloc::mimalloc_bench(threads).with_batches(400),
             mstress: Mstress::mimalloc_bench(threads).with_iterations(20),
             cache_scratch: CacheScratch::mimalloc_bench(threads).with_repetitions(200_000),
+            real_world: RealWorld::full(),
         }
     }
 }
