@@ -26,6 +26,24 @@ fn reclaim(group: &GroupInner, pages: usize) -> usize {
     RECLAIM.get().map_or(0, |f| f(group, pages))
 }
 
+static DRAIN_OBJECTS: std::sync::OnceLock<fn(u64)> = std::sync::OnceLock::new();
+
+/// Let stock drains reach every thread's object stock through `f` (the
+/// slab layer's, registered from above; once).
+pub(crate) fn register_object_drain(f: fn(u64)) {
+    let _ = DRAIN_OBJECTS.set(f);
+}
+
+/// Drain every thread's charge stock and object stock held for the
+/// hierarchy `common_id`, idle threads' included (the kernel's
+/// `drain_all_stock`): at a limit, on removal, on quiesce.
+pub(crate) fn drain_all_stocks(common_id: u64) {
+    crate::stock::drain_all(common_id);
+    if let Some(f) = DRAIN_OBJECTS.get() {
+        f(common_id);
+    }
+}
+
 /// How many times a charge that failed at a limit reclaims before it fails.
 /// A reclaim pass that frees nothing ends the retries early.
 pub const MAX_RECLAIM_RETRIES: usize = 5;
@@ -75,7 +93,7 @@ pub(crate) fn charge(ctx: &CtxRef, pages: usize, stat: Stat, nofail: bool) -> Re
         }
         if !drained {
             drained = true;
-            crate::stock::drain_all(over.common.id);
+            drain_all_stocks(over.common.id);
             continue;
         }
         if retries > 0 {
@@ -133,6 +151,13 @@ fn try_charge_owner(
             None => spin_wait(),
         }
     }
+}
+
+/// Charge `pages` of `stat` to whatever group `ctx` bills, over any limit
+/// and without reclaim: for bytes that are already in objects (an object
+/// stock settling what its owner used after another thread drained it).
+pub(crate) fn charge_forced(ctx: &CtxRef, pages: usize, stat: Stat) {
+    force_charge(ctx, pages, stat)
 }
 
 fn force_charge(ctx: &CtxRef, pages: usize, stat: Stat) {

@@ -229,7 +229,7 @@ fn shrink_to(g: &GroupInner, limit: usize, is_max: bool) {
         }
         if !drained {
             drained = true;
-            crate::stock::drain_all(g.common.id);
+            crate::charge::drain_all_stocks(g.common.id);
             continue;
         }
         if retries > 0 {

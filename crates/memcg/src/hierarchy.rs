@@ -166,6 +166,11 @@ impl Hierarchy {
         }
         offline(self.common(), &mut tree, &group);
         drop(tree);
+        // Every stock caching the removed group's context returns its bytes
+        // and lets go of it, idle threads' included (DESIGN.md §8).
+        let ctx = group.ctx.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+        crate::stock::drain_all(self.common().id);
+        crate::slab::heap::drain_all(self.common().id, ctx);
         drop(group);
         self.run_deferred();
         Ok(())
@@ -195,7 +200,7 @@ impl Hierarchy {
         #[cfg(not(loom))]
         crate::deferred::ensure_worker();
         crate::slab::heap::drain_local();
-        crate::stock::drain_all(self.common().id);
+        crate::charge::drain_all_stocks(self.common().id);
         self.run_deferred();
     }
 

@@ -35,8 +35,8 @@ use crate::error::Result;
 use crate::stats::Stat;
 use crate::sync::Ordering::*;
 use crate::PAGE_SIZE;
-use std::cell::Cell;
 use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicUsize};
 
 /// The most pre-charged bytes a slot keeps: beyond it, whole pages go back
 /// (the kernel drains an obj_stock above a page too). So the slack all
@@ -44,31 +44,56 @@ use std::ptr;
 /// the group's limit cannot drain from other threads.
 pub(crate) const STOCK_MAX: usize = PAGE_SIZE;
 
+/// Drains by other threads that took bytes from an own slot, and owner
+/// settlements that found those bytes used by their fast paths meanwhile
+/// (the race the handshake resolves). For tests and studies.
+pub(crate) static REMOTE_DRAINS: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
 /// The budget of the own slot in the root: never runs out in practice
 /// (refreshed by the slow path when it falls below half).
 const ROOT_BUDGET: isize = 1 << 60;
 
-/// One thread's object stock. Owner thread only (it lives in thread-locals).
+/// One thread's object stock. It lives in the thread's heap; the owner uses
+/// it, and another thread may drain it ([`drain_remote`](Self::drain_remote)).
+///
+/// The fields are atomics read and written Relaxed, plain moves: the fast
+/// paths load and store `budget` (and load `ctx`) without a read-modify-write
+/// or a fence. Everything else happens under `lock`, which the owner takes
+/// in its slow paths and a drainer takes for the whole drain: a drainer never
+/// writes `budget` or the own slot's context, which the fast paths use; it
+/// returns the budget's bytes to the page counter and records them in
+/// `drained`, which the owner's next slow path takes off its budget
+/// ([`reconcile`](Self::reconcile)), charging at once whatever its fast paths
+/// used in between. An idle owner's stock is thus drained exactly; a busy
+/// one's at worst lags by the bytes it allocated meanwhile, until its next
+/// slow path. The foreign slot is only touched under the lock, so a drainer
+/// empties it and drops its context.
 pub(crate) struct ObjStock {
     /// The own slot's budget (see the module doc). The allocation fast path
     /// subtracts first and goes slow when the result is negative; the free
     /// fast path adds first and goes slow above [`STOCK_MAX`]: the slow
     /// paths take the fast path's change back before anything else.
-    budget: Cell<isize>,
+    budget: AtomicIsize,
     /// The own slot's context: a counted reference (`CtxRef::into_raw`), or
     /// null (the root: endless budget, nothing charged).
-    ctx: Cell<*const KmemContext>,
+    ctx: AtomicPtr<KmemContext>,
     /// `budget` plus the bytes of objects already in the statistics: the
-    /// statistics lag by `base - budget`.
-    base: Cell<isize>,
+    /// statistics lag by `base - budget`. Under the lock.
+    base: AtomicIsize,
     /// Of that lag, the bytes of reclaimable objects (`slab_reclaimable`;
-    /// the rest is `slab_unreclaimable`).
-    reclaimable: Cell<isize>,
+    /// the rest is `slab_unreclaimable`). Added to without the lock (with a
+    /// read-modify-write: reclaimable objects only), taken under it.
+    reclaimable: AtomicIsize,
+    /// Bytes of the budget a drainer returned that the owner has not taken
+    /// off its budget yet. Under the lock.
+    drained: AtomicIsize,
     /// The foreign slot: a counted context reference or null, the bytes
-    /// its objects' frees gave back, and their statistics.
-    fctx: Cell<*const KmemContext>,
-    fbytes: Cell<usize>,
-    fslab: [Cell<isize>; 2],
+    /// its objects' frees gave back, and their statistics. Under the lock.
+    fctx: AtomicPtr<KmemContext>,
+    fbytes: AtomicUsize,
+    fslab: [AtomicIsize; 2],
+    /// Serializes the owner's slow paths with drainers.
+    lock: AtomicBool,
 }
 
 /// Which `slab_*` statistic an object counts in.
@@ -95,16 +120,95 @@ impl SlabKind {
     }
 }
 
+#[inline(always)]
+fn get(a: &AtomicIsize) -> isize {
+    a.load(Relaxed)
+}
+
+#[inline(always)]
+fn set(a: &AtomicIsize, v: isize) {
+    a.store(v, Relaxed)
+}
+
+/// The stock's lock, held for a slow-path section, inside the fork gate
+/// (entered first, left last): a fork waits for the section, and the
+/// section never waits at a closed gate while it holds the lock, which a
+/// drainer inside the gate may be waiting for.
+struct Locked<'a>(
+    &'a ObjStock,
+    #[cfg(not(loom))]
+    #[allow(dead_code)]
+    crate::fork::Gate,
+);
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.0.lock.store(false, Release);
+    }
+}
+
 impl ObjStock {
     pub(crate) const fn new() -> ObjStock {
         ObjStock {
-            budget: Cell::new(ROOT_BUDGET),
-            ctx: Cell::new(ptr::null()),
-            base: Cell::new(ROOT_BUDGET),
-            reclaimable: Cell::new(0),
-            fctx: Cell::new(ptr::null()),
-            fbytes: Cell::new(0),
-            fslab: [Cell::new(0), Cell::new(0)],
+            budget: AtomicIsize::new(ROOT_BUDGET),
+            ctx: AtomicPtr::new(ptr::null_mut()),
+            base: AtomicIsize::new(ROOT_BUDGET),
+            reclaimable: AtomicIsize::new(0),
+            drained: AtomicIsize::new(0),
+            fctx: AtomicPtr::new(ptr::null_mut()),
+            fbytes: AtomicUsize::new(0),
+            fslab: [AtomicIsize::new(0), AtomicIsize::new(0)],
+            lock: AtomicBool::new(false),
+        }
+    }
+
+    /// Take the lock (uncontended but while a drainer works on this stock),
+    /// then take back what drainers returned.
+    fn locked(&self) -> Locked<'_> {
+        let l = self.lock_only();
+        self.reconcile();
+        l
+    }
+
+    /// Take the lock, inside the fork gate.
+    fn lock_only(&self) -> Locked<'_> {
+        #[cfg(not(loom))]
+        let gate = crate::fork::Gate::enter();
+        while self
+            .lock
+            .compare_exchange_weak(false, true, Acquire, Relaxed)
+            .is_err()
+        {
+            crate::sync::spin_wait();
+        }
+        Locked(
+            self,
+            #[cfg(not(loom))]
+            gate,
+        )
+    }
+
+    /// Owner, under the lock: take the bytes drainers returned off the
+    /// budget; if the fast paths used them meanwhile, charge them now
+    /// (forced: they are already in objects).
+    fn reconcile(&self) {
+        let r = self.drained.swap(0, Relaxed);
+        if r == 0 {
+            return;
+        }
+        set(&self.budget, get(&self.budget) - r);
+        set(&self.base, get(&self.base) - r);
+        let deficit = -get(&self.budget);
+        let p = self.ctx.load(Relaxed);
+        if deficit > 0 && !p.is_null() {
+            REMOTE_DRAINS[1].fetch_add(1, Relaxed);
+            let pages = (deficit as usize).div_ceil(PAGE_SIZE);
+            // SAFETY: the own slot's counted reference keeps the context
+            // alive; the view is not dropped.
+            let ctx = std::mem::ManuallyDrop::new(unsafe { CtxRef::from_raw(p) });
+            charge::charge_forced(&ctx, pages, Stat::Kernel);
+            ctx.get_refs(pages);
+            self.add_precharged((pages * PAGE_SIZE) as isize);
         }
     }
 
@@ -113,15 +217,15 @@ impl ObjStock {
     /// [`untake`](Self::untake) first).
     #[inline(always)]
     pub(crate) fn take(&self, need: usize) -> bool {
-        let b = self.budget.get() - need as isize;
-        self.budget.set(b);
+        let b = get(&self.budget) - need as isize;
+        set(&self.budget, b);
         b >= 0
     }
 
     /// Undo a failed [`take`](Self::take).
     #[inline(always)]
     pub(crate) fn untake(&self, need: usize) {
-        self.budget.set(self.budget.get() + need as isize);
+        set(&self.budget, get(&self.budget) + need as isize);
     }
 
     /// The free fast path: give `need` bytes of an object charged through
@@ -129,43 +233,48 @@ impl ObjStock {
     /// stays under [`STOCK_MAX`]; false otherwise, with nothing changed.
     #[inline(always)]
     pub(crate) fn give(&self, ctx: *const KmemContext, need: usize) -> bool {
-        if self.ctx.get() != ctx {
+        if self.ctx.load(Relaxed) as *const KmemContext != ctx {
             return false;
         }
-        let b = self.budget.get() + need as isize;
+        let b = get(&self.budget) + need as isize;
         if b > STOCK_MAX as isize {
             return false;
         }
-        self.budget.set(b);
+        set(&self.budget, b);
         true
     }
 
     /// The own slot's context (null: the root).
     #[inline(always)]
     pub(crate) fn ctx(&self) -> *const KmemContext {
-        self.ctx.get()
+        self.ctx.load(Relaxed)
     }
 
     /// Count `bytes` (negative: freed) of reclaimable objects among those
     /// the own slot's budget paid for or took back.
     #[inline]
     pub(crate) fn note_reclaimable(&self, bytes: isize) {
-        self.reclaimable.set(self.reclaimable.get() + bytes);
+        self.reclaimable.fetch_add(bytes, Relaxed);
     }
 
     /// Make the own slot serve `ctx` (`None`: the root), draining what it
     /// held for another context. A new group context starts with an empty
     /// budget: the first allocation charges.
     pub(crate) fn switch(&self, ctx: Option<&CtxRef>) {
+        let _l = self.locked();
+        self.switch_locked(ctx);
+    }
+
+    fn switch_locked(&self, ctx: Option<&CtxRef>) {
         let p = ctx.map_or(ptr::null(), CtxRef::as_ptr);
-        if self.ctx.get() == p {
+        if self.ctx() == p {
             return;
         }
         self.drain_own();
         if let Some(ctx) = ctx {
-            self.ctx.set(ctx.clone().into_raw());
-            self.budget.set(0);
-            self.base.set(0);
+            self.ctx.store(ctx.clone().into_raw() as *mut _, Relaxed);
+            set(&self.budget, 0);
+            set(&self.base, 0);
         }
     }
 
@@ -183,28 +292,40 @@ impl ObjStock {
         kind: SlabKind,
         nofail: bool,
     ) -> Result<()> {
-        self.switch(Some(ctx));
-        self.flush_stat_batched();
         let need = need as isize;
-        if self.budget.get() < need {
-            let rem = ctx.nr_bytes.swap(0, AcqRel) as isize;
-            self.add_precharged(rem);
-        }
-        if self.budget.get() < need {
-            let pages = (need - self.budget.get()) as usize;
-            let pages = pages.div_ceil(PAGE_SIZE);
-            // Reclaim at a limit may free objects on this very thread, which
-            // come back to this stock: hold its contents aside meanwhile and
-            // drain whatever those frees leave in it.
-            let held = self.take_own();
-            let charged = charge::charge(ctx, pages, Stat::Kernel, nofail);
-            self.drain_own();
-            self.put_own(held);
-            charged?;
-            ctx.get_refs(pages);
-            self.add_precharged((pages * PAGE_SIZE) as isize);
-        }
-        self.budget.set(self.budget.get() - need);
+        let pages = {
+            let _l = self.locked();
+            self.switch_locked(Some(ctx));
+            self.flush_stat_batched();
+            if get(&self.budget) < need {
+                let rem = ctx.nr_bytes.swap(0, AcqRel) as isize;
+                self.add_precharged(rem);
+            }
+            if get(&self.budget) >= need {
+                set(&self.budget, get(&self.budget) - need);
+                if kind == SlabKind::Reclaimable {
+                    self.note_reclaimable(need);
+                }
+                return Ok(());
+            }
+            ((need - get(&self.budget)) as usize).div_ceil(PAGE_SIZE)
+        };
+        // Reclaim at a limit may free objects on this very thread, which
+        // come back to this stock: hold its contents aside meanwhile (and
+        // the lock released: those frees take it) and drain whatever those
+        // frees leave in it.
+        let held = {
+            let _l = self.locked();
+            self.take_own()
+        };
+        let charged = charge::charge(ctx, pages, Stat::Kernel, nofail);
+        let _l = self.locked();
+        self.drain_own();
+        self.put_own(held);
+        charged?;
+        ctx.get_refs(pages);
+        self.add_precharged((pages * PAGE_SIZE) as isize);
+        set(&self.budget, get(&self.budget) - need);
         if kind == SlabKind::Reclaimable {
             self.note_reclaimable(need);
         }
@@ -214,8 +335,8 @@ impl ObjStock {
     /// Bytes charged (or taken from the context's remainder) join the
     /// budget: not object bytes, so `base` moves with them.
     fn add_precharged(&self, bytes: isize) {
-        self.budget.set(self.budget.get() + bytes);
-        self.base.set(self.base.get() + bytes);
+        set(&self.budget, get(&self.budget) + bytes);
+        set(&self.base, get(&self.base) + bytes);
     }
 
     /// Give back the bytes of a freed object the fast path did not take:
@@ -229,14 +350,15 @@ impl ObjStock {
     #[cold]
     #[inline(never)]
     pub(crate) unsafe fn uncharge(&self, ctx: *const KmemContext, need: usize, kind: SlabKind) {
-        if self.ctx.get() == ctx {
+        let _l = self.locked();
+        if self.ctx() == ctx {
             // Overflow: keep the sub-page remainder, return whole pages.
-            self.budget.set(self.budget.get() + need as isize);
+            set(&self.budget, get(&self.budget) + need as isize);
             if kind == SlabKind::Reclaimable {
                 self.note_reclaimable(-(need as isize));
             }
             self.flush_stat_batched();
-            let b = self.budget.get().max(0) as usize;
+            let b = get(&self.budget).max(0) as usize;
             let pages = b / PAGE_SIZE;
             if pages > 0 {
                 self.add_precharged(-((pages * PAGE_SIZE) as isize));
@@ -246,23 +368,25 @@ impl ObjStock {
             }
             return;
         }
-        if self.fctx.get() != ctx {
+        if self.fctx.load(Relaxed) as *const KmemContext != ctx {
             self.drain_foreign();
             // SAFETY: the object's charge keeps the context alive (its pages
             // hold references), and the clone is taken before the bytes are
             // given up.
-            self.fctx.set(unsafe { CtxRef::clone_raw(ctx) }.into_raw());
+            let c = unsafe { CtxRef::clone_raw(ctx) };
+            self.fctx.store(c.into_raw() as *mut _, Relaxed);
         }
         let cell = &self.fslab[kind as usize];
-        cell.set(cell.get() - need as isize);
-        self.fbytes.set(self.fbytes.get() + need);
-        if self.fbytes.get() > STOCK_MAX {
-            let pages = self.fbytes.get() / PAGE_SIZE;
-            self.fbytes.set(self.fbytes.get() % PAGE_SIZE);
+        set(cell, get(cell) - need as isize);
+        let fbytes = self.fbytes.load(Relaxed) + need;
+        self.fbytes.store(fbytes % PAGE_SIZE, Relaxed);
+        if fbytes > STOCK_MAX {
             // SAFETY: the foreign slot holds a counted reference.
             let c = unsafe { CtxRef::clone_raw(ctx) };
             self.flush_foreign_stat(&c);
-            uncharge_pages(&c, pages);
+            uncharge_pages(&c, fbytes / PAGE_SIZE);
+        } else {
+            self.fbytes.store(fbytes, Relaxed);
         }
     }
 
@@ -271,11 +395,12 @@ impl ObjStock {
     /// context with an empty budget (the heap's current slabs still serve
     /// it); the foreign slot lets go of its.
     pub(crate) fn drain(&self) {
-        let p = self.ctx.get();
+        let _l = self.locked();
+        let p = self.ctx();
         if !p.is_null() {
             self.flush_stat();
-            let budget = self.budget.replace(0).max(0) as usize;
-            self.base.set(0);
+            let budget = self.budget.swap(0, Relaxed).max(0) as usize;
+            set(&self.base, 0);
             // SAFETY: the own slot's counted reference keeps the context
             // alive; the view is not dropped.
             let ctx = std::mem::ManuallyDrop::new(unsafe { CtxRef::from_raw(p) });
@@ -284,19 +409,67 @@ impl ObjStock {
         self.drain_foreign();
     }
 
+    /// Another thread drains this stock, whose owner may be running (see
+    /// the type's doc), for each slot whose context belongs to the
+    /// hierarchy `common_id` (and is `only`, unless null): the own slot's
+    /// budget goes back to the page counter and its statistics are applied;
+    /// the foreign slot is emptied and lets go of its context.
+    pub(crate) fn drain_remote(&self, common_id: u64, only: *const KmemContext) {
+        let _l = self.lock_only();
+        let p = self.ctx();
+        // SAFETY: the own slot's counted reference keeps the context alive
+        // while we hold the lock (the owner drops it only under the lock);
+        // the view is not dropped.
+        let own =
+            (!p.is_null()).then(|| std::mem::ManuallyDrop::new(unsafe { CtxRef::from_raw(p) }));
+        let wanted = |c: &CtxRef| {
+            c.common().id == common_id && (only.is_null() || ptr::eq(c.as_ptr(), only))
+        };
+        if let Some(ctx) = own.as_deref().filter(|c| wanted(c)) {
+            // The owner's fast paths may move the budget meanwhile: what we
+            // read is what we return, and the owner settles the rest.
+            let budget = get(&self.budget);
+            let lag = get(&self.base) - budget;
+            let reclaimable = self.reclaimable.swap(0, Relaxed);
+            set(&self.base, budget);
+            if lag != 0 || reclaimable != 0 {
+                ctx.with_owner(|g| {
+                    g.stat_add(Stat::SlabUnreclaimable, lag - reclaimable);
+                    g.stat_add(Stat::SlabReclaimable, reclaimable);
+                });
+            }
+            let take = budget - get(&self.drained);
+            if take > 0 {
+                REMOTE_DRAINS[0].fetch_add(1, Relaxed);
+                self.drained.fetch_add(take, Relaxed);
+                return_bytes(ctx, take as usize);
+            }
+        }
+        let f = self.fctx.load(Relaxed);
+        if !f.is_null() {
+            // SAFETY: as above, for the foreign slot's reference.
+            let fctx = std::mem::ManuallyDrop::new(unsafe { CtxRef::from_raw(f) });
+            if wanted(&fctx) {
+                self.drain_foreign();
+            }
+        }
+    }
+
     /// [`drain`](Self::drain), and let go of the own slot's context too: the
     /// root's endless budget is back. The caller's heap must then hold no
     /// current slab uniform for another context (thread exit, a flush).
     pub(crate) fn release(&self) {
+        let _l = self.locked();
         self.drain_own();
         self.drain_foreign();
     }
 
     /// Refresh the root's budget when it has run low (slow paths).
     pub(crate) fn refresh_root(&self) {
-        if self.ctx.get().is_null() && self.budget.get() < ROOT_BUDGET / 2 {
-            self.budget.set(ROOT_BUDGET);
-            self.base.set(ROOT_BUDGET);
+        if self.ctx().is_null() && get(&self.budget) < ROOT_BUDGET / 2 {
+            let _l = self.locked();
+            set(&self.budget, ROOT_BUDGET);
+            set(&self.base, ROOT_BUDGET);
         }
     }
 
@@ -312,53 +485,53 @@ impl ObjStock {
     }
 
     /// Empty the own slot (statistics applied), leaving the root's budget;
-    /// returns its context reference (raw) and budget.
+    /// returns its context reference (raw) and budget. Under the lock.
     fn take_own(&self) -> (*const KmemContext, isize) {
         self.flush_stat();
-        let p = self.ctx.replace(ptr::null());
-        let budget = self.budget.replace(ROOT_BUDGET);
-        self.base.set(ROOT_BUDGET);
-        self.reclaimable.set(0);
+        let p = self.ctx.swap(ptr::null_mut(), Relaxed) as *const KmemContext;
+        let budget = self.budget.swap(ROOT_BUDGET, Relaxed);
+        set(&self.base, ROOT_BUDGET);
+        self.reclaimable.store(0, Relaxed);
         (p, if p.is_null() { 0 } else { budget })
     }
 
     /// Put back what [`take_own`](Self::take_own) returned, into an empty
-    /// own slot.
+    /// own slot. Under the lock.
     fn put_own(&self, (p, budget): (*const KmemContext, isize)) {
         if p.is_null() {
             return;
         }
-        self.ctx.set(p);
-        self.budget.set(budget);
-        self.base.set(budget);
+        self.ctx.store(p as *mut _, Relaxed);
+        set(&self.budget, budget);
+        set(&self.base, budget);
     }
 
     fn drain_foreign(&self) {
-        let p = self.fctx.replace(ptr::null());
+        let p = self.fctx.swap(ptr::null_mut(), Relaxed);
         if p.is_null() {
             return;
         }
         // SAFETY: the foreign slot's counted reference, taken out once.
         let ctx = unsafe { CtxRef::from_raw(p) };
         self.flush_foreign_stat(&ctx);
-        return_bytes(&ctx, self.fbytes.replace(0));
+        return_bytes(&ctx, self.fbytes.swap(0, Relaxed));
     }
 
     /// Apply the own slot's pending statistics once they are a page's worth
     /// (or any reclaimable bytes are pending: those are rare and exact).
     fn flush_stat_batched(&self) {
-        let lag = self.base.get() - self.budget.get();
-        if lag.unsigned_abs() >= PAGE_SIZE || self.reclaimable.get() != 0 {
+        let lag = get(&self.base) - get(&self.budget);
+        if lag.unsigned_abs() >= PAGE_SIZE || get(&self.reclaimable) != 0 {
             self.flush_stat();
         }
     }
 
-    /// Apply the own slot's pending statistics.
+    /// Apply the own slot's pending statistics. Under the lock.
     fn flush_stat(&self) {
-        let p = self.ctx.get();
-        let lag = self.base.get() - self.budget.get();
-        self.base.set(self.budget.get());
-        let reclaimable = self.reclaimable.replace(0);
+        let p = self.ctx();
+        let lag = get(&self.base) - get(&self.budget);
+        set(&self.base, get(&self.budget));
+        let reclaimable = self.reclaimable.swap(0, Relaxed);
         if p.is_null() || (lag == 0 && reclaimable == 0) {
             return;
         }
@@ -377,7 +550,7 @@ impl ObjStock {
 
     fn flush_foreign_stat(&self, ctx: &CtxRef) {
         for kind in [SlabKind::Unreclaimable, SlabKind::Reclaimable] {
-            let delta = self.fslab[kind as usize].replace(0);
+            let delta = self.fslab[kind as usize].swap(0, Relaxed);
             if delta != 0 {
                 ctx.with_owner(|g| g.stat_add(kind.stat(), delta));
             }

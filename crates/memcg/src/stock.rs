@@ -312,6 +312,10 @@ pub(crate) fn drain_all(common_id: u64) {
     while !p.is_null() {
         // SAFETY: slots are never freed.
         let slot = unsafe { &*p };
+        // Inside the fork gate from taking the slot to settling what it
+        // held: a fork copying us half way would lose those pages.
+        #[cfg(not(loom))]
+        let _gate = crate::fork::Gate::enter();
         slot.lock();
         let ctx = slot.ctx.load(Relaxed);
         // SAFETY: a non-null ctx in a locked slot is a counted reference the

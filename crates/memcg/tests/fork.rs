@@ -20,6 +20,16 @@ use std::sync::Arc;
 #[global_allocator]
 static A: MemcgAlloc = MemcgAlloc;
 
+/// The tests of this binary run one at a time: a fork copies whatever locks
+/// other threads hold at that moment, the standard library's own among them
+/// (a thread being started holds std's thread-info lock, and a new thread in
+/// the child then waits for it forever). memcg arranges for its own locks
+/// (DESIGN.md §8); the tests must not start threads while another forks.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 const FORKS: usize = 50;
 
 /// What a child does: everything a program does with memcg, then `_exit`.
@@ -57,6 +67,7 @@ fn child() -> ! {
 
 #[test]
 fn fifty_forks_while_three_threads_churn_groups() {
+    let _serial = serial();
     let h = global();
     h.create("/fork-churn").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -272,6 +283,7 @@ fn current(g: &memcg::Group) -> u64 {
 /// runs. The child must allocate, charge its group, leave it and remove it.
 #[test]
 fn a_thread_in_a_fresh_group_forks_and_the_child_allocates() {
+    let _serial = serial();
     let h = global();
     let g = h.create("/fork-from-group").unwrap();
     let in_g = g.enter().unwrap();
@@ -347,6 +359,7 @@ static REGISTER_EARLY_HOOK: extern "C" fn() = register_early_hook;
 /// inside the gate. The hook must return, and the child run.
 #[test]
 fn an_atfork_child_hook_registered_before_memcg_may_allocate() {
+    let _serial = serial();
     assert!(
         EARLY_HOOK_REGISTERED.load(Relaxed),
         "the constructor did not run"
@@ -443,6 +456,7 @@ unsafe fn intact(addr: usize, size: usize, byte: u8) -> bool {
 /// exactly 0 afterwards, its removal succeed.
 #[test]
 fn new_threads_in_the_child_own_nothing_of_vanished_threads() {
+    let _serial = serial();
     // memcg's deferred worker runs in the parent before the fork: the
     // child's (started on demand, with the default stack size) takes its
     // vanished predecessor's stack, not the worker's.
@@ -584,6 +598,7 @@ type Made = (Vec<Box<[u8; 200]>>, Vec<String>);
 /// vanished thread holds a removed group), and it can be removed too.
 #[test]
 fn vanished_threads_leave_their_groups_in_the_child() {
+    let _serial = serial();
     let h = global();
     let parent = h.create("/fork-idle").unwrap();
     let a = h.create("/fork-idle/a").unwrap();
@@ -778,6 +793,7 @@ fn throttled_future(path: &str) -> usize {
 /// child, well within its alarm (the penalty is 250 ms).
 #[test]
 fn a_throttled_future_completes_in_the_child() {
+    let _serial = serial();
     // Starts memcg's timer thread in the parent.
     assert_eq!(throttled_future("/fork-timer-parent"), 1024 + 64);
     let result = fork_child(

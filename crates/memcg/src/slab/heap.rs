@@ -714,6 +714,7 @@ fn hook_exit(h: &Heap) {
             HOOKED.call_once(|| {
                 crate::fork::on_child(after_fork);
                 crate::current::on_switch(context_changed);
+                crate::charge::register_object_drain(|id| drain_all(id, ptr::null()));
             });
         }
     }
@@ -756,6 +757,28 @@ fn store_order() {
     std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
     #[cfg(not(target_arch = "x86_64"))]
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Drain every other thread's object stocks held for the hierarchy
+/// `common_id` (only those holding the context `ctx`, if not null), idle or
+/// not (see `ObjStock::drain_remote`): the registry's lock is held
+/// throughout, so no heap goes away meanwhile.
+pub(crate) fn drain_all(common_id: u64, ctx: *const KmemContext) {
+    let _internal = crate::internal::Internal::enter();
+    let own = [
+        HEAP.try_with(|h| h as *const Heap as usize).unwrap_or(0),
+        HANDLE_HEAP
+            .try_with(|h| h as *const Heap as usize)
+            .unwrap_or(0),
+    ];
+    let heaps = crate::sync::lock_std(&HEAPS);
+    for &p in heaps.iter().filter(|p| !own.contains(p)) {
+        // SAFETY: a registered heap lives in its thread's thread-locals
+        // until its exit hook takes it off the registry, which waits for
+        // the lock we hold; its stock is built for other threads' drains.
+        let h = unsafe { &*(p as *const Heap) };
+        h.stock.drain_remote(common_id, ctx);
+    }
 }
 
 /// Take `h` off [`HEAPS`] (its thread is exiting).
