@@ -98,11 +98,19 @@
 //! slab bytes by less than a page per context billing the group. So once
 //! every stock is drained a context whose live objects take `b` bytes has
 //! exactly `ceil(b / PAGE)` pages charged (what is charged is what its
-//! objects use plus a remainder under a page). From that, for every live
-//! group: `slab` is the bytes of the live objects billed to its subtree,
-//! `kmem` its kmem pages, `kernel` those pages plus `ceil(b / PAGE)` per
-//! context billing the subtree, and `memory.current` includes the same
-//! pages, all exact, checked after every step with every stock drained.
+//! objects use plus a remainder under a page), and while stocks hold bytes
+//! a context has at most one page more per thread whose stock holds it.
+//!
+//! Every step is checked three times (see [`Phase`]): first with every
+//! stock in play as the step left it (charge stocks, which pre-charge up to
+//! `2 * CHARGE_BATCH` pages a thread, and object stocks): `memory.current`
+//! at least the drained usage and above it by no more than the stocks can
+//! hold, statistics within what stocks may not have applied yet, and the
+//! stock-free files (events, limits, procs, `cgroup.stat`) exact; then
+//! after a quiesce, which returns every charge stock but leaves the
+//! workers' object stocks in play: page statistics exact, `memory.current
+//! == anon + file + kernel` exact, and usage above the drained usage by at
+//! most a page per worker; then with every stock drained, everything exact.
 //!
 //! Limits are exact because every step starts with every stock drained. A
 //! charge that does not fit as a batch of `CHARGE_BATCH` is retried with its
@@ -142,7 +150,7 @@
 
 use memcg::{
     Error, ErrorKind, Group, Hierarchy, KmemPages, PageKind, SlabCache, SlabObject, UserPage,
-    PAGE_SIZE,
+    CHARGE_BATCH, PAGE_SIZE,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -163,6 +171,8 @@ use std::thread::spawn;
 
 const PAGE: u64 = PAGE_SIZE as u64;
 const WORKERS: usize = 3;
+/// Threads whose stocks may hold charges: the workers and the test thread.
+const THREADS: u64 = WORKERS as u64 + 1;
 const MAX_DEPTH: usize = 3;
 /// Object sizes of the shared slab caches (S11).
 const SLAB_SIZES: [usize; 3] = [16, 64, 200];
@@ -1930,138 +1940,28 @@ fn drain(r: &Real) {
     r.h.quiesce();
 }
 
-/// Drain, then compare every counter of every live group with the model.
+/// Which stocks may still hold charges when the counters are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// As the step left them: every thread's charge stock (pages charged
+    /// ahead, and statistics not yet applied) and object stock (bytes
+    /// charged ahead, and slab statistics not yet applied).
+    AllStocks,
+    /// After a quiesce: the charge stocks and the test thread's object
+    /// stock are back, the workers' object stocks are not.
+    ObjectStocks,
+    /// Every stock back: DESIGN.md's numbers are exact.
+    Drained,
+}
+
+/// Check every step three times: with every stock in play, with the
+/// workers' object stocks in play, and drained (see [`Phase`]).
 fn compare(op: &Op, m: &Model, r: &Real) -> Result<(), TestCaseError> {
+    check(op, m, r, Phase::AllStocks)?;
+    r.h.quiesce();
+    check(op, m, r, Phase::ObjectStocks)?;
     drain(r);
-    for i in m.live_sorted() {
-        let g = &m.groups[i];
-        let path = g.path.as_str();
-        let read = |file: &str| {
-            r.h.read(path, file)
-                .unwrap_or_else(|e| panic!("read {path} {file}: {e}"))
-        };
-        let current: u64 = read("memory.current").trim().parse().expect("a number");
-        let stat = read("memory.stat");
-        let (anon, file, kernel) = (key(&stat, "anon"), key(&stat, "file"), key(&stat, "kernel"));
-        let want = |kind| m.billed(i, Some(kind)) as u64 * PAGE;
-        prop_assert_eq!(
-            current,
-            m.usage(i) as u64 * PAGE,
-            "after {:?}: {} memory.current",
-            op,
-            path
-        );
-        prop_assert_eq!(anon, want(Kind::Anon), "after {:?}: {} anon", op, path);
-        prop_assert_eq!(file, want(Kind::File), "after {:?}: {} file", op, path);
-        let (kmem, slab) = (key(&stat, "kmem"), key(&stat, "slab"));
-        prop_assert_eq!(kmem, want(Kind::Kmem), "after {:?}: {} kmem", op, path);
-        // S11: bytes of live objects; pages for them, per context.
-        prop_assert_eq!(
-            slab,
-            m.slab_bytes(i) as u64,
-            "after {:?}: {} slab",
-            op,
-            path
-        );
-        prop_assert_eq!(
-            (
-                key(&stat, "slab_reclaimable"),
-                key(&stat, "slab_unreclaimable")
-            ),
-            (0, slab),
-            "after {:?}: {} slab_reclaimable, slab_unreclaimable",
-            op,
-            path
-        );
-        prop_assert_eq!(
-            kernel,
-            kmem + m.slab_pages(i) as u64 * PAGE,
-            "after {:?}: {} kernel (kmem {}, slab {})",
-            op,
-            path,
-            kmem,
-            slab
-        );
-        // §3 Consistency, as stated there.
-        prop_assert_eq!(
-            current,
-            anon + file + kernel,
-            "after {:?}: {} consistency",
-            op,
-            path
-        );
-        let contexts = m.contexts_billing(i) as u64;
-        let excess = kernel.checked_sub(kmem + slab);
-        prop_assert!(
-            excess.is_some_and(|e| e == 0 || e < contexts * PAGE),
-            "after {:?}: {} kernel {} vs kmem {} + slab {}: not within less than a \
-             page per context billing it ({})",
-            op,
-            path,
-            kernel,
-            kmem,
-            slab,
-            contexts
-        );
-        prop_assert_eq!(
-            read("cgroup.stat"),
-            format!(
-                "nr_descendants {}\nnr_dying_descendants {}\n",
-                m.live_descendants(i),
-                m.dying_descendants(i)
-            ),
-            "after {:?}: {} cgroup.stat",
-            op,
-            path
-        );
-        if i == 0 {
-            continue;
-        }
-        prop_assert_eq!(
-            read("memory.events"),
-            events_text(g.hier),
-            "after {:?}: {} memory.events",
-            op,
-            path
-        );
-        prop_assert_eq!(
-            read("memory.events.local"),
-            events_text(g.local),
-            "after {:?}: {} memory.events.local",
-            op,
-            path
-        );
-        prop_assert_eq!(
-            read("memory.max"),
-            limit_text(g.max),
-            "after {:?}: {} memory.max",
-            op,
-            path
-        );
-        prop_assert_eq!(
-            read("memory.high"),
-            limit_text(g.high),
-            "after {:?}: {} memory.high",
-            op,
-            path
-        );
-        let peak: u64 = read("memory.peak").trim().parse().expect("a number");
-        prop_assert!(
-            peak >= current,
-            "after {:?}: {} memory.peak {} < current {}",
-            op,
-            path,
-            peak,
-            current
-        );
-        let mut procs: Vec<String> = read("cgroup.procs").lines().map(str::to_string).collect();
-        procs.sort();
-        let want: Vec<String> = (0..WORKERS)
-            .filter(|&w| m.workers[w] == i)
-            .map(|w| format!("model-w{w}"))
-            .collect();
-        prop_assert_eq!(procs, want, "after {:?}: {} cgroup.procs", op, path);
-    }
+    check(op, m, r, Phase::Drained)?;
     prop_assert_eq!(
         r.h.live_contexts(),
         m.contexts(),
@@ -2086,6 +1986,182 @@ fn compare(op: &Op, m: &Model, r: &Real) -> Result<(), TestCaseError> {
                 k
             );
         }
+    }
+    Ok(())
+}
+
+/// Compare every counter of every live group with the model, as exactly
+/// as `phase` allows.
+///
+/// A stock holds one context, so at most one per thread holds a context
+/// billing a group, and none when no group of its subtree, live or removed,
+/// has one. A charge stock holds at most `2 * CHARGE_BATCH` pages, which
+/// `memory.current` counts, and its statistics not yet applied stay within
+/// `CHARGE_BATCH` pages per statistic; an object stock holds at most a page
+/// of bytes, and as much of `slab` not yet applied. Every byte charged through a context is either
+/// used by a live object, in a stock, or in the context's sub-page
+/// remainder, so `memory.current` is never below the drained usage, and
+/// above it by no more than what the stocks can hold: the remainder and
+/// the stocks' bytes of a context together make at most one page more than
+/// its drained charge per stock holding it.
+fn check(op: &Op, m: &Model, r: &Real, phase: Phase) -> Result<(), TestCaseError> {
+    for i in m.live_sorted() {
+        let g = &m.groups[i];
+        let path = g.path.as_str();
+        let read = |file: &str| {
+            r.h.read(path, file)
+                .unwrap_or_else(|e| panic!("read {path} {file}: {e}"))
+        };
+        let current: u64 = read("memory.current").trim().parse().expect("a number");
+        let stat = read("memory.stat");
+        let (anon, file, kernel) = (key(&stat, "anon"), key(&stat, "file"), key(&stat, "kernel"));
+        let (kmem, slab) = (key(&stat, "kmem"), key(&stat, "slab"));
+        let want = |kind| m.billed(i, Some(kind)) as u64 * PAGE;
+        let usage = m.usage(i) as u64 * PAGE;
+        let slab_pages = m.slab_pages(i) as u64 * PAGE;
+        // Stocks that may hold a context billing the group: any context
+        // whose group is in the subtree or was removed from it, a stock
+        // keeping it alive after its last object went.
+        let billing = (1..m.groups.len()).any(|c| m.is_under(m.nearest_live(c), i));
+        let stocks = match phase {
+            _ if !billing => 0,
+            Phase::AllStocks => THREADS,
+            Phase::ObjectStocks => WORKERS as u64,
+            Phase::Drained => 0,
+        };
+        let charge_stock = if phase == Phase::AllStocks {
+            CHARGE_BATCH as u64 * PAGE
+        } else {
+            0
+        };
+        let at = |what: &str| format!("after {op:?}, {phase:?}: {path} {what}");
+        prop_assert!(
+            usage <= current && current - usage <= stocks * (2 * charge_stock + PAGE),
+            "{}: {} with {} drained, {} stocks",
+            at("memory.current"),
+            current,
+            usage,
+            stocks
+        );
+        for (name, got, want) in [
+            ("anon", anon, want(Kind::Anon)),
+            ("file", file, want(Kind::File)),
+            ("kmem", kmem, want(Kind::Kmem)),
+        ] {
+            prop_assert!(
+                got.abs_diff(want) <= stocks * charge_stock,
+                "{}: {} with {} drained",
+                at(name),
+                got,
+                want
+            );
+        }
+        // S11: bytes of live objects; pages for them, per context.
+        let slab_want = m.slab_bytes(i) as u64;
+        prop_assert!(
+            slab.abs_diff(slab_want) <= stocks * PAGE,
+            "{}: {} with {} drained",
+            at("slab"),
+            slab,
+            slab_want
+        );
+        prop_assert_eq!(
+            key(&stat, "slab_reclaimable"),
+            0,
+            "{}",
+            at("slab_reclaimable")
+        );
+        prop_assert_eq!(
+            key(&stat, "slab_unreclaimable"),
+            slab,
+            "{}",
+            at("slab_unreclaimable")
+        );
+        let kernel_want = want(Kind::Kmem) + slab_pages;
+        prop_assert!(
+            kernel + stocks * charge_stock >= kernel_want
+                && kernel <= kernel_want + stocks * (charge_stock + PAGE),
+            "{}: {} with {} drained (kmem {}, slab {})",
+            at("kernel"),
+            kernel,
+            kernel_want,
+            kmem,
+            slab
+        );
+        if phase != Phase::AllStocks {
+            // §3 Consistency, once the charge stocks' statistics are applied.
+            prop_assert_eq!(current, anon + file + kernel, "{}", at("consistency"));
+        }
+        if phase == Phase::Drained {
+            // §3, as stated there: the excess is less than a page per
+            // context billing the group, counted exactly: the contexts of
+            // the subtree's live groups, of its removed groups still held,
+            // and of removed groups whose objects it now bills.
+            let contexts = m.contexts_billing(i) as u64;
+            let excess = kernel.checked_sub(kmem + slab);
+            prop_assert!(
+                excess.is_some_and(|e| e == 0 || e < contexts * PAGE),
+                "{}: kernel {} vs kmem {} + slab {}: not within less than a \
+                 page per context billing it ({})",
+                at("consistency"),
+                kernel,
+                kmem,
+                slab,
+                contexts
+            );
+        }
+        prop_assert_eq!(
+            read("cgroup.stat"),
+            format!(
+                "nr_descendants {}\nnr_dying_descendants {}\n",
+                m.live_descendants(i),
+                m.dying_descendants(i)
+            ),
+            "{}",
+            at("cgroup.stat")
+        );
+        if i == 0 {
+            continue;
+        }
+        prop_assert_eq!(
+            read("memory.events"),
+            events_text(g.hier),
+            "{}",
+            at("memory.events")
+        );
+        prop_assert_eq!(
+            read("memory.events.local"),
+            events_text(g.local),
+            "{}",
+            at("memory.events.local")
+        );
+        prop_assert_eq!(
+            read("memory.max"),
+            limit_text(g.max),
+            "{}",
+            at("memory.max")
+        );
+        prop_assert_eq!(
+            read("memory.high"),
+            limit_text(g.high),
+            "{}",
+            at("memory.high")
+        );
+        let peak: u64 = read("memory.peak").trim().parse().expect("a number");
+        prop_assert!(
+            peak >= current,
+            "{}: {} < current {}",
+            at("memory.peak"),
+            peak,
+            current
+        );
+        let mut procs: Vec<String> = read("cgroup.procs").lines().map(str::to_string).collect();
+        procs.sort();
+        let want: Vec<String> = (0..WORKERS)
+            .filter(|&w| m.workers[w] == i)
+            .map(|w| format!("model-w{w}"))
+            .collect();
+        prop_assert_eq!(procs, want, "{}", at("cgroup.procs"));
     }
     Ok(())
 }
