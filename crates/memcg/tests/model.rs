@@ -89,8 +89,11 @@
 //! # Slab objects and stocks
 //!
 //! Slab objects (S11) come from shared caches of a few sizes. Each is charged
-//! in bytes, its slot plus its object-vector entry, through the context of
-//! the group it was allocated in, and is freed on any thread. The model keeps
+//! in bytes, its slot plus its object-vector entry where its slab has a
+//! vector (which slab an object lands in is the allocator's choice: the
+//! model reads which of the two each object got and holds the engine to
+//! it), through the context of the group it was allocated in, and is freed
+//! on any thread. The model keeps
 //! their bytes, never a page count. DESIGN.md's rules for them: byte charges
 //! reach the page counter in whole pages, the sub-page remainder stays with
 //! the context, a thread's object stock holds one context's pre-charged
@@ -548,7 +551,8 @@ struct MObj {
     /// Pages charged for it alone; 0 for a slab object, whose bytes are
     /// charged with the rest of its context's (see [`Model::slab_pages`]).
     pages: usize,
-    /// A slab object's bytes: its slot and its object-vector entry.
+    /// A slab object's bytes: its slot, and its object-vector entry if its
+    /// slab had a vector.
     bytes: usize,
     /// The group billed now; `None` when never accounted (made in the root).
     owner: Option<usize>,
@@ -1789,7 +1793,7 @@ fn step(op: &Op, m: &mut Model, r: &mut Real) -> Result<(), TestCaseError> {
             let worker = m.pick_worker(worker);
             let group = m.workers[worker];
             let cache = r.caches[*cache];
-            let (count, bytes) = (*count, cache.slot_size() + ENTRY_BYTES);
+            let (count, slot) = (*count, cache.slot_size());
             // The result vector is allocated here, in the root: under
             // `MemcgAlloc` the worker charges what it allocates.
             let mut made = Vec::with_capacity(count);
@@ -1803,6 +1807,20 @@ fn step(op: &Op, m: &mut Model, r: &mut Real) -> Result<(), TestCaseError> {
                 (made, Ok(()))
             });
             let n = made.len();
+            // S11 leaves to the allocator which slab an object lands in: its
+            // charge is its slot, plus its vector entry where that slab has a
+            // vector. Read which one each object got, and hold it to that.
+            let mut sizes = Vec::with_capacity(n);
+            for o in &made {
+                let Obj::Slab(o) = o else { unreachable!() };
+                let b = o.charged_bytes();
+                if group != 0 && b != slot && b != slot + ENTRY_BYTES {
+                    return Err(TestCaseError::fail(format!(
+                        "{op:?}: an object charged {b} bytes, neither its slot ({slot}) nor its slot and vector entry"
+                    )));
+                }
+                sizes.push(if b == 0 { slot } else { b });
+            }
             r.objs.extend(made);
             let (_, want) = explain(
                 op,
@@ -1812,6 +1830,7 @@ fn step(op: &Op, m: &mut Model, r: &mut Real) -> Result<(), TestCaseError> {
                 |m| {
                     let mut fits = 0;
                     while fits < count {
+                        let bytes = sizes.get(fits).copied().unwrap_or(slot);
                         match m.charge_slab(group, bytes) {
                             Ok(()) => fits += 1,
                             Err((over, pages)) => return (fits, m.limit_error(over, pages)),

@@ -260,6 +260,25 @@ impl SlabObject {
     pub fn as_ptr(&self) -> Option<NonNull<u8>> {
         self.is_live().then_some(self.ptr)
     }
+
+    /// The bytes the object is charged (S11): its slot, plus its
+    /// object-vector entry if its slab had a vector (objects of more than
+    /// one context) when it was made; 0 for an object not charged (made in
+    /// the root, or of an isolated cache, whose slabs are charged whole) or
+    /// no longer live.
+    pub fn charged_bytes(&self) -> usize {
+        let Some(p) = self.as_ptr() else { return 0 };
+        let addr = p.as_ptr() as usize;
+        // SAFETY: a live object of ours (checked above; the handle owns it,
+        // so it stays live during this call): its slab and its entry are
+        // stable.
+        unsafe {
+            segment::Segment::of(addr)
+                .slab_of(addr)
+                .charged_of(p.as_ptr())
+                .1
+        }
+    }
 }
 
 impl Drop for SlabObject {
