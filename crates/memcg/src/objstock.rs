@@ -233,7 +233,7 @@ impl ObjStock {
     /// stays under [`STOCK_MAX`]; false otherwise, with nothing changed.
     #[inline(always)]
     pub(crate) fn give(&self, ctx: *const KmemContext, need: usize) -> bool {
-        if self.ctx.load(Relaxed) as *const KmemContext != ctx {
+        if !ptr::eq(self.ctx.load(Relaxed), ctx) {
             return false;
         }
         let b = get(&self.budget) + need as isize;
@@ -368,7 +368,7 @@ impl ObjStock {
             }
             return;
         }
-        if self.fctx.load(Relaxed) as *const KmemContext != ctx {
+        if !ptr::eq(self.fctx.load(Relaxed), ctx) {
             self.drain_foreign();
             // SAFETY: the object's charge keeps the context alive (its pages
             // hold references), and the clone is taken before the bytes are

@@ -230,7 +230,7 @@ fn drains_racing_busy_owners_keep_counters_exact() {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    if live.len() < 2000 && (x % 3 != 0 || live.is_empty()) {
+                    if live.len() < 2000 && (!x.is_multiple_of(3) || live.is_empty()) {
                         live.push(cache.alloc_raw().unwrap());
                         live_bytes.fetch_add(cache.slot_size(), Relaxed);
                     } else {
