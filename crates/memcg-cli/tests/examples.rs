@@ -312,7 +312,7 @@ fn default_root_resets_what_unattached_threads_charge() {
 
 /// S12: a thread following the default charges a new default from the next
 /// allocation command on, even a slab allocation whose fast path would not
-/// look (65 objects of 64 bytes, 72 with the vector entry: 2 pages).
+/// look (65 objects of 64 bytes, in slabs of /d alone: 2 pages).
 #[test]
 fn an_allocation_follows_a_new_default_group_at_once() {
     let output = replay(
@@ -387,7 +387,7 @@ fn two_scripts_of_one_run_may_define_a_cache_differently() {
     let large = script_file(
         "cache-large.mcg",
         "mkdir /a\ntask t /a\ncache c 256 reclaimable\nalloc t c 65 as s\n\
-         expect /a memory.current == 20K\nexpect /a memory.stat:slab_reclaimable == 17160\n",
+         expect /a memory.current == 20K\nexpect /a memory.stat:slab_reclaimable == 16640\n",
     );
     let output = replay(&[&small, &large, &small], "");
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -429,13 +429,14 @@ fn alloc_from_an_unknown_cache_is_a_script_error() {
 }
 
 /// §5: members made before a failed allocation stay in the SET. (S11:
-/// 8K holds 113 objects of 64 bytes, each charged 72 with its vector entry.)
+/// 8K holds 128 objects of 64 bytes, each charged its slot in slabs of /a
+/// alone.)
 #[test]
 fn a_failed_alloc_keeps_the_objects_made_so_far() {
     let output = replay(
         &["-"],
         "mkdir /a\nwrite /a memory.max 8K\ntask t /a\ncache c 64\n\
-         expect-fail limit alloc t c 200 as s\nexpect-live s == 113\n\
+         expect-fail limit alloc t c 200 as s\nexpect-live s == 128\n\
          free s by t\nexpect-live s == 0\n\
          cache i 64 isolated\nexpect-fail limit alloc t i 200 as j\nexpect-live j == 128\n",
     );

@@ -918,7 +918,7 @@ fn table(runs: &[&Summary]) -> Table {
 
 fn notes() -> Vec<String> {
     [
-        "Two slab designs run the same jobs under the same seed, each on a fresh hierarchy with caches of its own: *shared* caches (`SlabCache::new`, S11), whose slabs hold objects of every group, each charged by the byte (slot + 8-byte object-vector entry); and *isolated* caches (`SlabCache::isolated`, the seed's design, S6), with child caches per group, charged by the slab. `samples.csv` has the rows of both, `isolated` 0 or 1.",
+        "Two slab designs run the same jobs under the same seed, each on a fresh hierarchy with caches of its own: *shared* caches (`SlabCache::new`, S11), whose slabs hold objects of every group, each charged by the byte (its slot, plus an 8-byte object-vector entry in a slab holding objects of several groups); and *isolated* caches (`SlabCache::isolated`, the seed's design, S6), with child caches per group, charged by the slab. `samples.csv` has the rows of both, `isolated` 0 or 1.",
         "`dying_groups`: removed groups not yet freed (the root's `nr_dying_descendants`). The simulator keeps no handle, so S1 says 0.",
         "`dead_contexts`: kmem contexts of removed groups, alive while a charge made through them is (`Leftovers::dead_contexts`). Before the seed patch each of these kept its whole group alive: that many dying groups.",
         "`dead_caches`: child caches of removed groups, alive while they hold an object (`Leftovers::dead_caches`). Only isolated caches have them: a removed group leaves no cache behind with shared ones (S3), so this is 0 there, and the simulator checks it.",
