@@ -90,7 +90,8 @@ unsafe impl GlobalAlloc for MemcgAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if is_internal() {
-            // SAFETY: forwarded; layout is valid.
+            // SAFETY: `layout` has a non-zero size (GlobalAlloc::alloc's
+            // contract), which is System.alloc's contract too.
             return unsafe { System.alloc(layout) };
         }
         match small_class(layout) {
@@ -101,13 +102,15 @@ unsafe impl GlobalAlloc for MemcgAlloc {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract: ptr came from this allocator.
+        // SAFETY: `ptr` came from this allocator with `layout` and is freed
+        // once (GlobalAlloc::dealloc's contract), which is free_any's.
         unsafe { free_any(ptr, layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if is_internal() {
-            // SAFETY: forwarded.
+            // SAFETY: `layout` has a non-zero size (GlobalAlloc's contract),
+            // which is System.alloc_zeroed's contract too.
             return unsafe { System.alloc_zeroed(layout) };
         }
         match small_class(layout) {
@@ -146,7 +149,8 @@ unsafe impl GlobalAlloc for MemcgAlloc {
         {
             return ptr;
         }
-        // SAFETY: forwarded.
+        // SAFETY: `new_layout` has a non-zero size (realloc's contract:
+        // `new_size` > 0) and a valid alignment (the old layout's).
         let new = unsafe { self.alloc(new_layout) };
         if !new.is_null() {
             // SAFETY: both blocks are valid for the smaller size; distinct.
@@ -189,7 +193,8 @@ pub(crate) unsafe fn free_any(ptr: *mut u8, layout: Layout) {
         // caller frees a block we handed out, once: a slab object.
         unsafe { crate::slab::fast::free(ptr) };
     } else {
-        // SAFETY: the caller's contract, for a pointer outside the region.
+        // SAFETY: `ptr` came from us with `layout` and is freed once (this
+        // fn's contract), which is free_outside's contract.
         unsafe { free_outside(ptr, layout) };
     }
 }
@@ -208,7 +213,8 @@ unsafe fn free_outside(ptr: *mut u8, layout: Layout) {
         // and the caller frees a block we handed out, once.
         unsafe { crate::slab::heap::free(ptr) };
     } else {
-        // SAFETY: the caller's contract, for a pointer outside our slabs.
+        // SAFETY: `ptr` came from us with `layout`, freed once (this fn's
+        // contract), and is no slab object: free_not_slab's contract.
         unsafe { free_not_slab(ptr, layout) };
     }
 }

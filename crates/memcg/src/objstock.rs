@@ -447,7 +447,9 @@ impl ObjStock {
         }
         let f = self.fctx.load(Relaxed);
         if !f.is_null() {
-            // SAFETY: as above, for the foreign slot's reference.
+            // SAFETY: the foreign slot's counted reference keeps its context
+            // alive while we hold the lock (the owner drops it only under
+            // the lock); the view is not dropped.
             let fctx = std::mem::ManuallyDrop::new(unsafe { CtxRef::from_raw(f) });
             if wanted(&fctx) {
                 self.drain_foreign();

@@ -35,7 +35,7 @@ pub(crate) fn pop(h: &Heap, index: usize) -> *mut u8 {
     // SAFETY: a non-null slab in our heap is one we own: its free list,
     // `used` and `ctx` are ours.
     let s = unsafe { &*s };
-    // SAFETY: as above.
+    // SAFETY: a slab in our heap is one we own, so its free list is ours.
     let obj = unsafe { s.free_head() };
     if obj == 0 || s.flags() != 0 {
         return std::ptr::null_mut();
@@ -68,7 +68,8 @@ pub(crate) fn kmalloc(class: usize) -> *mut u8 {
 /// start of a slot of a slab in use aborts with its cause.
 #[inline(always)]
 pub(crate) unsafe fn free(obj: *mut u8) {
-    // SAFETY: the caller's contract: obj lies in one of our segments, whose
+    // SAFETY: `obj` is a live object of ours (this fn's contract), so it
+    // lies in one of our segments, whose
     // header is initialised; every address of a segment maps to one of its
     // slab structs (the header's own spans' structs are never formatted).
     let (seg, s) = unsafe {
@@ -87,10 +88,12 @@ pub(crate) unsafe fn free(obj: *mut u8) {
     // object, and `obj` is live.
     let ctx = unsafe { s.uniform_ctx() };
     if !ctx.is_null() && !h.stock.give(ctx, s.obj_size()) {
-        // SAFETY: as above.
+        // SAFETY: `obj` is a live object of `s` being freed once (this fn's
+        // contract), of a uniform unreclaimable slab charged through `ctx`.
         return unsafe { heap::free_uncharge_slow(s, obj, ctx) };
     }
-    // SAFETY: as above: the accounting is done; the object goes back.
+    // SAFETY: `obj` is a live object of `s` freed once (this fn's
+    // contract), and its bytes were given back just above.
     unsafe { release(h, s, obj) }
 }
 

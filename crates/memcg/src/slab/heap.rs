@@ -426,7 +426,8 @@ fn pop(h: &Heap, index: usize, target: *const GroupInner) -> Option<NonNull<u8>>
 /// `obj` must be a live object of ours, freed once.
 #[inline]
 pub(crate) unsafe fn free(obj: *mut u8) {
-    // SAFETY: the caller's contract is `fast::free`'s.
+    // SAFETY: `obj` is a live object of ours freed once (this fn's
+    // contract), which is `fast::free`'s contract.
     unsafe { fast::free(obj) }
 }
 
@@ -438,8 +439,9 @@ pub(crate) unsafe fn free(obj: *mut u8) {
 /// `obj` is a live object of `s`, freed once by the caller.
 #[inline(never)]
 pub(super) unsafe fn free_special(s: &'static Slab, obj: *mut u8) {
-    // SAFETY: the caller's contract: `obj` is live, so its entry (or the
-    // slab's context) is stable.
+    // SAFETY: `obj` is a live object of `s` the caller is freeing (this
+    // fn's contract): its vector entry (or the slab's context, written only
+    // while the slab is empty) is not written meanwhile.
     let (ctx, need) = unsafe { s.charged_of(obj) };
     #[cfg(feature = "hardened")]
     if s.flags() & MIXED != 0 {
@@ -573,7 +575,8 @@ pub(super) fn local_free_slow(slab: &'static Slab) {
 /// The caller owns `slab` and took it off every heap list.
 unsafe fn retire(slab: &'static Slab) {
     slab.set_list(ListKind::None);
-    // SAFETY: caller's contract.
+    // SAFETY: the caller owns `slab` and took it off every heap list (this
+    // fn's contract), as `Cache::release` requires of a slab it takes back.
     unsafe { slab.cache().release(slab) };
 }
 
@@ -935,7 +938,8 @@ fn ensure_context(h: &Heap, ctx: Option<&CtxRef>) {
 /// # Safety
 /// The caller owns `s`, which is on no list.
 unsafe fn keep_owned(h: &Heap, i: usize, s: &'static Slab) {
-    // SAFETY: the caller's contract: our slab, on no list.
+    // SAFETY: the caller owns `s`, on no list (this fn's contract): its
+    // free list is ours to read and the heap's lists ours to link it into.
     unsafe {
         if s.has_local_free() {
             h.lists(i).avail.push(s);
@@ -976,7 +980,8 @@ fn refill_and_pop(
     if let Some(s) = unsafe { h.slabs[i].get().as_ref() } {
         // SAFETY: our own slab: collect the frees other threads made.
         if s.has_remote_frees() && unsafe { s.collect(true) } > 0 {
-            // SAFETY: as above; collect left free objects.
+            // SAFETY: our own slab, and the collect just moved objects onto
+            // its free list.
             let obj = unsafe { s.pop() }.unwrap_or_else(|| {
                 crate::internal::broken("slab heap: a collect that moved objects left none to pop")
             });

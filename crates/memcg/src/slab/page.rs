@@ -155,7 +155,7 @@ pub(crate) const ENTRY_CHARGED: usize = 1;
 // of the module doc (owner thread, or cache lock, or pool lock); the rest are
 // atomics or immutable after the segment is mapped.
 unsafe impl Sync for Slab {}
-// SAFETY: as above; a slab is plain memory in a segment.
+// SAFETY: a slab is plain memory in a segment, not tied to the thread that made it; its UnsafeCell fields follow the same ownership rules on any thread (owner, cache lock or pool lock), the rest are atomics or immutable.
 unsafe impl Send for Slab {}
 
 impl Slab {
@@ -333,8 +333,9 @@ impl Slab {
     /// slot of it.
     #[inline(always)]
     pub(crate) unsafe fn entry(&self, obj: *mut u8) -> *mut *const KmemContext {
-        // SAFETY: the caller's contract: the index of a slot is below
-        // capacity, and the vector has capacity entries.
+        // SAFETY: the slab is MIXED (this fn's contract), so its vector has
+        // `capacity` entries, and `obj` is a slot of it, whose index is
+        // below capacity: the entry is inside the vector.
         unsafe { (*self.objcgs.get()).add(self.index_of(obj)) }
     }
 
@@ -351,8 +352,9 @@ impl Slab {
         } else {
             ctx as usize | ENTRY_CHARGED
         };
-        // SAFETY: the caller's contract; the entry of a slot we just popped
-        // is ours alone.
+        // SAFETY: a MIXED slab the caller owns, `obj` just popped from it
+        // (this fn's contract): the entry of that slot is inside the vector
+        // and no other thread reads or writes it until the object is freed.
         unsafe { *self.entry(obj) = e as *const KmemContext };
     }
 
@@ -362,7 +364,9 @@ impl Slab {
     /// The caller holds a live object of the slab, or owns it.
     #[inline(always)]
     pub(crate) unsafe fn uniform_ctx(&self) -> *const KmemContext {
-        // SAFETY: the caller's contract: `ctx` is not written meanwhile.
+        // SAFETY: the caller owns the slab or holds one of its live objects
+        // (this fn's contract); `ctx` is written only by the owner while
+        // the slab holds no object, so not meanwhile.
         unsafe { *self.ctx.get() }
     }
 
@@ -382,8 +386,10 @@ impl Slab {
     #[cold]
     #[inline(never)]
     pub(crate) unsafe fn extend(&self) -> bool {
-        // SAFETY: caller's contract; objects are at least 8 bytes and
-        // 8-aligned, so each can hold the link; indices stay below capacity.
+        // SAFETY: the caller has exclusive use of the free list, which is
+        // empty (this fn's contract); the slots linked are below capacity,
+        // inside the span, at least 8 bytes and 8-aligned, so each holds
+        // its link.
         unsafe {
             let (from, capacity) = (*self.extended.get() as usize, self.capacity());
             if from == capacity {
@@ -547,7 +553,7 @@ impl Slab {
     /// Push a free object. Owner only (or cache lock held while unowned).
     #[inline(always)]
     pub(crate) unsafe fn push_local(&self, obj: *mut u8) {
-        // SAFETY: as for pop; obj is a dead object of this slab.
+        // SAFETY: the caller owns the slab (this fn's contract), so the free list is its alone; `obj` is a dead object of this slab, at least 8 bytes and 8-aligned, so its first word can hold the link.
         unsafe {
             (obj as *mut usize).write(*self.local_free.get());
             *self.local_free.get() = obj as usize;
@@ -605,7 +611,7 @@ impl Slab {
 
     /// Objects in use. Owner only, or cache lock held while unowned.
     pub(crate) unsafe fn used(&self) -> usize {
-        // SAFETY: caller's contract.
+        // SAFETY: the caller owns the slab or holds its cache lock while unowned (this fn's contract): no other thread writes `used` meanwhile.
         unsafe { *self.used.get() as usize }
     }
 
@@ -617,7 +623,7 @@ impl Slab {
     /// Whether an object can be popped: linked free ones, or ones never
     /// used yet. Owner only, or cache lock held while unowned.
     pub(crate) unsafe fn has_local_free(&self) -> bool {
-        // SAFETY: caller's contract.
+        // SAFETY: the caller owns the slab or holds its cache lock while unowned (this fn's contract): no other thread writes the list head or `extended` meanwhile.
         unsafe { *self.local_free.get() != 0 || (*self.extended.get() as usize) < self.capacity() }
     }
 
@@ -668,29 +674,29 @@ impl Slab {
     }
 
     pub(crate) unsafe fn list_prev(&self) -> *mut Slab {
-        // SAFETY: as above.
+        // SAFETY: the caller holds the lock of the list the slab is on (this fn's contract): no other thread writes the link meanwhile.
         unsafe { *self.prev.get() }
     }
 
     pub(crate) unsafe fn set_list_next(&self, s: *mut Slab) {
-        // SAFETY: as above.
+        // SAFETY: the caller holds the lock of the list the slab is on (this fn's contract): no other thread reads or writes the link meanwhile.
         unsafe { *self.next.get() = s }
     }
 
     /// When the free span was freed. Pool lock held.
     pub(crate) unsafe fn freed_at(&self) -> u32 {
-        // SAFETY: caller's contract.
+        // SAFETY: the caller holds the pool lock (this fn's contract), which every writer of `freed_at` holds.
         unsafe { *self.freed_at.get() }
     }
 
     /// Record when the span was freed. Pool lock held.
     pub(crate) unsafe fn set_freed_at(&self, ms: u32) {
-        // SAFETY: caller's contract.
+        // SAFETY: the caller holds the pool lock (this fn's contract): no other thread reads or writes `freed_at` meanwhile.
         unsafe { *self.freed_at.get() = ms }
     }
 
     pub(crate) unsafe fn set_list_prev(&self, s: *mut Slab) {
-        // SAFETY: as above.
+        // SAFETY: the caller holds the lock of the list the slab is on (this fn's contract): no other thread reads or writes the link meanwhile.
         unsafe { *self.prev.get() = s }
     }
 
@@ -733,19 +739,19 @@ impl super::protocol::SlabOps for &'static Slab {
 
     #[inline]
     unsafe fn used(self) -> usize {
-        // SAFETY: caller's contract.
+        // SAFETY: the trait's contract for `used` is `Slab::used`'s (owner, or cache lock while unowned), which the caller keeps.
         unsafe { Slab::used(self) }
     }
 
     #[inline]
     unsafe fn has_local_free(self) -> bool {
-        // SAFETY: caller's contract.
+        // SAFETY: the trait's contract for `has_local_free` is `Slab::has_local_free`'s (owner, or cache lock while unowned), which the caller keeps.
         unsafe { Slab::has_local_free(self) }
     }
 
     #[inline]
     unsafe fn collect(self, owned: bool) -> usize {
-        // SAFETY: caller's contract.
+        // SAFETY: the trait's contract for `collect` is `Slab::collect`'s (owner, or cache lock while changing ownership), which the caller keeps.
         unsafe { Slab::collect(self, owned) }
     }
 }
