@@ -130,6 +130,15 @@ fn set(a: &AtomicIsize, v: isize) {
     a.store(v, Relaxed)
 }
 
+/// The stock's lock, held outside the fork gate (see `lock_plain`).
+struct PlainLocked<'a>(&'a ObjStock);
+
+impl Drop for PlainLocked<'_> {
+    fn drop(&mut self) {
+        self.0.lock.store(false, Release);
+    }
+}
+
 /// The stock's lock, held for a slow-path section, inside the fork gate
 /// (entered first, left last): a fork waits for the section, and the
 /// section never waits at a closed gate while it holds the lock, which a
@@ -168,6 +177,29 @@ impl ObjStock {
         let l = self.lock_only();
         self.reconcile();
         l
+    }
+
+    /// Take the lock outside the fork gate, for a section that only moves
+    /// the stock's own fields and calls nothing that could wait at the gate
+    /// (so a drainer inside the gate never waits on a holder that waits for
+    /// the gate). A fork copying such a section leaves the lock held and the
+    /// section half done: the child's `force_unlock` frees it, and a half
+    /// done section miscounts one object's bytes at worst.
+    fn lock_plain(&self) -> PlainLocked<'_> {
+        while self
+            .lock
+            .compare_exchange_weak(false, true, Acquire, Relaxed)
+            .is_err()
+        {
+            crate::sync::spin_wait();
+        }
+        PlainLocked(self)
+    }
+
+    /// In the child of `fork()`: the stock's thread vanished; release its
+    /// lock whatever it was doing.
+    pub(crate) fn force_unlock(&self) {
+        self.lock.store(false, Release);
     }
 
     /// Take the lock, inside the fork gate.
@@ -350,6 +382,18 @@ impl ObjStock {
     #[cold]
     #[inline(never)]
     pub(crate) unsafe fn uncharge(&self, ctx: *const KmemContext, need: usize, kind: SlabKind) {
+        // The common case, a free of another context's object that the
+        // foreign slot caches with room: no gate, no settling.
+        if !ptr::eq(self.ctx(), ctx) {
+            let _l = self.lock_plain();
+            let fbytes = self.fbytes.load(Relaxed) + need;
+            if ptr::eq(self.fctx.load(Relaxed), ctx) && fbytes <= STOCK_MAX {
+                self.fbytes.store(fbytes, Relaxed);
+                let cell = &self.fslab[kind as usize];
+                set(cell, get(cell) - need as isize);
+                return;
+            }
+        }
         let _l = self.locked();
         if self.ctx() == ctx {
             // Overflow: keep the sub-page remainder, return whole pages.

@@ -819,6 +819,7 @@ fn after_fork() {
         // keeps with its cached stack until a new thread takes it, after
         // this handler. Nothing else uses the heap now.
         let h = unsafe { &*(p as *const Heap) };
+        h.stock.force_unlock();
         if h.busy.get() == 0 {
             flush(h);
         }
