@@ -186,15 +186,13 @@ impl Hierarchy {
         self.get(path)?.write(file, value)
     }
 
-    /// Drain every thread's charge stock held for this hierarchy and the
-    /// calling thread's object stock, and run deferred destruction. After
-    /// it, for every live group `memory.current == anon + file + kernel`;
-    /// `memory.current` and `slab` are exact only if no other thread holds
-    /// an object stock for the group's contexts: an idle thread that
-    /// allocated or freed its objects keeps up to a page of byte charges
-    /// and statistics there until it next allocates, leaves the group or
-    /// exits (the fast-path issue makes every thread's object stock
-    /// drainable from here).
+    /// Drain every thread's charge stock and object stock held for this
+    /// hierarchy, idle threads' included (the kernel's `drain_all_stock`),
+    /// and run deferred destruction. After it, for every live group
+    /// `memory.current == anon + file + kernel`, and `memory.current` and
+    /// `slab` are exact for every thread that did not allocate or free
+    /// meanwhile; a thread that is busy allocating while this drains settles
+    /// the bytes it used from its drained stock at its next slow path.
     pub fn quiesce(&self) {
         let _internal = crate::internal::Internal::enter();
         #[cfg(not(loom))]
