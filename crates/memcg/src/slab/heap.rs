@@ -1172,7 +1172,10 @@ pub(crate) fn leave_group() {
         flush_batch(h);
         flush_isolated(h);
         h.stock.drain();
-        for i in 0..MAX_ROOTS {
+        // Classes at or above `live` never had a current slab, so their
+        // lists are empty: a switch per poll (an `in_group` future) walks
+        // the classes in use only.
+        for i in 0..h.live.get() {
             loop {
                 let oldest = {
                     let mut l = h.lists(i);
