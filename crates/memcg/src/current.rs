@@ -1,8 +1,8 @@
-//! Layer 3: the calling thread's group and kmem context, in const-initialised
-//! thread-locals the allocator reads on every allocation without allocating
-//! or registering anything. The group cell holds one counted reference
-//! (`Arc::into_raw`) or null for the root; the context cell caches that
-//! group's context for the shared-slab fast path. Only the front end
+//! Layer 3: the calling thread's group, in a const-initialised thread-local
+//! read without allocating or registering anything. The cell holds one
+//! counted reference (`Arc::into_raw`) or null for the root. The allocation
+//! fast path does not read it: the slab layer's heap follows every change
+//! through the hook [`set`] calls ([`on_switch`]). Only the front end
 //! (`task`) moves a thread, through [`set`].
 //!
 //! A thread never attached (and never detached) *follows the default group*
