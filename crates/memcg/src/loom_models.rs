@@ -114,3 +114,73 @@ fn loom_nested_removal_racing_with_uncharge() {
         assert_eq!(h.live_contexts(), 1);
     });
 }
+
+/// (d) The object stock's drain handshake (issue 17 item 4) on the real
+/// stock: the owner allocates and frees through its fast paths (plain loads
+/// and stores of the budget, no read-modify-write) and its slow paths, while
+/// another thread drains the stock twice (`drain_remote`, as `quiesce` and
+/// removal do for idle or busy threads). Whatever the interleaving, a drain
+/// with the owner idle leaves the counters exact: `slab` is the live
+/// objects' bytes, the group's usage those bytes rounded up to a page, and
+/// the context's remainder the rest. After the owner's stock is released and
+/// its objects freed, everything is 0.
+#[test]
+fn loom_stock_drain_races_the_owner_fast_paths() {
+    use crate::objstock::{ObjStock, SlabKind::Unreclaimable};
+    use crate::sync::{Arc, Ordering::Relaxed};
+    const OBJ: usize = 1000;
+    fn alloc(stock: &ObjStock, ctx: &crate::context::CtxRef) {
+        if !stock.take(OBJ) {
+            stock.untake(OBJ);
+            stock.charge(ctx, OBJ, Unreclaimable, false).unwrap();
+        }
+    }
+    fn free(stock: &ObjStock, ctx: &crate::context::CtxRef) {
+        if !stock.give(ctx.as_ptr(), OBJ) {
+            // SAFETY: the model's object was charged OBJ bytes through ctx.
+            unsafe { stock.uncharge(ctx.as_ptr(), OBJ, Unreclaimable) };
+        }
+    }
+    // Small enough to check every interleaving (about 7,000), unbounded.
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = None;
+    b.check(|| {
+        let h = Hierarchy::new();
+        let ctx = h.create("/a").unwrap().context().unwrap();
+        let id = h.common().id;
+        let slab = |h: &Hierarchy| {
+            h.get("/a")
+                .unwrap()
+                .inner
+                .stats
+                .get(Stat::SlabUnreclaimable)
+        };
+        let stock = Arc::new(ObjStock::new());
+        // The owner enters the group (as the heap does on a group change),
+        // then makes three objects (the first charges a page) and frees one.
+        let owner = {
+            let (stock, ctx) = (stock.clone(), ctx.clone());
+            thread::spawn(move || {
+                stock.switch(Some(&ctx));
+                alloc(&stock, &ctx);
+                alloc(&stock, &ctx);
+                free(&stock, &ctx);
+                alloc(&stock, &ctx);
+            })
+        };
+        stock.drain_remote(id, std::ptr::null());
+        owner.join().unwrap();
+        stock.drain_remote(id, std::ptr::null());
+        assert_eq!(slab(&h), 2 * OBJ as u64);
+        assert_eq!(usage(&h, "/a"), 1);
+        assert_eq!(ctx.nr_bytes.load(Relaxed), crate::PAGE_SIZE - 2 * OBJ);
+        // The owner exits (its stock released), then its objects are freed.
+        stock.release();
+        free(&stock, &ctx);
+        free(&stock, &ctx);
+        stock.release();
+        assert_eq!(slab(&h), 0);
+        assert_eq!(usage(&h, "/a"), 0);
+        assert_eq!(ctx.nr_bytes.load(Relaxed), 0);
+    });
+}

@@ -34,9 +34,9 @@ use crate::context::{CtxRef, KmemContext};
 use crate::error::Result;
 use crate::stats::Stat;
 use crate::sync::Ordering::*;
+use crate::sync::{const_unless_loom, AtomicBool, AtomicIsize, AtomicPtr, AtomicUsize};
 use crate::PAGE_SIZE;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicUsize};
 
 /// The most pre-charged bytes a slot keeps: beyond it, whole pages go back
 /// (the kernel drains an obj_stock above a page too). So the slack all
@@ -44,10 +44,14 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicUsize};
 /// the group's limit cannot drain from other threads.
 pub(crate) const STOCK_MAX: usize = PAGE_SIZE;
 
-/// Drains by other threads that took bytes from an own slot, and owner
-/// settlements that found those bytes used by their fast paths meanwhile
+/// Drains by other threads that settled an own slot's budget (returned its
+/// bytes, or charged those its owner used since an earlier drain), and owner
+/// settlements that found drained bytes used by their fast paths meanwhile
 /// (the race the handshake resolves). For tests and studies.
-pub(crate) static REMOTE_DRAINS: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+pub(crate) static REMOTE_DRAINS: [std::sync::atomic::AtomicUsize; 2] = [
+    std::sync::atomic::AtomicUsize::new(0),
+    std::sync::atomic::AtomicUsize::new(0),
+];
 
 /// The budget of the own slot in the root: never runs out in practice
 /// (refreshed by the slow path when it falls below half).
@@ -60,14 +64,16 @@ const ROOT_BUDGET: isize = 1 << 60;
 /// paths load and store `budget` (and load `ctx`) without a read-modify-write
 /// or a fence. Everything else happens under `lock`, which the owner takes
 /// in its slow paths and a drainer takes for the whole drain: a drainer never
-/// writes `budget` or the own slot's context, which the fast paths use; it
-/// returns the budget's bytes to the page counter and records them in
-/// `drained`, which the owner's next slow path takes off its budget
-/// ([`reconcile`](Self::reconcile)), charging at once whatever its fast paths
-/// used in between. An idle owner's stock is thus drained exactly; a busy
-/// one's at worst lags by the bytes it allocated meanwhile, until its next
-/// slow path. The foreign slot is only touched under the lock, so a drainer
-/// empties it and drops its context.
+/// writes `budget` or the own slot's context, which the fast paths use. It
+/// settles the budget as it reads it — returns those bytes to the page
+/// counter, or, if the owner used bytes an earlier drain returned, charges
+/// them — and records the budget in `drained`, which the owner's next slow
+/// path takes off its own ([`reconcile`](Self::reconcile)), charging at once
+/// whatever its fast paths used after the read. An idle owner's stock is
+/// thus drained exactly; a busy one's at worst lags by the bytes it
+/// allocated after the read, until its next slow path. The foreign slot is
+/// only touched under the lock, so a drainer empties it and drops its
+/// context.
 pub(crate) struct ObjStock {
     /// The own slot's budget (see the module doc). The allocation fast path
     /// subtracts first and goes slow when the result is negative; the free
@@ -84,8 +90,8 @@ pub(crate) struct ObjStock {
     /// the rest is `slab_unreclaimable`). Added to without the lock (with a
     /// read-modify-write: reclaimable objects only), taken under it.
     reclaimable: AtomicIsize,
-    /// Bytes of the budget a drainer returned that the owner has not taken
-    /// off its budget yet. Under the lock.
+    /// The budget the last drainer settled, which the owner has not taken
+    /// off its budget yet (0: none). Under the lock.
     drained: AtomicIsize,
     /// The foreign slot: a counted context reference or null, the bytes
     /// its objects' frees gave back, and their statistics. Under the lock.
@@ -157,7 +163,8 @@ impl Drop for Locked<'_> {
 }
 
 impl ObjStock {
-    pub(crate) const fn new() -> ObjStock {
+    const_unless_loom! {
+    pub(crate) fn new() -> ObjStock {
         ObjStock {
             budget: AtomicIsize::new(ROOT_BUDGET),
             ctx: AtomicPtr::new(ptr::null_mut()),
@@ -169,6 +176,7 @@ impl ObjStock {
             fslab: [AtomicIsize::new(0), AtomicIsize::new(0)],
             lock: AtomicBool::new(false),
         }
+    }
     }
 
     /// Take the lock (uncontended but while a drainer works on this stock),
@@ -482,11 +490,20 @@ impl ObjStock {
                     g.stat_add(Stat::SlabReclaimable, reclaimable);
                 });
             }
-            let take = budget - get(&self.drained);
-            if take > 0 {
+            // The owner will take the whole budget we read off its own
+            // (`drained`): return it, less what earlier drains returned
+            // already; if the owner used some of those meanwhile (the budget
+            // is now below them), charge those bytes here, so an idle
+            // owner's stock ends exact.
+            let settle = budget - get(&self.drained);
+            if settle != 0 {
                 REMOTE_DRAINS[0].fetch_add(1, Relaxed);
-                self.drained.fetch_add(take, Relaxed);
-                return_bytes(ctx, take as usize);
+                set(&self.drained, budget);
+                if settle > 0 {
+                    return_bytes(ctx, settle as usize);
+                } else {
+                    charge_bytes(ctx, settle.unsigned_abs());
+                }
             }
         }
         let f = self.fctx.load(Relaxed);
@@ -626,6 +643,21 @@ fn return_bytes(ctx: &CtxRef, bytes: usize) {
             Err(seen) => now = seen,
         }
     }
+}
+
+/// `bytes` already in objects were not charged through `ctx` (a drained
+/// stock's owner used them): take them from the context's sub-page
+/// remainder, force-charge whole pages for the rest (the objects exist: no
+/// limit can refuse them), and leave what those pages hold over as the
+/// remainder.
+fn charge_bytes(ctx: &CtxRef, bytes: usize) {
+    let rem = ctx.nr_bytes.swap(0, AcqRel);
+    let pages = bytes.saturating_sub(rem).div_ceil(PAGE_SIZE);
+    if pages > 0 {
+        charge::charge_forced(ctx, pages, Stat::Kernel);
+        ctx.get_refs(pages);
+    }
+    return_bytes(ctx, rem + pages * PAGE_SIZE - bytes);
 }
 
 /// Uncharge `pages` from whatever group `ctx` bills now, and drop the

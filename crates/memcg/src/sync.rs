@@ -124,3 +124,16 @@ pub(crate) fn spin_wait() {
         std::thread::yield_now();
     }
 }
+
+/// A `const fn` in normal builds, a plain `fn` under loom, whose atomics
+/// cannot be built in constants (for types holding [`AtomicIsize`] and its
+/// kin that live in const thread-locals).
+macro_rules! const_unless_loom {
+    ($(#[$m:meta])* $v:vis fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
+        #[cfg(not(loom))]
+        $(#[$m])* $v const fn $name($($arg: $ty),*) -> $ret $body
+        #[cfg(loom)]
+        $(#[$m])* $v fn $name($($arg: $ty),*) -> $ret $body
+    };
+}
+pub(crate) use const_unless_loom;

@@ -136,7 +136,8 @@ impl Heap {
         }
     }
 
-    const fn new(handle: bool) -> Heap {
+    crate::sync::const_unless_loom! {
+    fn new(handle: bool) -> Heap {
         Heap {
             tid: Cell::new(NO_OWNER),
             stock: ObjStock::new(),
@@ -155,13 +156,24 @@ impl Heap {
             exited: Cell::new(false),
         }
     }
+    }
 }
 
+#[cfg(not(loom))]
 thread_local! {
     /// The heap of the thread's current group.
     static HEAP: Heap = const { Heap::new(false) };
     /// The heap of `Group::allocator` handles.
     static HANDLE_HEAP: Heap = const { Heap::new(true) };
+}
+
+// Under loom the models build their stocks themselves: a heap's atomics
+// would outlive one model execution in a thread-local, so no model reaches
+// the heaps (see `drain_local`, `drain_all`).
+#[cfg(loom)]
+thread_local! {
+    static HEAP: Heap = Heap::new(false);
+    static HANDLE_HEAP: Heap = Heap::new(true);
 }
 
 /// The calling thread's heap. `HEAP` is a const thread-local without a
@@ -767,6 +779,9 @@ fn store_order() {
 /// not (see `ObjStock::drain_remote`): the registry's lock is held
 /// throughout, so no heap goes away meanwhile.
 pub(crate) fn drain_all(common_id: u64, ctx: *const KmemContext) {
+    if cfg!(loom) {
+        return;
+    }
     let _internal = crate::internal::Internal::enter();
     let own = [
         HEAP.try_with(|h| h as *const Heap as usize).unwrap_or(0),
@@ -1211,6 +1226,9 @@ fn unbind_handles(h: &Heap) {
 /// Return the calling thread's object stocks: exact charges and `slab`
 /// statistics for what it allocated (a quiesce on this thread).
 pub(crate) fn drain_local() {
+    if cfg!(loom) {
+        return;
+    }
     let _internal = crate::internal::Internal::enter();
     let _ = HEAP.try_with(|h| {
         let _busy = Busy::enter(h);
