@@ -133,7 +133,7 @@ pub(crate) fn on_child(hook: fn()) {
         return;
     }
     if n == MAX_HOOKS {
-        crate::internal::broken("fork: more child hooks than fork::MAX_HOOKS");
+        crate::reentrancy::broken("fork: more child hooks than fork::MAX_HOOKS");
     }
     CHILD_HOOKS[n].store(hook as usize, Relaxed);
     NHOOKS.store(n + 1, Release);
@@ -188,7 +188,7 @@ extern "C" fn parent() {
 
 extern "C" fn child() {
     // Whatever the hooks allocate goes to the system allocator, uncharged.
-    let _internal = crate::internal::Internal::enter();
+    let _internal = crate::reentrancy::Internal::enter();
     // Only this thread exists: the counts are its own section.
     let (own_stripe, own) = own_section();
     for (i, s) in INSIDE.iter().enumerate() {

@@ -106,59 +106,49 @@
 // Under loom the charge stocks are bypassed, which leaves their code unused.
 #![cfg_attr(loom, allow(dead_code))]
 
-mod charge;
-mod context;
-mod current;
-mod deferred;
+// The leaves every layer uses.
 mod error;
-mod files;
-#[cfg(not(loom))]
 mod fork;
-mod future;
-mod global;
+mod reentrancy;
+mod sync;
+
+// The layers, bottom up (DESIGN.md §6; each folder's doc says what it owns
+// and may import, `tests/layers.rs` checks it).
+mod accounting;
+mod alloc;
 mod group;
-mod hierarchy;
-mod internal;
-mod kmem;
-pub mod large;
+mod interface;
+mod reclaim;
+mod thread;
+
 #[cfg(all(test, loom))]
 mod loom_models;
-mod lru;
-#[cfg(feature = "prometheus")]
-pub mod metrics;
-mod objstock;
-pub mod page_counter;
-mod psi;
-mod reclaim;
-mod shrinker;
-pub mod slab;
-mod stats;
-mod stock;
-mod sync;
-mod task;
-mod thread;
-mod user;
-mod watch;
 
-pub use charge::MAX_RECLAIM_RETRIES;
-pub use charge::{limit_policy, set_limit_policy, LimitPolicy};
-pub use context::{accounting_enabled, context_size};
+pub use accounting::charge::MAX_RECLAIM_RETRIES;
+pub use accounting::charge::{limit_policy, set_limit_policy, LimitPolicy};
+pub use accounting::charge_stock::CHARGE_BATCH;
+pub use alloc::global::MemcgAlloc;
+pub use alloc::kmem::KmemPages;
+pub use alloc::slab::{SlabCache, SlabObject};
+pub use alloc::{large, slab};
 pub use error::{Error, ErrorKind, Result};
-pub use files::parse_size;
-pub use future::{FutureExt, InGroup};
-pub use global::{global, GroupAllocator, MemcgAlloc};
+pub use group::events::{Changed, EventWatch, MemoryEvents};
 pub use group::group_size;
-pub use hierarchy::{Group, Hierarchy, Leftovers};
-pub use internal::without_accounting;
-pub use kmem::KmemPages;
-pub use lru::PageKind;
-pub use shrinker::{ShrinkControl, ShrinkStage, Shrinker};
-pub use slab::{SlabCache, SlabObject};
-pub use stock::CHARGE_BATCH;
-pub use task::{detach, throttle_point, EnterGuard};
-pub use thread::{spawn, Builder};
-pub use user::UserPage;
-pub use watch::{Changed, EventWatch, MemoryEvents};
+pub use group::kmem_context::{accounting_enabled, context_size};
+pub use group::lru::PageKind;
+pub use group::page_counter;
+pub use group::shrinker::{ShrinkControl, ShrinkStage, Shrinker};
+pub use interface::allocator::GroupAllocator;
+pub use interface::files::parse_size;
+pub use interface::hierarchy::global;
+pub use interface::hierarchy::{Group, Hierarchy, Leftovers};
+#[cfg(feature = "prometheus")]
+pub use interface::metrics;
+pub use reclaim::user::UserPage;
+pub use reentrancy::without_accounting;
+pub use thread::future::{FutureExt, InGroup};
+pub use thread::spawn::{spawn, Builder};
+pub use thread::task::{detach, throttle_point, EnterGuard};
 
 /// The page size: counters count pages, files report bytes.
 pub const PAGE_SIZE: usize = 4096;
@@ -169,7 +159,7 @@ pub const PAGE_SIZE: usize = 4096;
 /// hierarchy; call this on a long-lived thread before reading exact numbers
 /// from another one.
 pub fn drain_stocks() {
-    slab::heap::drain_local();
+    alloc::slab::heap::drain_local();
 }
 
 #[doc = include_str!("../../../README.md")]

@@ -5,8 +5,8 @@
 //! and lock of the context protocol is permuted; loom also checks that every
 //! `Arc` is released by the end (no leaked group or context).
 
-use crate::charge::{charge, uncharge};
-use crate::stats::Stat;
+use crate::accounting::charge::{charge, uncharge};
+use crate::group::stats::Stat;
 use crate::{Hierarchy, KmemPages};
 use loom::thread;
 
@@ -82,12 +82,12 @@ fn loom_last_uncharge_racing_with_destruction() {
 }
 
 /// The deferred worker of the models: one pass per wake-up, as the real one
-/// ([`crate::deferred`]), until `contexts` contexts have been destroyed (by
+/// ([`crate::group::deferred`]), until `contexts` contexts have been destroyed (by
 /// it or by a hierarchy operation's own pass).
 fn deferred_worker(common: &crate::sync::Arc<crate::group::Common>, contexts: usize) {
     use crate::sync::Ordering::Relaxed;
     while common.contexts_destroyed.load(Relaxed) < contexts {
-        crate::deferred::wait_for_wake();
+        crate::group::deferred::wait_for_wake();
         crate::group::Common::run_deferred(common);
     }
 }
@@ -126,16 +126,16 @@ fn loom_nested_removal_racing_with_uncharge() {
 /// its objects freed, everything is 0.
 #[test]
 fn loom_stock_drain_races_the_owner_fast_paths() {
-    use crate::objstock::{ObjStock, SlabKind::Unreclaimable};
+    use crate::accounting::object_stock::{ObjStock, SlabKind::Unreclaimable};
     use crate::sync::{Arc, Ordering::Relaxed};
     const OBJ: usize = 1000;
-    fn alloc(stock: &ObjStock, ctx: &crate::context::CtxRef) {
+    fn alloc(stock: &ObjStock, ctx: &crate::group::kmem_context::CtxRef) {
         if !stock.take(OBJ) {
             stock.untake(OBJ);
             stock.charge(ctx, OBJ, Unreclaimable, false).unwrap();
         }
     }
-    fn free(stock: &ObjStock, ctx: &crate::context::CtxRef) {
+    fn free(stock: &ObjStock, ctx: &crate::group::kmem_context::CtxRef) {
         if !stock.give(ctx.as_ptr(), OBJ) {
             // SAFETY: the model's object was charged OBJ bytes through ctx.
             unsafe { stock.uncharge(ctx.as_ptr(), OBJ, Unreclaimable) };

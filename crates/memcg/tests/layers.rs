@@ -3,22 +3,23 @@
 //! failing charge, destruction of dead slab caches) gets a hook registered by
 //! the layer above, never an import.
 //!
-//! Layers as built (DESIGN.md §6 with one change, said in the table):
+//! Layers as built: the crate root's leaf modules, then one folder per
+//! concept (DESIGN.md §6; each folder's `mod.rs` says what it owns):
 //!
-//! | layer | modules |
+//! | layer | folders and modules |
 //! |---|---|
-//! | 0 leaves | `sync`, `error`, `internal` (the re-entrancy flag), `fork`, the crate root's constants |
-//! | 1 page counter | `page_counter` |
-//! | 2 groups | `group`, `context`, `deferred`, `watch`, `psi`, `stats`, `lru`, `shrinker` |
-//! | 3 charging | `charge`, `stock`, `objstock`, `current` |
-//! | 4 allocator | `slab::*`, `kmem`, `large::*` |
-//! | 5 reclaim | `user`, `reclaim`, `files` |
-//! | 6 front ends | `global`, `task`, `thread`, `future`, `metrics`, `hierarchy` |
+//! | 0 leaves | `sync` (with the fork gate's users), `error`, `reentrancy` (the re-entrancy flag), `fork`, the crate root's constants |
+//! | 1 groups | `group/`: page counter, stats, groups, kmem contexts, deferred work, events, pressure, LRU lists, the shrinker trait |
+//! | 2 accounting | `accounting/`: charge, charge stocks, object stocks, the thread's current group |
+//! | 3 allocator | `alloc/`: the global allocator, kmem pages, `slab/`, `large/` |
+//! | 4 reclaim | `reclaim/`: reclaim and protection, user pages |
+//! | 5 front ends | `thread/` (tasks, spawn, futures) and `interface/` (the hierarchy's handles, interface files, metrics), which use each other |
 //!
-//! kmem contexts sit with groups in layer 2: a group owns its context and
-//! removal switches it (the kernel keeps `mem_cgroup` and `obj_cgroup`
-//! together in memcontrol.c for the same reason); charging through contexts,
-//! the stocks and the thread's current context are layer 3.
+//! kmem contexts sit with groups: a group owns its context and removal
+//! switches it (the kernel keeps `mem_cgroup` and `obj_cgroup` together in
+//! memcontrol.c for the same reason); charging through contexts, the stocks
+//! and the thread's current group are accounting. A module is held to its
+//! folder's layer: inside a folder, modules use each other freely.
 //!
 //! What counts as an import, read with `syn` from every file the crate
 //! compiles (found by following its `mod` declarations from `lib.rs`):
@@ -44,33 +45,14 @@ use syn::{Attribute, Item, Meta, Token, UseTree};
 const LAYERS: &[(&str, u8)] = &[
     ("sync", 0),
     ("error", 0),
-    ("internal", 0),
-    ("page_counter", 1),
-    ("group", 2),
-    ("context", 2),
-    ("deferred", 2),
+    ("reentrancy", 0),
     ("fork", 0),
-    ("watch", 2),
-    ("psi", 2),
-    ("stats", 2),
-    ("lru", 2),
-    ("shrinker", 2),
-    ("charge", 3),
-    ("stock", 3),
-    ("objstock", 3),
-    ("current", 3),
-    ("slab", 4),
-    ("kmem", 4),
-    ("large", 4),
-    ("user", 5),
-    ("reclaim", 5),
-    ("files", 5),
-    ("global", 6),
-    ("task", 6),
-    ("thread", 6),
-    ("future", 6),
-    ("metrics", 6),
-    ("hierarchy", 6),
+    ("group", 1),
+    ("accounting", 2),
+    ("alloc", 3),
+    ("reclaim", 4),
+    ("thread", 5),
+    ("interface", 5),
 ];
 
 fn src() -> PathBuf {
@@ -641,10 +623,13 @@ fn the_checker_reads_every_file_of_the_crate() {
     read.extend(krate.test_files.iter().cloned());
     read.sort();
     assert_eq!(read, all);
-    assert_eq!(krate.test_files, ["loom_models.rs", "slab/loom_model.rs"]);
+    assert_eq!(
+        krate.test_files,
+        ["alloc/slab/loom_model.rs", "loom_models.rs"]
+    );
     // The whole of a file is read, not only its top: slab/mod.rs names
     // crate::group after its loom model's `mod` declaration.
-    let slab = krate.modules.iter().find(|m| m.file == "slab/mod.rs");
+    let slab = krate.modules.iter().find(|m| m.file == "alloc/slab/mod.rs");
     assert!(slab
         .unwrap()
         .found
@@ -657,59 +642,61 @@ fn the_checker_reads_every_file_of_the_crate() {
 fn the_checker_sees_a_violation() {
     const PAGE_COUNTER: &str = r#"use crate::{
     error::Error,
-    slab::{heap, page::Page as P},
+    alloc::slab::{heap, slab::Slab as S},
 };
-use super::global::*;
+use super::super::alloc::global::*;
 use self::inner::Deep;
-// crate::task in a comment, and in a doc link: [`x`](crate::task)
-pub(in crate::page_counter) fn f() -> crate::large::Run {
-    crate::kmem::alloc(4096);
+// crate::thread in a comment, and in a doc link: [`x`](crate::thread::task)
+pub(in crate::group::page_counter) fn f() -> crate::alloc::large::Run {
+    crate::alloc::kmem::alloc(4096);
     let _ = crate::PAGE_SIZE + crate::CHARGE_BATCH;
     crate::drain_stocks();
-    format!("{}", crate::hierarchy::X);
+    format!("{}", crate::interface::hierarchy::X);
 }
 mod inner {
-    pub struct Deep(super::super::user::UserPage);
+    pub struct Deep(super::super::super::reclaim::user::UserPage);
 }
 #[cfg(not(test))]
 impl Counter { fn g() { use crate::{sync::Arc, reclaim as r}; } }
-macro_rules! m { () => { $crate::files::f(); crate::{stats, thread::spawn} } }
+macro_rules! m { () => { $crate::interface::files::f(); crate::{group::stats, thread::spawn} } }
 #[cfg(test)]
-mod tests { use crate::global::MemcgAlloc; }
+mod tests { use crate::alloc::global::MemcgAlloc; }
 #[cfg(all(test, loom))]
-fn model() { crate::task::detach(); }
+fn model() { crate::thread::task::detach(); }
 "#;
     let krate = Crate::read();
-    assert_eq!(krate.root["MemcgAlloc"], ("global".to_string(), 6));
+    assert_eq!(krate.root["MemcgAlloc"], ("alloc".to_string(), 3));
     assert_eq!(krate.root["PAGE_SIZE"].1, 0);
-    assert_eq!(krate.root["drain_stocks"], ("slab".to_string(), 4));
-    let found = krate.read_text(&["page_counter"], PAGE_COUNTER);
+    assert_eq!(krate.root["drain_stocks"], ("alloc".to_string(), 3));
+    let module = ["group", "page_counter"];
+    let found = krate.read_text(&module, PAGE_COUNTER);
+    let f = "group/page_counter.rs";
     assert_eq!(
-        krate.violations(&["page_counter".into()], "page_counter.rs", &found),
+        krate.violations(&module.map(String::from), f, &found),
         [
-            "page_counter.rs:3 (layer 1) uses crate::slab::heap (slab, layer 4)",
-            "page_counter.rs:3 (layer 1) uses crate::slab::page::Page (slab, layer 4)",
-            "page_counter.rs:5 (layer 1) uses crate::global::* (global, layer 6)",
-            "page_counter.rs:8 (layer 1) uses crate::large::Run (large, layer 4)",
-            "page_counter.rs:9 (layer 1) uses crate::kmem::alloc (kmem, layer 4)",
-            "page_counter.rs:10 (layer 1) uses crate::CHARGE_BATCH (stock, layer 3)",
-            "page_counter.rs:11 (layer 1) uses crate::drain_stocks (slab, layer 4)",
-            "page_counter.rs:12 (layer 1) uses crate::hierarchy::X (hierarchy, layer 6)",
-            "page_counter.rs:15 (layer 1) uses crate::user::UserPage (user, layer 5)",
-            "page_counter.rs:18 (layer 1) uses crate::reclaim (reclaim, layer 5)",
-            "page_counter.rs:19 (layer 1) uses crate::files::f (files, layer 5)",
-            "page_counter.rs:19 (layer 1) uses crate::stats (stats, layer 2)",
-            "page_counter.rs:19 (layer 1) uses crate::thread::spawn (thread, layer 6)",
+            format!("{f}:3 (layer 1) uses crate::alloc::slab::heap (alloc, layer 3)"),
+            format!("{f}:3 (layer 1) uses crate::alloc::slab::slab::Slab (alloc, layer 3)"),
+            format!("{f}:5 (layer 1) uses crate::alloc::global::* (alloc, layer 3)"),
+            format!("{f}:8 (layer 1) uses crate::alloc::large::Run (alloc, layer 3)"),
+            format!("{f}:9 (layer 1) uses crate::alloc::kmem::alloc (alloc, layer 3)"),
+            format!("{f}:10 (layer 1) uses crate::CHARGE_BATCH (accounting, layer 2)"),
+            format!("{f}:11 (layer 1) uses crate::drain_stocks (alloc, layer 3)"),
+            format!("{f}:12 (layer 1) uses crate::interface::hierarchy::X (interface, layer 5)"),
+            format!("{f}:15 (layer 1) uses crate::reclaim::user::UserPage (reclaim, layer 4)"),
+            format!("{f}:18 (layer 1) uses crate::reclaim (reclaim, layer 4)"),
+            format!("{f}:19 (layer 1) uses crate::interface::files::f (interface, layer 5)"),
+            format!("{f}:19 (layer 1) uses crate::thread::spawn (thread, layer 5)"),
         ]
     );
     // Below: the same paths are fine in a front end, and `self`, `super`
     // resolve from the module they are written in.
-    let found = krate.read_text(&["hierarchy"], PAGE_COUNTER);
+    let module = ["interface", "hierarchy"];
+    let found = krate.read_text(&module, PAGE_COUNTER);
     assert_eq!(
-        krate.violations(&["hierarchy".into()], "hierarchy.rs", &found),
+        krate.violations(&module.map(String::from), "interface/hierarchy.rs", &found),
         Vec::<String>::new()
     );
     let shown: Vec<String> = found.iter().map(Found::shown).collect();
-    assert!(shown.contains(&"crate::hierarchy::inner::Deep".to_string()));
-    assert!(shown.contains(&"crate::global::*".to_string()));
+    assert!(shown.contains(&"crate::interface::hierarchy::inner::Deep".to_string()));
+    assert!(shown.contains(&"crate::alloc::global::*".to_string()));
 }
