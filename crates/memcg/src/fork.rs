@@ -8,12 +8,10 @@
 //! only then lets `fork()` copy the process: every lock is free and every
 //! structure consistent in the child, as jemalloc and mimalloc arrange by
 //! taking their locks around fork. The parent and the child reopen the
-//! gate; the child also resets per-thread state it inherited from threads
-//! that do not exist in it (registered hooks: charge-stock slot locks, the
-//! deferred worker, which restarts on demand). Other threads' heaps and
-//! stocks become orphans: their pre-charged pages are drained by the
-//! child's next quiesce, their slabs stay owned (objects freed into them
-//! are not reused).
+//! gate; the child also releases the per-thread state it inherited from
+//! threads that do not exist in it, in the order
+//! [`lifecycle::Child`](crate::lifecycle::Child) states (heaps, charge
+//! stocks, tasks, the deferred worker, the throttling timer).
 //!
 //! The gate counts threads inside it in cache-line-padded stripes, so that
 //! threads entering it at once do not share a counter; a thread inside it
@@ -107,39 +105,8 @@ impl Drop for Gate {
     }
 }
 
-/// The most hooks [`on_child`] keeps (one per layer that owns per-thread
-/// state; a fixed array, so that the child's handler allocates nothing).
-const MAX_HOOKS: usize = 16;
-
-/// What the child of a fork must release or reset, registered by the layers
-/// that own such state (they are above this leaf), in registration order.
-static CHILD_HOOKS: [AtomicUsize; MAX_HOOKS] = [const { AtomicUsize::new(0) }; MAX_HOOKS];
-static NHOOKS: AtomicUsize = AtomicUsize::new(0);
-
-/// Run `hook` in the child of every later `fork()`, before the gate
-/// reopens (the child has one thread then). Installs the fork handlers on
-/// first use. Registering a hook twice keeps one.
-pub(crate) fn on_child(hook: fn()) {
-    install();
-    // Inside the gate: no fork copies a half-registered hook.
-    let _gate = Gate::enter();
-    static REGISTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = REGISTER.lock().unwrap_or_else(|e| e.into_inner());
-    let n = NHOOKS.load(Acquire);
-    if CHILD_HOOKS[..n]
-        .iter()
-        .any(|h| h.load(Relaxed) == hook as usize)
-    {
-        return;
-    }
-    if n == MAX_HOOKS {
-        crate::reentrancy::broken("fork: more child hooks than fork::MAX_HOOKS");
-    }
-    CHILD_HOOKS[n].store(hook as usize, Relaxed);
-    NHOOKS.store(n + 1, Release);
-}
-
-/// Install the `pthread_atfork` handlers, once.
+/// Install the `pthread_atfork` handlers, once: the gate, and in the child
+/// the release of vanished threads' state ([`crate::lifecycle::Child`]).
 pub(crate) fn install() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
@@ -194,13 +161,7 @@ extern "C" fn child() {
     for (i, s) in INSIDE.iter().enumerate() {
         s.0.store(if i == own_stripe { own } else { 0 }, SeqCst);
     }
-    for hook in &CHILD_HOOKS[..NHOOKS.load(Acquire)] {
-        let hook = hook.load(Relaxed);
-        // SAFETY: every non-zero entry below NHOOKS was stored by `on_child`
-        // from a `fn()` before NHOOKS (Release) counted it.
-        let hook: fn() = unsafe { std::mem::transmute::<usize, fn()>(hook) };
-        hook();
-    }
+    crate::lifecycle::run_child();
     CLOSED.store(false, SeqCst);
     let _ = FORKER.try_with(|f| f.set(false));
 }

@@ -109,6 +109,7 @@
 // The leaves every layer uses.
 mod error;
 mod fork;
+mod lifecycle;
 mod reentrancy;
 mod sync;
 

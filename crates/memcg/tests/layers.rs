@@ -8,7 +8,7 @@
 //!
 //! | layer | folders and modules |
 //! |---|---|
-//! | 0 leaves | `sync` (with the fork gate's users), `error`, `reentrancy` (the re-entrancy flag), `fork`, the crate root's constants |
+//! | 0 leaves | `sync`, `error`, `reentrancy` (the re-entrancy flag), `fork` (the fork gate), `lifecycle` (the stated order of thread exit and of a fork's child), the crate root's constants |
 //! | 1 groups | `group/`: page counter, stats, groups, kmem contexts, deferred work, events, pressure, LRU lists, the shrinker trait |
 //! | 2 accounting | `accounting/`: charge, charge stocks, object stocks, the thread's current group |
 //! | 3 allocator | `alloc/`: the global allocator, kmem pages, `slab/`, `large/` |
@@ -47,6 +47,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
     ("reentrancy", 0),
     ("fork", 0),
+    ("lifecycle", 0),
     ("group", 1),
     ("accounting", 2),
     ("alloc", 3),

@@ -232,6 +232,10 @@ thread_local! {
 
 #[cfg(not(loom))]
 fn owe_over_high(group: &Arc<GroupInner>, pages: usize) {
+    // A thread past its exit owes nothing: it will never pay.
+    if !crate::lifecycle::arm_exit(crate::lifecycle::Exit::ThrottleDebt, forget_over_high) {
+        return;
+    }
     let _ = OVER_HIGH.try_with(|o| {
         let Ok(mut o) = o.try_borrow_mut() else {
             return;
@@ -241,6 +245,13 @@ fn owe_over_high(group: &Arc<GroupInner>, pages: usize) {
             other => *other = Some((Arc::downgrade(group), pages)),
         }
     });
+}
+
+/// Thread exit ([`Exit::ThrottleDebt`](crate::lifecycle::Exit::ThrottleDebt)):
+/// the debt is forgotten.
+#[cfg(not(loom))]
+fn forget_over_high() {
+    drop(take_over_high());
 }
 
 #[cfg(loom)]

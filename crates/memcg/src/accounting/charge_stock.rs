@@ -63,17 +63,6 @@ static SLOTS: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
 
 thread_local! {
     static MY_SLOT: Cell<*const Slot> = const { Cell::new(std::ptr::null()) };
-    static EXIT_HOOK: ExitHook = const { ExitHook };
-}
-
-/// Hands the stock back when its thread exits, whether or not the thread
-/// ever attached to a group (a remote charger with `alloc_for` has a stock).
-struct ExitHook;
-
-impl Drop for ExitHook {
-    fn drop(&mut self) {
-        drain_local();
-    }
 }
 
 impl Slot {
@@ -124,7 +113,8 @@ fn my_slot() -> Option<&'static Slot> {
             if s.get().is_null() {
                 // The hook first: if it cannot be registered, the thread is
                 // tearing down, and claiming would leak the slot.
-                EXIT_HOOK.try_with(|_| {}).ok()?;
+                crate::lifecycle::arm_exit(crate::lifecycle::Exit::ChargeStock, drain_local)
+                    .then_some(())?;
                 s.set(claim_slot());
             }
             // SAFETY: slots are leaked and never freed, so any slot pointer is

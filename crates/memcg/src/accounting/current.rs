@@ -38,19 +38,20 @@ static DEFAULT: std::sync::Mutex<Option<Arc<GroupInner>>> = std::sync::Mutex::ne
 /// thread has seen.
 static DEFAULT_GEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Drops the thread's group reference at exit when the thread follows the
-/// default group (attached threads are released by the front end's hook),
-/// and takes the thread off [`THREADS`].
-struct DefaultExit;
-
-impl Drop for DefaultExit {
-    fn drop(&mut self) {
-        let _internal = crate::reentrancy::Internal::enter();
-        if FOLLOWS_DEFAULT.try_with(|f| f.get()).unwrap_or(false) {
-            drop(set(None));
-        }
-        unregister();
+/// Thread exit ([`Exit::Current`](crate::lifecycle::Exit::Current)): drop
+/// the thread's group reference when it follows the default group
+/// (attached threads left theirs in the tasks' stage), and take the thread
+/// off [`THREADS`].
+fn on_exit() {
+    if FOLLOWS_DEFAULT.try_with(|f| f.get()).unwrap_or(false) {
+        drop(set(None));
     }
+    unregister();
+}
+
+/// Arm [`on_exit`]; false once the thread is past its exit.
+fn arm_exit() -> bool {
+    crate::lifecycle::arm_exit(crate::lifecycle::Exit::Current, on_exit)
 }
 
 /// The `CURRENT` cells (their addresses) of the threads that ever held a
@@ -67,7 +68,7 @@ thread_local! {
 /// List the calling thread in [`THREADS`], once (it is about to hold a
 /// group reference in `CURRENT`). Not during thread teardown.
 fn register() {
-    if LISTED.try_with(|l| l.get()).unwrap_or(2) != 0 || DEFAULT_EXIT.try_with(|_| {}).is_err() {
+    if LISTED.try_with(|l| l.get()).unwrap_or(2) != 0 || !arm_exit() {
         return;
     }
     let _internal = crate::reentrancy::Internal::enter();
@@ -121,10 +122,6 @@ pub(crate) fn release_vanished() {
             drop(unsafe { Arc::from_raw(g) });
         }
     }
-}
-
-thread_local! {
-    static DEFAULT_EXIT: DefaultExit = const { DefaultExit };
 }
 
 /// The default group now (`None`: the root).
@@ -194,22 +191,14 @@ pub(crate) fn refresh_default() {
 fn adopt_default(gen: u64) {
     let _internal = crate::reentrancy::Internal::enter();
     // A thread in teardown keeps what it has.
-    if DEFAULT_EXIT.try_with(|_| {}).is_err() {
+    if !arm_exit() {
         return;
     }
     let _ = DEFAULT_SEEN.try_with(|s| s.set(gen));
     let group = default_group().filter(|g| !g.is_root());
     // A removed default (its hierarchy was dropped) bills where its
     // context does now: the live ancestor.
-    let group = group.map(|g| {
-        if g.is_dying() {
-            g.ctx
-                .as_ref()
-                .map_or(g.clone(), |c| c.with_owner(|o| o.clone()))
-        } else {
-            g
-        }
-    });
+    let group = group.map(|g| GroupInner::live_owner(&g));
     drop(set(group.filter(|g| !g.is_root())));
 }
 

@@ -274,6 +274,32 @@ impl GroupInner {
         self.parent.is_none()
     }
 
+    /// The live group that owns a removed group's charges now (S2): the one
+    /// its kmem context bills (or, without a context, its nearest live
+    /// ancestor); `None` while this group is live and owns them itself.
+    /// The one place that resolves a dying group.
+    pub(crate) fn charges_owner(&self) -> Option<Arc<GroupInner>> {
+        if !self.is_dying() {
+            return None;
+        }
+        Some(match &self.ctx {
+            Some(ctx) => ctx.with_owner(|o| o.clone()),
+            None => {
+                let mut g = self.parent.clone();
+                while let Some(p) = g.as_ref().filter(|p| p.is_dying()) {
+                    g = p.parent.clone();
+                }
+                g.expect("the root is never removed")
+            }
+        })
+    }
+
+    /// This group if live, else the live group that owns its charges now
+    /// ([`charges_owner`](Self::charges_owner)).
+    pub(crate) fn live_owner(this: &Arc<Self>) -> Arc<GroupInner> {
+        this.charges_owner().unwrap_or_else(|| this.clone())
+    }
+
     /// Whether the group was removed.
     pub(crate) fn is_dying(&self) -> bool {
         self.dying.load(Acquire)

@@ -66,10 +66,14 @@ impl Hierarchy {
         #[cfg(not(loom))]
         {
             // fork(): the child resets what other threads held (DESIGN §8).
-            crate::fork::on_child(crate::accounting::charge_stock::after_fork);
-            crate::fork::on_child(crate::group::deferred::after_fork);
-            crate::fork::on_child(crate::thread::task::after_fork);
-            crate::fork::on_child(crate::thread::future::after_fork);
+            use crate::lifecycle::{on_child, Child};
+            on_child(
+                Child::ChargeStocks,
+                crate::accounting::charge_stock::after_fork,
+            );
+            on_child(Child::Deferred, crate::group::deferred::after_fork);
+            on_child(Child::Tasks, crate::thread::task::after_fork);
+            on_child(Child::Futures, crate::thread::future::after_fork);
             crate::group::deferred::register(&common);
         }
         Hierarchy {
@@ -336,10 +340,7 @@ impl Hierarchy {
         crate::accounting::current::refresh_default();
         let g = crate::accounting::current::current_group()
             .filter(|g| Arc::ptr_eq(&g.common, self.common()))
-            .map(|g| match (&g.ctx, g.is_dying()) {
-                (Some(ctx), true) => ctx.with_owner(|o| o.clone()),
-                _ => g,
-            });
+            .map(|g| GroupInner::live_owner(&g));
         match g {
             Some(g) => self.group(g),
             None => self.root(),

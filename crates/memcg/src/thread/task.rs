@@ -17,25 +17,18 @@ thread_local! {
 
 static NEXT_TASK_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-#[cfg(not(loom))]
-struct ExitHook;
-
-#[cfg(not(loom))]
-impl Drop for ExitHook {
-    fn drop(&mut self) {
-        let _internal = crate::reentrancy::Internal::enter();
-        // Thread exit: leave the group (so it can be removed) and return the
-        // stock's pre-charged pages.
-        if let Some(old) = crate::accounting::current::set(None) {
-            release(old);
-        }
-        crate::accounting::charge_stock::drain_local();
+/// Thread exit ([`Exit::Tasks`](crate::lifecycle::Exit::Tasks)): leave the
+/// group the thread is attached to, so it can be removed.
+fn on_exit() {
+    if let Some(old) = crate::accounting::current::set(None) {
+        release(old);
     }
 }
 
-#[cfg(not(loom))]
-thread_local! {
-    static EXIT_HOOK: ExitHook = const { ExitHook };
+/// The thread now holds a group it must leave at exit.
+fn arm_exit() {
+    #[cfg(not(loom))]
+    crate::lifecycle::arm_exit(crate::lifecycle::Exit::Tasks, on_exit);
 }
 
 fn task_id() -> u64 {
@@ -136,8 +129,7 @@ pub(crate) fn switch(group: Option<&Arc<GroupInner>>) -> Result<Option<Arc<Group
             name,
         });
         g.count_task(1);
-        #[cfg(not(loom))]
-        EXIT_HOOK.with(|_| {});
+        arm_exit();
     }
     crate::accounting::current::set_follows_default(false);
     let new = group.map_or(ptr::null(), Arc::as_ptr);
@@ -228,8 +220,7 @@ pub(crate) fn start_reserved(g: Arc<GroupInner>, id: u64) {
             t.name = name.to_string();
         }
     }
-    #[cfg(not(loom))]
-    EXIT_HOOK.with(|_| {});
+    arm_exit();
     crate::accounting::current::set_follows_default(false);
     drop(crate::accounting::current::set(Some(g)));
 }
@@ -265,8 +256,8 @@ impl Start {
         loop {
             match reserve(&g, name) {
                 Ok(id) => return Start::Group(g, id),
-                Err(_) => match g.ctx.as_ref().map(|c| c.with_owner(|o| o.clone())) {
-                    Some(owner) if !owner.is_root() && !Arc::ptr_eq(&owner, &g) => g = owner,
+                Err(_) => match g.charges_owner() {
+                    Some(owner) if !owner.is_root() => g = owner,
                     _ => return Start::Root,
                 },
             }
@@ -313,16 +304,7 @@ impl Scope {
     /// Enter `g` on the calling thread.
     pub(crate) fn enter(g: &Arc<GroupInner>) -> Scope {
         let _internal = crate::reentrancy::Internal::enter();
-        let target = if g.is_root() {
-            None
-        } else if g.is_dying() {
-            g.ctx
-                .as_ref()
-                .map(|c| c.with_owner(|o| o.clone()))
-                .filter(|o| !o.is_root())
-        } else {
-            Some(g.clone())
-        };
+        let target = Some(GroupInner::live_owner(g)).filter(|o| !o.is_root());
         let entered = target.as_ref().map_or(ptr::null(), Arc::as_ptr);
         let follows_default = crate::accounting::current::follows_default();
         if crate::accounting::current::current_ptr() == entered {

@@ -107,17 +107,9 @@ pub fn set_decay(decay: Duration) -> Duration {
 /// loop (buffers, a growing `Vec`) takes no lock and shares no line.
 const LOCAL_PAGES: usize = 16;
 
-/// The calling thread's one cached run: `(address, bin)`, or `None`.
+/// The calling thread's one kept run: `(address, bin)`, or `None`. Given
+/// back at thread exit ([`Exit::LargeRun`](crate::lifecycle::Exit::LargeRun)).
 struct LocalRun(std::cell::Cell<Option<(usize, usize)>>);
-
-impl Drop for LocalRun {
-    fn drop(&mut self) {
-        if let Some((addr, bin)) = self.0.take() {
-            // SAFETY: a free run the thread kept; nothing uses it.
-            unsafe { runs::put(addr, bin) };
-        }
-    }
-}
 
 thread_local! {
     static LOCAL: LocalRun = const { LocalRun(std::cell::Cell::new(None)) };
@@ -141,6 +133,7 @@ fn take_local(bin: usize) -> Option<usize> {
 /// and the slot is free; returns false if the caller must give it back.
 fn keep_local(addr: usize, bin: usize) -> bool {
     runs::bin_pages(bin) <= LOCAL_PAGES
+        && crate::lifecycle::arm_exit(crate::lifecycle::Exit::LargeRun, flush_local)
         && LOCAL
             .try_with(|l| {
                 let free = l.0.get().is_none();
@@ -152,7 +145,8 @@ fn keep_local(addr: usize, bin: usize) -> bool {
             .unwrap_or(false)
 }
 
-/// Give the calling thread's kept run back to the shared cache (trim).
+/// Give the calling thread's kept run back to the shared cache (trim,
+/// thread exit).
 fn flush_local() {
     let _ = LOCAL.try_with(|l| {
         if let Some((addr, bin)) = l.0.take() {

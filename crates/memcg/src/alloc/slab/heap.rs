@@ -221,26 +221,16 @@ impl Heap {
     }
 }
 
-struct ExitHook;
-
-impl Drop for ExitHook {
-    fn drop(&mut self) {
-        // Thread exit: hand the slabs back to their caches, so that remote
-        // frees of their objects are collected and dead caches can die.
-        let _internal = crate::reentrancy::Internal::enter();
-        for heap in [&HEAP, &HANDLE_HEAP] {
-            let _ = heap.try_with(|h| {
-                let _busy = Busy::enter(h);
-                flush(h);
-                h.exited.set(true);
-                unregister(h);
-            });
-        }
+/// Thread exit ([`Exit::Heaps`](crate::lifecycle::Exit::Heaps)): both heaps
+/// give everything back, and the thread keeps nothing in them afterwards.
+fn on_exit() {
+    for heap in [&HEAP, &HANDLE_HEAP] {
+        let _ = heap.try_with(|h| {
+            give_back(h, Slabs::All, Stock::Release);
+            h.exited.set(true);
+            unregister(h);
+        });
     }
-}
-
-thread_local! {
-    static EXIT_HOOK: ExitHook = const { ExitHook };
 }
 
 /// The fast path: an object of `root`'s size from the calling thread's
@@ -410,12 +400,7 @@ pub(crate) fn alloc_for(root: &'static RootCache, group: &Arc<GroupInner>) -> Sl
             }
             return alloc_slow(h, root, Arc::as_ptr(group), false, || Some(group.clone()));
         }
-        let live = if group.is_dying() {
-            group.ctx.as_ref().map(|c| c.with_owner(|o| o.clone()))
-        } else {
-            Some(group.clone())
-        };
-        let live = live.filter(|g| !g.is_root());
+        let live = Some(GroupInner::live_owner(group)).filter(|g| !g.is_root());
         let target = live.as_ref().map_or(ptr::null(), Arc::as_ptr);
         if let Some(obj) = pop(h, root.index, target) {
             return Ok(obj);
@@ -719,7 +704,7 @@ fn hook_exit(h: &Heap) {
         return;
     }
     h.hooked.set(true);
-    if EXIT_HOOK.try_with(|_| {}).is_err() {
+    if !crate::lifecycle::arm_exit(crate::lifecycle::Exit::Heaps, on_exit) {
         h.exited.set(true);
     }
     // One owner id per thread, shared by both heaps (kept in the main one).
@@ -734,7 +719,7 @@ fn hook_exit(h: &Heap) {
         {
             static HOOKED: std::sync::Once = std::sync::Once::new();
             HOOKED.call_once(|| {
-                crate::fork::on_child(after_fork);
+                crate::lifecycle::on_child(crate::lifecycle::Child::Heaps, after_fork);
                 crate::accounting::current::on_switch(context_changed);
                 crate::accounting::charge::register_object_drain(|id| drain_all(id, ptr::null()));
             });
@@ -843,7 +828,7 @@ fn after_fork() {
         let h = unsafe { &*(p as *const Heap) };
         h.stock.force_unlock();
         if h.busy.get() == 0 {
-            flush(h);
+            give_back(h, Slabs::All, Stock::Release);
         }
         h.exited.set(true);
     }
@@ -1053,10 +1038,7 @@ fn refill_and_pop(
             let c = match group {
                 // A group removed while we were bound (hierarchy teardown):
                 // allocate where its context bills now.
-                Some(g) if g.is_dying() => {
-                    let owner = g.ctx.as_ref().map(|c| c.with_owner(|o| o.clone()));
-                    root.cache_for(owner.as_deref())
-                }
+                Some(g) if g.is_dying() => root.cache_for(g.charges_owner().as_deref()),
                 g => root.cache_for(g),
             };
             h.caches[i].set(c);
@@ -1132,11 +1114,73 @@ fn take_first(h: &Heap, i: usize) -> Option<&'static Slab> {
     None
 }
 
+/// Which slabs [`give_back`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slabs {
+    /// None (the remote-free batch is pushed all the same).
+    None,
+    /// Owned slabs left empty (reclaim just freed their objects), so that
+    /// shrinking can release them.
+    Empty,
+    /// A group change: the slabs of isolated caches (they belong to the
+    /// bound group), and all but the newest [`FULL_KEEP`] used-up slabs per
+    /// class. Shared slabs serve any group, but a thread that moves between
+    /// groups (a worker serving many tenants) would otherwise hoard used-up
+    /// slabs whose slots other threads free and only it reuses; a thread
+    /// that stays in its group keeps them all, so its own frees stay local.
+    Isolated,
+    /// Every slab and cache, and the bound group (thread exit, a flush).
+    All,
+}
+
+/// What [`give_back`] does with the heap's object stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stock {
+    /// Nothing.
+    Keep,
+    /// Return its bytes and apply its statistics; it keeps its context.
+    Drain,
+    /// Drained, and the heap follows the root: the stock lets go of its
+    /// context (a removed group's must not be kept alive by an idle handle
+    /// heap) and the current slabs serve the root.
+    Root,
+    /// Drained and let go of its context, the root's endless budget back,
+    /// with no current slab left that serves a group (thread exit, a flush:
+    /// with [`Slabs::All`]).
+    Release,
+}
+
+/// The one way a heap gives state back, for every case: thread exit (the
+/// [`lifecycle`](crate::lifecycle) stage), the vanished threads' heaps in
+/// the child of a fork, a group change, a quiesce, reclaim's trim, a flush.
+/// Pushes the remote-free batch, returns `slabs`, then settles the stock as
+/// `stock` says.
+fn give_back(h: &Heap, slabs: Slabs, stock: Stock) {
+    let _busy = Busy::enter(h);
+    flush_batch(h);
+    match slabs {
+        Slabs::None => {}
+        Slabs::Empty => trim(h),
+        Slabs::Isolated => {
+            flush_classes(h, |c| c.root().isolated);
+            trim_full(h);
+        }
+        Slabs::All => flush_classes(h, |_| true),
+    }
+    match stock {
+        Stock::Keep => {}
+        Stock::Drain => h.stock.drain(),
+        Stock::Root => {
+            ensure_context(h, None);
+            h.stock.drain();
+        }
+        Stock::Release => h.stock.release(),
+    }
+}
+
 /// Give every slab and cache back, return the object stock, and unbind.
 fn flush(h: &Heap) {
-    flush_batch(h);
-    flush_classes(h, |_| true);
-    h.stock.release();
+    give_back(h, Slabs::All, Stock::Release);
 }
 
 /// Give back the slabs and caches of isolated caches (they belong to the
@@ -1174,66 +1218,25 @@ fn flush_classes(h: &Heap, which: impl Fn(&Cache) -> bool) {
     }
 }
 
-/// Give the calling thread's slabs back (before it changes group for good,
-/// or so that a test sees caches settle), and its object stocks.
+/// Both of the calling thread's heaps give state back ([`give_back`]),
+/// unless the thread is past its heaps' thread-locals.
+fn give_back_local(main: (Slabs, Stock), handle: (Slabs, Stock)) {
+    let _internal = crate::reentrancy::Internal::enter();
+    let _ = HEAP.try_with(|h| give_back(h, main.0, main.1));
+    let _ = HANDLE_HEAP.try_with(|h| give_back(h, handle.0, handle.1));
+}
+
+/// Give the calling thread's slabs back (so that a test sees caches
+/// settle), and its object stocks.
 pub(crate) fn flush_local() {
-    let _internal = crate::reentrancy::Internal::enter();
-    for heap in [&HEAP, &HANDLE_HEAP] {
-        let _ = heap.try_with(|h| {
-            let _busy = Busy::enter(h);
-            flush(h)
-        });
-    }
+    give_back_local((Slabs::All, Stock::Release), (Slabs::All, Stock::Release));
 }
 
-/// The calling thread leaves its group: return its object stocks and the
-/// slabs of its isolated caches. Its shared slabs serve any group, but a
-/// thread that moves between groups (a worker serving many tenants) would
-/// otherwise hoard used-up slabs whose slots other threads free and only it
-/// reuses: all but the newest [`FULL_KEEP`] per class go back to their cache,
-/// where other threads' frees reopen them for everyone. A thread that stays
-/// in its group keeps them all, so its own frees stay local.
+/// The calling thread leaves its group: its object stock returns, and the
+/// slabs of a group change go back ([`Slabs::Isolated`]); the handle heap
+/// follows the root.
 pub(crate) fn leave_group() {
-    let _internal = crate::reentrancy::Internal::enter();
-    let _ = HEAP.try_with(|h| {
-        let _busy = Busy::enter(h);
-        flush_batch(h);
-        flush_isolated(h);
-        h.stock.drain();
-        // Classes at or above `live` never had a current slab, so their
-        // lists are empty: a switch per poll (an `in_group` future) walks
-        // the classes in use only.
-        for i in 0..h.live.get() {
-            loop {
-                let oldest = {
-                    let mut l = h.lists(i);
-                    if l.full.len <= FULL_KEEP {
-                        break;
-                    }
-                    let Some(oldest) = l.full.last() else {
-                        crate::reentrancy::broken(
-                            "slab heap: the full list's length counts a slab it lacks",
-                        )
-                    };
-                    // SAFETY: a slab on our own list.
-                    unsafe { l.full.remove(oldest) };
-                    oldest
-                };
-                // SAFETY: taken off our lists; ours to give back.
-                unsafe { retire(oldest) };
-            }
-        }
-    });
-    let _ = HANDLE_HEAP.try_with(unbind_handles);
-}
-
-/// The handle heap lets go of the last handle's group: its stock returns
-/// everything and drops the context (a removed group's context must not be
-/// kept alive by an idle heap), and its current slabs follow the root.
-fn unbind_handles(h: &Heap) {
-    let _busy = Busy::enter(h);
-    ensure_context(h, None);
-    h.stock.drain();
+    give_back_local((Slabs::Isolated, Stock::Drain), (Slabs::None, Stock::Root));
 }
 
 /// Return the calling thread's object stocks: exact charges and `slab`
@@ -1242,60 +1245,80 @@ pub(crate) fn drain_local() {
     if cfg!(loom) {
         return;
     }
-    let _internal = crate::reentrancy::Internal::enter();
-    let _ = HEAP.try_with(|h| {
-        let _busy = Busy::enter(h);
-        flush_batch(h);
-        h.stock.drain()
-    });
-    let _ = HANDLE_HEAP.try_with(unbind_handles);
+    give_back_local((Slabs::None, Stock::Drain), (Slabs::None, Stock::Root));
 }
 
 /// Give back the calling thread's owned slabs that are empty (reclaim just
 /// freed their objects), so that shrinking can release them.
 pub(crate) fn trim_local() {
-    let _ = HEAP.try_with(flush_batch);
-    for heap in [&HEAP, &HANDLE_HEAP] {
-        let _ = heap.try_with(|h| {
-            let _busy = Busy::enter(h);
-            for i in 0..MAX_ROOTS {
-                // SAFETY: slabs in our heap are live slabs we own.
-                if let Some(s) = unsafe { h.slabs[i].get().as_ref() } {
-                    // SAFETY: ours; collect first so `used` is exact.
-                    if unsafe {
-                        s.collect(true);
-                        s.used()
-                    } == 0
-                    {
-                        h.slabs[i].set(ptr::null());
-                        // SAFETY: we own it and give it back; the heap keeps
-                        // its counted reference on the cache.
-                        unsafe { s.cache().release(s) };
-                    }
+    give_back_local((Slabs::Empty, Stock::Keep), (Slabs::Empty, Stock::Keep));
+}
+
+/// All but the newest [`FULL_KEEP`] used-up slabs per class go back to
+/// their cache. Classes at or above `live` never had a current slab, so
+/// their lists are empty: a switch per poll (an `in_group` future) walks
+/// the classes in use only.
+fn trim_full(h: &Heap) {
+    for i in 0..h.live.get() {
+        loop {
+            let oldest = {
+                let mut l = h.lists(i);
+                if l.full.len <= FULL_KEEP {
+                    break;
                 }
-                let mut owned = Vec::new();
-                while let Some(s) = take_first(h, i) {
-                    owned.push(s);
-                }
-                for s in owned {
-                    // SAFETY: taken off our lists: ours to collect, read,
-                    // give back or list again (no borrow is held while
-                    // `retire` runs).
-                    unsafe {
-                        s.collect(true);
-                        if s.used() == 0 {
-                            retire(s);
-                        } else if s.has_local_free() {
-                            h.lists(i).avail.push(s);
-                            s.set_list(h.avail_kind());
-                        } else {
-                            h.lists(i).full.push(s);
-                            s.set_list(h.full_kind());
-                        }
-                    }
+                let Some(oldest) = l.full.last() else {
+                    crate::reentrancy::broken(
+                        "slab heap: the full list's length counts a slab it lacks",
+                    )
+                };
+                // SAFETY: a slab on our own list.
+                unsafe { l.full.remove(oldest) };
+                oldest
+            };
+            // SAFETY: taken off our lists; ours to give back.
+            unsafe { retire(oldest) };
+        }
+    }
+}
+
+/// Empty owned slabs go back to their caches; the others are listed again
+/// by what they hold.
+fn trim(h: &Heap) {
+    for i in 0..MAX_ROOTS {
+        // SAFETY: slabs in our heap are live slabs we own.
+        if let Some(s) = unsafe { h.slabs[i].get().as_ref() } {
+            // SAFETY: ours; collect first so `used` is exact.
+            if unsafe {
+                s.collect(true);
+                s.used()
+            } == 0
+            {
+                h.slabs[i].set(ptr::null());
+                // SAFETY: we own it and give it back; the heap keeps its
+                // counted reference on the cache.
+                unsafe { s.cache().release(s) };
+            }
+        }
+        let mut owned = Vec::new();
+        while let Some(s) = take_first(h, i) {
+            owned.push(s);
+        }
+        for s in owned {
+            // SAFETY: taken off our lists: ours to collect, read, give back
+            // or list again (no borrow is held while `retire` runs).
+            unsafe {
+                s.collect(true);
+                if s.used() == 0 {
+                    retire(s);
+                } else if s.has_local_free() {
+                    h.lists(i).avail.push(s);
+                    s.set_list(h.avail_kind());
+                } else {
+                    h.lists(i).full.push(s);
+                    s.set_list(h.full_kind());
                 }
             }
-        });
+        }
     }
 }
 
