@@ -9,36 +9,43 @@
 
 use std::mem::size_of;
 
-/// The kernel's `cpu_set_t`: 1024 bits.
-type CpuSet = [u64; 16];
+use libc::{cpu_set_t, CPU_ISSET, CPU_SET, CPU_SETSIZE};
 
-extern "C" {
-    fn sched_getaffinity(pid: i32, size: usize, mask: *mut CpuSet) -> i32;
-    fn sched_setaffinity(pid: i32, size: usize, mask: *const CpuSet) -> i32;
+/// The CPUs a `cpu_set_t` can name: 1024 with glibc.
+const CPUS: usize = CPU_SETSIZE as usize;
+
+/// An empty CPU set.
+fn empty_set() -> cpu_set_t {
+    // SAFETY: a `cpu_set_t` is an array of integers; all zeros is the
+    // empty set (what `CPU_ZERO` would write).
+    unsafe { std::mem::zeroed() }
 }
 
 /// The first two cores this process may run on, if it may run on two.
 pub fn two_cpus() -> Option<[usize; 2]> {
-    let mut set: CpuSet = [0; 16];
-    // SAFETY: `set` is a writable buffer of the size we pass; pid 0 is the
-    // calling thread.
-    if unsafe { sched_getaffinity(0, size_of::<CpuSet>(), &mut set) } != 0 {
+    let mut set = empty_set();
+    // SAFETY: `set` is a writable `cpu_set_t` of the size we pass; pid 0 is
+    // the calling thread.
+    if unsafe { libc::sched_getaffinity(0, size_of::<cpu_set_t>(), &mut set) } != 0 {
         return None;
     }
-    let mut cpus = (0..1024).filter(|&cpu| set[cpu / 64] & (1 << (cpu % 64)) != 0);
+    // SAFETY: `CPU_ISSET` reads bit `cpu` of `set`, below `CPUS`.
+    let mut cpus = (0..CPUS).filter(|&cpu| unsafe { CPU_ISSET(cpu, &set) });
     Some([cpus.next()?, cpus.next()?])
 }
 
 /// Pins the calling thread to `cpu`; false if the kernel refused.
 pub fn pin_current_thread(cpu: usize) -> bool {
-    if cpu >= 1024 {
+    if cpu >= CPUS {
         return false;
     }
-    let mut set: CpuSet = [0; 16];
-    set[cpu / 64] = 1 << (cpu % 64);
-    // SAFETY: `set` is a readable buffer of the size we pass; pid 0 is the
-    // calling thread, so no other thread's affinity changes.
-    unsafe { sched_setaffinity(0, size_of::<CpuSet>(), &set) == 0 }
+    let mut set = empty_set();
+    // SAFETY: `CPU_SET` writes bit `cpu` of `set`, below `CPUS` (checked
+    // above).
+    unsafe { CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a readable `cpu_set_t` of the size we pass; pid 0 is
+    // the calling thread, so no other thread's affinity changes.
+    unsafe { libc::sched_setaffinity(0, size_of::<cpu_set_t>(), &set) == 0 }
 }
 
 #[cfg(test)]

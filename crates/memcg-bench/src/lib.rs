@@ -65,7 +65,6 @@ pub mod real_world;
 pub mod removal;
 pub mod report;
 pub mod ring;
-pub mod rng;
 pub mod scaling;
 pub mod slab_alloc;
 pub mod summary;

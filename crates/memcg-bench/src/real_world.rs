@@ -24,9 +24,8 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use fastrand::Rng;
 use serde_json::Value;
-
-use crate::rng::XorShift;
 
 /// The work of each real-world workload in one repetition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,8 +89,8 @@ const WORDS: [&str; 24] = [
     "uniform", "victor", "whiskey", "xray",
 ];
 
-fn word(rng: &mut XorShift) -> &'static str {
-    WORDS[rng.below(WORDS.len() as u64) as usize]
+fn word(rng: &mut Rng) -> &'static str {
+    WORDS[rng.usize(..WORDS.len())]
 }
 
 /// A JSON document and the values in it.
@@ -108,7 +107,7 @@ pub struct Document {
 
 /// A document of at least `bytes` bytes, the same for the same `bytes`.
 pub fn json_document(bytes: usize) -> Document {
-    let mut rng = XorShift::new(JSON_SEED);
+    let mut rng = Rng::with_seed(JSON_SEED);
     let mut text = String::with_capacity(bytes + 1024);
     let mut values = 1;
     text.push('[');
@@ -125,7 +124,7 @@ pub fn json_document(bytes: usize) -> Document {
 }
 
 /// Appends one record to `out`; returns the JSON values in it.
-fn record(out: &mut String, rng: &mut XorShift, id: u64) -> u64 {
+fn record(out: &mut String, rng: &mut Rng, id: u64) -> u64 {
     // Writing to a `String` cannot fail.
     let _ = write!(
         out,
@@ -134,15 +133,15 @@ fn record(out: &mut String, rng: &mut XorShift, id: u64) -> u64 {
         word(rng),
         word(rng),
         word(rng),
-        rng.below(1000),
+        rng.u32(..1000),
         word(rng),
-        rng.below(2) == 0,
-        rng.below(100),
-        rng.below(100),
+        rng.bool(),
+        rng.u32(..100),
+        rng.u32(..100),
     );
     // The record, id, name, email, active, score and the tags array.
     let mut values = 7;
-    let tags = 1 + rng.below(6);
+    let tags = rng.u64(1..=6);
     for i in 0..tags {
         let sep = if i == 0 { "" } else { "," };
         let _ = write!(out, "{sep}\"{}\"", word(rng));
@@ -152,26 +151,26 @@ fn record(out: &mut String, rng: &mut XorShift, id: u64) -> u64 {
         out,
         "],\"address\":{{\"street\":\"{} {} street\",\"city\":\"{}\",\"zip\":\"{:05}\"}},\
          \"history\":[",
-        rng.below(500),
+        rng.u32(..500),
         word(rng),
         word(rng),
-        rng.below(100_000),
+        rng.u32(..100_000),
     );
     // The address object and its three strings, the history array.
     values += 5;
-    let events = 1 + rng.below(8);
+    let events = rng.u64(1..=8);
     for i in 0..events {
         let sep = if i == 0 { "" } else { "," };
-        let start = rng.below((TEXT.len() - 40) as u64) as usize;
-        let len = 4 + rng.below(36) as usize;
+        let start = rng.usize(..TEXT.len() - 40);
+        let len = rng.usize(4..40);
         let _ = write!(
             out,
             "{sep}{{\"at\":{},\"event\":\"{}\",\"note\":\"{}\",\"amount\":{}.{:02}}}",
-            1_700_000_000 + rng.below(100_000_000),
+            rng.u64(1_700_000_000..1_800_000_000),
             word(rng),
             &TEXT[start..start + len],
-            rng.below(10_000),
-            rng.below(100),
+            rng.u32(..10_000),
+            rng.u32(..100),
         );
     }
     // Each event: the object and its four members.
@@ -201,20 +200,19 @@ pub fn json(doc: &Document) -> Duration {
 
 /// The length of a string of [`strings`]: mostly short, some medium, a few
 /// long, as the strings of a program are.
-fn string_len(rng: &mut XorShift) -> usize {
-    let len = match rng.below(100) {
-        0..=69 => 1 + rng.below(24),
-        70..=94 => 25 + rng.below(104),
-        _ => 129 + rng.below(896),
-    };
-    len as usize
+fn string_len(rng: &mut Rng) -> usize {
+    match rng.u32(..100) {
+        0..=69 => rng.usize(1..=24),
+        70..=94 => rng.usize(25..=128),
+        _ => rng.usize(129..=1024),
+    }
 }
 
 /// Builds `n` `String`s of [`string_len`] bytes in pieces of up to 16 bytes
 /// cut from a text (so each grows as a program's does), pushes them on a
 /// `Vec`, sorts it and drops it. The time of all that.
 pub fn strings(n: usize) -> Duration {
-    let mut rng = XorShift::new(STRINGS_SEED);
+    let mut rng = Rng::with_seed(STRINGS_SEED);
     let start = Instant::now();
     let mut all = Vec::new();
     for _ in 0..n {
@@ -222,7 +220,7 @@ pub fn strings(n: usize) -> Duration {
         let mut s = String::new();
         while s.len() < len {
             let piece = (len - s.len()).min(16);
-            let at = rng.below((TEXT.len() - 16) as u64) as usize;
+            let at = rng.usize(..TEXT.len() - 16);
             s.push_str(&TEXT[at..at + piece]);
         }
         all.push(s);
@@ -237,19 +235,15 @@ pub fn strings(n: usize) -> Duration {
 /// string as it comes out. The keys and the order are drawn before the
 /// clock starts. The time of the inserts and removes.
 pub fn btree(n: usize) -> Duration {
-    let mut rng = XorShift::new(BTREE_SEED);
-    let keys: Vec<u64> = (0..n).map(|_| rng.next_u64()).collect();
+    let mut rng = Rng::with_seed(BTREE_SEED);
+    let keys: Vec<u64> = (0..n).map(|_| rng.u64(..)).collect();
     let mut order = keys.clone();
-    // Fisher–Yates.
-    for i in (1..order.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        order.swap(i, j);
-    }
+    rng.shuffle(&mut order);
     let start = Instant::now();
     let mut map = BTreeMap::new();
     for &key in &keys {
-        let len = 8 + rng.below(41) as usize;
-        let at = rng.below((TEXT.len() - len) as u64) as usize;
+        let len = rng.usize(8..=48);
+        let at = rng.usize(..TEXT.len() - len);
         map.insert(key, TEXT[at..at + len].to_owned());
     }
     for key in &order {
@@ -288,7 +282,7 @@ mod tests {
 
     #[test]
     fn string_lengths_are_varied_and_never_empty() {
-        let mut rng = XorShift::new(STRINGS_SEED);
+        let mut rng = Rng::with_seed(STRINGS_SEED);
         let lens: Vec<usize> = (0..10_000).map(|_| string_len(&mut rng)).collect();
         assert!(lens.iter().all(|&l| (1..=1024).contains(&l)));
         assert!(lens.iter().any(|&l| l <= 24));

@@ -24,9 +24,8 @@
 use std::sync::{Barrier, Mutex};
 use std::thread;
 
+use fastrand::Rng;
 use memcg::{Group, Hierarchy, SlabCache};
-
-use crate::rng::XorShift;
 
 /// How many groups, and how many live objects each keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,10 +206,10 @@ fn slabs_under(tenants: &[Tenant]) -> u64 {
 /// visit, then replace `live` random objects with objects of random sizes.
 fn visit(tenant: &Tenant, classes: &SizeClasses, live_per_group: usize, g: usize, round: usize) {
     let _in = tenant.group.enter().expect("the groups are never removed");
-    let mut rng = XorShift::new(SEED ^ ((g * ROUNDS + round) as u64).wrapping_mul(0x9E37_79B9));
+    let mut rng = Rng::with_seed(SEED ^ ((g * ROUNDS + round) as u64).wrapping_mul(0x9E37_79B9));
     let mut live = tenant.live.lock().expect("no visitor panicked");
-    let alloc = |rng: &mut XorShift| {
-        let size = SIZES.0 + rng.below((SIZES.1 - SIZES.0 + 1) as u64) as usize;
+    let alloc = |rng: &mut Rng| {
+        let size = rng.usize(SIZES.0..=SIZES.1);
         let obj = classes.of(size).alloc_raw().expect("no limit is set");
         // SAFETY: a fresh object of at least one byte; a program would
         // write it, and so a free list in it is not the only line touched.
@@ -222,7 +221,7 @@ fn visit(tenant: &Tenant, classes: &SizeClasses, live_per_group: usize, g: usize
         live.push(obj);
     }
     for _ in 0..live_per_group {
-        let slot = &mut live[rng.below(live_per_group as u64) as usize];
+        let slot = &mut live[rng.usize(..live_per_group)];
         // SAFETY: a live object from alloc_raw, freed once, then replaced.
         unsafe { SlabCache::free_raw(std::ptr::NonNull::new(slot.0 as *mut u8).unwrap()) };
         *slot = alloc(&mut rng);

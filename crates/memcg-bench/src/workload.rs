@@ -11,10 +11,11 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use fastrand::Rng;
+
 use crate::affinity;
 use crate::raw_alloc::RawAlloc;
 use crate::ring::Ring;
-use crate::rng::XorShift;
 
 /// One row group of the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,8 +152,8 @@ pub fn single64<A: RawAlloc>(a: &A, ops: u64) -> Duration {
     start.elapsed()
 }
 
-fn churn_layout(rng: &mut XorShift) -> Layout {
-    let size = 16 + rng.below(256 - 16 + 1) as usize;
+fn churn_layout(rng: &mut Rng) -> Layout {
+    let size = rng.usize(16..=256);
     Layout::from_size_align(size, 8).expect("churn sizes are small")
 }
 
@@ -160,7 +161,7 @@ fn churn_layout(rng: &mut XorShift) -> Layout {
 /// 16–256 bytes. Filling and emptying the set are not timed.
 pub fn churn<A: RawAlloc>(a: &A, ops: u64) -> Duration {
     let _entered = a.enter_allocating_thread();
-    let mut rng = XorShift::new(CHURN_SEED);
+    let mut rng = Rng::with_seed(CHURN_SEED);
     let mut live: Vec<(*mut u8, Layout)> = (0..CHURN_LIVE)
         .map(|i| {
             let layout = churn_layout(&mut rng);
@@ -170,7 +171,7 @@ pub fn churn<A: RawAlloc>(a: &A, ops: u64) -> Duration {
 
     let start = Instant::now();
     for i in 0..ops {
-        let slot = &mut live[rng.below(CHURN_LIVE as u64) as usize];
+        let slot = &mut live[rng.usize(..CHURN_LIVE)];
         // SAFETY: each slot holds a live block allocated with its layout.
         unsafe { a.dealloc(slot.0, slot.1) };
         let layout = churn_layout(&mut rng);

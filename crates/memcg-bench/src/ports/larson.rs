@@ -23,9 +23,10 @@
 use std::thread::{self, Scope};
 use std::time::{Duration, Instant};
 
+use fastrand::Rng;
+
 use super::{alloc_bytes, free_bytes};
 use crate::raw_alloc::RawAlloc;
-use crate::rng::XorShift;
 
 /// larson's parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,8 +75,8 @@ impl Larson {
         (self.threads * self.generations * self.chunks_per_thread * self.rounds) as u64
     }
 
-    fn random_size(&self, rng: &mut XorShift) -> usize {
-        self.min_size + rng.below((self.max_size - self.min_size) as u64) as usize
+    fn random_size(&self, rng: &mut Rng) -> usize {
+        rng.usize(self.min_size..self.max_size)
     }
 }
 
@@ -91,14 +92,14 @@ pub fn run<A: RawAlloc>(a: &A, p: &Larson) -> Duration {
     assert!(p.min_size >= 2, "each block's first two bytes are written");
     assert!(p.max_size > p.min_size);
     let _entered = a.enter_allocating_thread();
-    let mut rng = XorShift::new(p.seed);
+    let mut rng = Rng::with_seed(p.seed);
     let mut blocks = warm_up(a, p, &mut rng);
-    let seeds: Vec<u64> = (0..p.threads).map(|_| rng.next_u64()).collect();
+    let rngs: Vec<Rng> = (0..p.threads).map(|_| rng.fork()).collect();
 
     let start = Instant::now();
     thread::scope(|s| {
-        for (slice, seed) in blocks.chunks_mut(p.chunks_per_thread).zip(seeds) {
-            generation(s, a, p, slice, XorShift::new(seed), 1);
+        for (slice, rng) in blocks.chunks_mut(p.chunks_per_thread).zip(rngs) {
+            generation(s, a, p, slice, rng, 1);
         }
     });
     let elapsed = start.elapsed();
@@ -118,14 +119,14 @@ fn generation<'scope, 'env, A: RawAlloc>(
     a: &'env A,
     p: &'env Larson,
     slice: &'env mut [Block],
-    mut rng: XorShift,
+    mut rng: Rng,
     n: usize,
 ) {
     s.spawn(move || {
         {
             let _entered = a.enter_allocating_thread();
             for _ in 0..p.rounds * slice.len() {
-                let victim = &mut slice[rng.below(slice.len() as u64) as usize];
+                let victim = &mut slice[rng.usize(..slice.len())];
                 // SAFETY: the slot holds a live block of its size; it is
                 // replaced at once.
                 unsafe { free_bytes(a, victim.addr as *mut u8, victim.size) };
@@ -150,7 +151,7 @@ fn generation<'scope, 'env, A: RawAlloc>(
 
 /// The original's warm-up on the main thread: allocate every block, shuffle
 /// them across the slices, then replace 4 blocks per block at random.
-fn warm_up<A: RawAlloc>(a: &A, p: &Larson, rng: &mut XorShift) -> Vec<Block> {
+fn warm_up<A: RawAlloc>(a: &A, p: &Larson, rng: &mut Rng) -> Vec<Block> {
     let n = p.threads * p.chunks_per_thread;
     let mut blocks: Vec<Block> = (0..n)
         .map(|_| {
@@ -161,11 +162,9 @@ fn warm_up<A: RawAlloc>(a: &A, p: &Larson, rng: &mut XorShift) -> Vec<Block> {
             }
         })
         .collect();
-    for i in (1..n).rev() {
-        blocks.swap(i, rng.below(i as u64 + 1) as usize);
-    }
+    rng.shuffle(&mut blocks);
     for _ in 0..4 * n {
-        let victim = &mut blocks[rng.below(n as u64) as usize];
+        let victim = &mut blocks[rng.usize(..n)];
         // SAFETY: the slot holds a live block of its size; replaced at once.
         unsafe { free_bytes(a, victim.addr as *mut u8, victim.size) };
         let size = p.random_size(rng);

@@ -25,9 +25,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use fastrand::Rng;
+
 use super::{alloc_bytes, free_bytes};
 use crate::raw_alloc::RawAlloc;
-use crate::rng::XorShift;
 
 /// Slots of the transfer array, as in the original.
 pub const TRANSFERS: usize = 1000;
@@ -83,13 +84,13 @@ impl Mstress {
 
 /// The original's `chance(perc)`: true when a number in `0..100` is at most
 /// `perc`.
-fn chance(perc: u64, rng: &mut XorShift) -> bool {
-    rng.below(100) <= perc
+fn chance(perc: u32, rng: &mut Rng) -> bool {
+    rng.u32(..100) <= perc
 }
 
 /// Allocates a block of `items` words (sometimes many more) filled with the
 /// pattern, and returns its address.
-fn alloc_items<A: RawAlloc>(a: &A, mut items: usize, rng: &mut XorShift) -> usize {
+fn alloc_items<A: RawAlloc>(a: &A, mut items: usize, rng: &mut Rng) -> usize {
     if chance(1, rng) {
         if chance(1, rng) {
             items *= 10_000;
@@ -139,7 +140,7 @@ unsafe fn free_items<A: RawAlloc>(a: &A, addr: usize) {
 /// One thread of one iteration.
 fn stress<A: RawAlloc>(a: &A, p: &Mstress, tid: usize, transfer: &[AtomicUsize]) {
     let _entered = a.enter_allocating_thread();
-    let mut rng = XorShift::new(((tid + 1) * 43) as u64);
+    let mut rng = Rng::with_seed(((tid + 1) * 43) as u64);
     let mut allocs = p.allocs(tid);
     let mut retain = allocs / 2;
     let mut data: Vec<usize> = Vec::new();
@@ -147,21 +148,21 @@ fn stress<A: RawAlloc>(a: &A, p: &Mstress, tid: usize, transfer: &[AtomicUsize])
     while allocs > 0 || retain > 0 {
         if retain == 0 || (chance(50, &mut rng) && allocs > 0) {
             allocs -= 1;
-            let items = 1 << rng.below(5);
+            let items = 1 << rng.u32(..5);
             data.push(alloc_items(a, items, &mut rng));
         } else {
-            let items = 1 << rng.below(7);
+            let items = 1 << rng.u32(..7);
             retained.push(alloc_items(a, items, &mut rng));
             retain -= 1;
         }
         if chance(66, &mut rng) && !data.is_empty() {
-            let idx = rng.below(data.len() as u64) as usize;
+            let idx = rng.usize(..data.len());
             // SAFETY: the slot holds 0 or a live block; emptied at once.
             unsafe { free_items(a, std::mem::take(&mut data[idx])) };
         }
         if chance(25, &mut rng) && !data.is_empty() {
-            let idx = rng.below(data.len() as u64) as usize;
-            let slot = rng.below(TRANSFERS as u64) as usize;
+            let idx = rng.usize(..data.len());
+            let slot = rng.usize(..TRANSFERS);
             // AcqRel: the block's pattern, written by the thread that put it
             // there, is read by whoever takes it out.
             data[idx] = transfer[slot].swap(data[idx], Ordering::AcqRel);
@@ -177,7 +178,7 @@ fn stress<A: RawAlloc>(a: &A, p: &Mstress, tid: usize, transfer: &[AtomicUsize])
 pub fn run<A: RawAlloc>(a: &A, p: &Mstress) -> Duration {
     let _entered = a.enter_allocating_thread();
     let transfer: Vec<AtomicUsize> = (0..TRANSFERS).map(|_| AtomicUsize::new(0)).collect();
-    let mut rng = XorShift::new(43 * 43);
+    let mut rng = Rng::with_seed(43 * 43);
     let start = Instant::now();
     for n in 0..p.iterations {
         thread::scope(|s| {
@@ -229,7 +230,7 @@ mod tests {
     #[should_panic(expected = "memory corruption")]
     fn a_broken_pattern_is_caught() {
         let a = Counting::default();
-        let mut rng = XorShift::new(1);
+        let mut rng = Rng::with_seed(1);
         let addr = alloc_items(&a, 4, &mut rng);
         // SAFETY: at least 4 words were allocated; the test breaks word 1.
         unsafe { (addr as *mut usize).add(1).write(0) };

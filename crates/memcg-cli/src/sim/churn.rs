@@ -45,7 +45,7 @@
 //! sample must also show no dead cache and no dead-cache slab (S3).
 //!
 //! Determinism: what each thread allocates and keeps comes from its own
-//! stream of the seed (see the rng module). Which slab an object lands in
+//! stream of the seed ([`super::stream`]). Which slab an object lands in
 //! depends on the order threads take slabs from a cache's lists and give
 //! them back, so the job's threads take turns: each in turn frees the
 //! survivors dealt to it and allocates; then each in turn frees its
@@ -59,15 +59,16 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use fastrand::Rng;
 use indicatif::ProgressBar;
 use memcg::{Group, Hierarchy, KmemPages, PageKind, SlabCache, SlabObject, UserPage};
 use serde::Serialize;
 
 use super::plot::{Panel, Series, Unit};
-use super::report::{human_bytes, human_ns, Report, Samples, Table};
-use super::rng::Rng;
+use super::report::{Report, Samples, Table};
 use super::scenario::Churn;
-use super::{settle, settle_to_empty, stat_bytes, SimError, PAGE};
+use super::units::{human_bytes, human_ns};
+use super::{settle, settle_to_empty, stat_bytes, stream, SimError, PAGE};
 
 /// A slab design: how a cache's objects share slabs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -314,7 +315,7 @@ fn run_design(
         .collect::<Result<Vec<_>, _>>()?;
     let start_slab_bytes = memcg::slab::slab_bytes_in_use() as i128;
     let mut wheel: VecDeque<Vec<Held>> = VecDeque::new();
-    let mut driver_rng = Rng::derive(seed, &[u64::MAX]);
+    let mut driver_rng = stream(seed, &[u64::MAX]);
     let mut tally = Tally::default();
     let mut samples = Samples::new(&COLUMNS);
     let mut failures = Vec::new();
@@ -332,7 +333,7 @@ fn run_design(
         let mut for_threads: Vec<Vec<Held>> = (0..cfg.threads).map(|_| Vec::new()).collect();
         let mut for_driver = Vec::new();
         for (i, held) in due.into_iter().enumerate() {
-            if driver_rng.chance(cfg.freed_by_jobs) {
+            if driver_rng.f64() < cfg.freed_by_jobs {
                 tally.freed_by_jobs += 1;
                 for_threads[i % cfg.threads].push(held);
             } else {
@@ -349,7 +350,7 @@ fn run_design(
                 .into_iter()
                 .enumerate()
                 .map(|(t, to_free)| {
-                    let rng = Rng::derive(seed, &[round as u64, t as u64]);
+                    let rng = stream(seed, &[round as u64, t as u64]);
                     let (group, caches, turns) = (&group, &caches, &turns);
                     std::thread::Builder::new()
                         .name(format!("job-{round}.{t}"))
@@ -622,8 +623,8 @@ fn allocate(cfg: &Churn, caches: &[(SlabCache, usize)], mut rng: Rng) -> memcg::
     let mut kept = Vec::new();
     let mut short_lived = Vec::new();
     let mut result = |held: Held, rng: &mut Rng| {
-        if rng.chance(cfg.survive) {
-            kept.push((held, rng.between(lo, hi)));
+        if rng.f64() < cfg.survive {
+            kept.push((held, rng.usize(lo..=hi)));
         } else {
             short_lived.push(held);
         }

@@ -6,12 +6,16 @@
 //! labelled with the values themselves; points at or below 0 are left out
 //! there. Byte axes take `log2`, so that their ticks fall on powers of two
 //! (`64 KiB`, `1 MiB`); the others `log10`.
+//!
+//! Imports go one way: [`super::report`] draws through [`render`], and this
+//! module knows nothing of reports (its labels' units come from
+//! [`super::units`]).
 
 use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::report::{human_bytes, human_ns};
+use super::units::{human_bytes, human_ns};
 
 /// One chart of the plot.
 pub(crate) struct Panel {

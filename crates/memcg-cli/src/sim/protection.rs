@@ -39,8 +39,9 @@ use memcg::{Group, Hierarchy, PageKind, UserPage};
 use serde::Serialize;
 
 use super::plot::{Panel, Series, Unit};
-use super::report::{human_bytes, human_ns, Report, Samples, Table};
+use super::report::{Report, Samples, Table};
 use super::scenario::Protection;
+use super::units::{human_bytes, human_ns};
 use super::{stat_bytes, SimError};
 
 /// The sampled columns, in CSV order: one row per variant and step.

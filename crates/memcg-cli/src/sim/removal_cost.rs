@@ -33,10 +33,10 @@ use memcg::{Hierarchy, PageKind, SlabCache, SlabObject, UserPage};
 use serde::Serialize;
 
 use super::plot::{Panel, Series, Unit};
-use super::report::{human_ns, Report, Samples, Table};
-use super::rng::Rng;
+use super::report::{Report, Samples, Table};
 use super::scenario::RemovalCost;
-use super::{settle_to_empty, stat_bytes, SimError};
+use super::units::human_ns;
+use super::{settle_to_empty, stat_bytes, stream, SimError};
 
 /// The sampled columns, in CSV order: one row per measurement, one of
 /// `kmem_objects` (shared cache), `isolated_objects` (isolated cache) or
@@ -128,7 +128,7 @@ pub(crate) fn run(
     let mut sweep = vec![0u8; SWEEP_BYTES];
     for rep in 0..cfg.rounds {
         let mut order = plan.clone();
-        shuffle(&mut order, &mut Rng::derive(seed, &[rep as u64]));
+        stream(seed, &[rep as u64]).shuffle(&mut order);
         for (kind, count) in order {
             progress.set_message(format!("{count} {}", kind_name(kind)));
             let cache = match kind {
@@ -298,13 +298,6 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::KmemObjects => "slab objects (shared cache)",
         Kind::IsolatedObjects => "slab objects (isolated cache)",
         Kind::AnonPages => "anon pages",
-    }
-}
-
-/// Fisher-Yates with the run's stream.
-fn shuffle<T>(items: &mut [T], rng: &mut Rng) {
-    for i in (1..items.len()).rev() {
-        items.swap(i, rng.between(0, i));
     }
 }
 

@@ -1,10 +1,15 @@
 //! What a run produces: the summary (a table for people, JSON for programs),
 //! every sample (CSV), and the series to plot; and how each is written.
+//!
+//! Imports go one way: this module draws `report.svg` through
+//! [`super::plot`], which knows nothing of reports; the units both print
+//! numbers in live in [`super::units`].
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use super::plot::Panel;
+use super::units::human_ns;
 
 /// The outcome of one scenario run.
 pub(crate) struct Report {
@@ -235,35 +240,6 @@ impl Report {
     }
 }
 
-/// Bytes for people: `512 B`, `3.2 KiB`, `41.0 MiB`.
-pub(crate) fn human_bytes(bytes: f64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes;
-    let mut unit = 0;
-    while v.abs() >= 1024.0 && unit + 1 < units.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{v:.0} {}", units[0])
-    } else {
-        format!("{v:.1} {}", units[unit])
-    }
-}
-
-/// Nanoseconds for people: `850 ns`, `12.3 µs`, `4.1 ms`, `2.0 s`.
-pub(crate) fn human_ns(ns: f64) -> String {
-    if ns < 1e3 {
-        format!("{ns:.0} ns")
-    } else if ns < 1e6 {
-        format!("{:.1} µs", ns / 1e3)
-    } else if ns < 1e9 {
-        format!("{:.1} ms", ns / 1e6)
-    } else {
-        format!("{:.2} s", ns / 1e9)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,12 +256,5 @@ mod tests {
         t.row(vec!["jobs".into(), "2 x 3 threads".into()]);
         assert!(t.to_text().contains("\nrounds  2000\n"), "{}", t.to_text());
         assert!(t.to_markdown().contains("| --- | --- |"));
-    }
-
-    #[test]
-    fn human_units() {
-        assert_eq!(human_bytes(512.0), "512 B");
-        assert_eq!(human_bytes(3.0 * 1024.0 * 1024.0), "3.0 MiB");
-        assert_eq!(human_ns(12_345.0), "12.3 µs");
     }
 }
