@@ -6,8 +6,9 @@
 //! whatever live group it bills, limits, `memory.high` throttling debt),
 //! [`charge_stock`] (per-thread stocks of pre-charged pages, which other
 //! threads can drain), [`object_stock`] (per-thread stocks of pre-charged
-//! bytes for shared-slab objects, and their statistics batching), and
-//! [`current`] (the calling thread's group and context).
+//! bytes for shared-slab objects, and their statistics batching),
+//! [`slab_hook`] (the only way the slab allocator charges and uncharges an
+//! object), and [`current`] (the calling thread's group and context).
 //!
 //! May import: the crate's leaves and `group/`. It reaches up (reclaim at a
 //! limit, draining the allocator's object stocks) only through hooks the
@@ -17,3 +18,4 @@ pub(crate) mod charge;
 pub(crate) mod charge_stock;
 pub(crate) mod current;
 pub(crate) mod object_stock;
+pub(crate) mod slab_hook;

@@ -17,6 +17,7 @@
 use super::protocol::{self, CacheOps, ListOps};
 use super::segment::{alloc_span, free_span, SPAN_SHIFTS};
 use super::slab::{ListKind, Slab, SlabList};
+use crate::accounting::slab_hook;
 use crate::error::{Error, Result};
 use crate::group::kmem_context::{CtxRef, KmemContext};
 use crate::group::stats::Stat;
@@ -595,11 +596,11 @@ impl Cache {
         let root = self.root();
         let pages = (1 << SPAN_SHIFTS[root.pool]) / crate::PAGE_SIZE;
         if let Some(ctx) = self.ctx() {
-            crate::accounting::charge::charge(ctx, pages, self.stat(), nofail)?;
+            slab_hook::charge_pages(ctx, pages, self.stat(), nofail)?;
         }
         let Some(slab) = alloc_span(root.pool) else {
             if let Some(ctx) = self.ctx() {
-                crate::accounting::charge::uncharge(ctx, pages, self.stat());
+                slab_hook::uncharge_pages(ctx, pages, self.stat());
             }
             return Err(Error::Invalid(format!(
                 "cache {}: the operating system refused memory",
@@ -652,7 +653,7 @@ impl Cache {
         // SAFETY: the slab is empty and on no list: nobody uses the span.
         unsafe { free_span(slab) };
         if let Some(ctx) = self.ctx() {
-            crate::accounting::charge::uncharge(ctx, pages, self.stat());
+            slab_hook::uncharge_pages(ctx, pages, self.stat());
             if self.is_dead() {
                 ctx.common().dead_cache_pages.fetch_sub(pages, Relaxed);
             }

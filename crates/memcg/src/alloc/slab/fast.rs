@@ -22,6 +22,7 @@
 use super::heap::{self, Heap};
 use super::segment::Segment;
 use super::slab::Slab;
+use crate::accounting::slab_hook::{self, SlabKind};
 
 /// Allocate an object from the cache of heap slot `index` (a kmalloc class
 /// is its own slot) on `h`, charged through `h`'s stock context; null when
@@ -40,8 +41,7 @@ pub(crate) fn pop(h: &Heap, index: usize) -> *mut u8 {
     if obj == 0 || s.flags() != 0 {
         return std::ptr::null_mut();
     }
-    if !h.stock.take(s.obj_size()) {
-        h.stock.untake(s.obj_size());
+    if !slab_hook::try_charge(&h.stock, s.obj_size(), SlabKind::Unreclaimable) {
         return std::ptr::null_mut();
     }
     // SAFETY: `obj` is the head of our slab's free list.
@@ -87,7 +87,9 @@ pub(crate) unsafe fn free(obj: *mut u8) {
     // SAFETY: a uniform slab's context is written only while it holds no
     // object, and `obj` is live.
     let ctx = unsafe { s.uniform_ctx() };
-    if !ctx.is_null() && !h.stock.give(ctx, s.obj_size()) {
+    if !ctx.is_null()
+        && !slab_hook::try_uncharge(&h.stock, ctx, s.obj_size(), SlabKind::Unreclaimable)
+    {
         // SAFETY: `obj` is a live object of `s` being freed once (this fn's
         // contract), of a uniform unreclaimable slab charged through `ctx`.
         return unsafe { heap::free_uncharge_slow(s, obj, ctx) };

@@ -21,14 +21,14 @@
 use super::cache::{Cache, RootCache, MAX_ROOTS};
 use super::fast;
 use super::segment::Segment;
-use super::slab::{ListKind, Slab, SlabList, MIXED, OBJCG_BYTES, RECLAIMABLE};
+use super::slab::{ListKind, Slab, SlabList, MIXED, RECLAIMABLE, VECTOR_ENTRY_BYTES};
 use crate::error::{Error, Result};
 
 /// The slow paths' result: the error boxed, so that the whole result fits
 /// in two registers. (A 48-byte `Result` goes through memory, and reading
 /// it back right after the callee wrote it stalled the refill path.)
 pub(crate) type SlowResult = std::result::Result<NonNull<u8>, Box<Error>>;
-use crate::accounting::object_stock::{ObjStock, SlabKind};
+use crate::accounting::slab_hook::{self, ObjectAccount, SlabKind};
 use crate::group::kmem_context::{CtxRef, KmemContext};
 use crate::group::GroupInner;
 use crate::sync::Arc;
@@ -43,7 +43,7 @@ pub(crate) struct Heap {
     pub(super) tid: Cell<usize>,
     /// Pre-charged bytes for objects of shared caches (S11), for the
     /// context every current shared slab serves.
-    pub(super) stock: ObjStock,
+    pub(super) stock: ObjectAccount,
     /// The current slab of each root cache, by root index.
     pub(super) slabs: [Cell<*const Slab>; MAX_ROOTS],
     /// Highest root index with a current slab, plus one: the ones a
@@ -140,7 +140,7 @@ impl Heap {
     fn new(handle: bool) -> Heap {
         Heap {
             tid: Cell::new(NO_OWNER),
-            stock: ObjStock::new(),
+            stock: ObjectAccount::new(),
             slabs: [const { Cell::new(ptr::null()) }; MAX_ROOTS],
             live: Cell::new(0),
             handle,
@@ -327,12 +327,11 @@ fn pop_special(h: &Heap, index: usize) -> Option<NonNull<u8>> {
     let ctx = h.stock.ctx();
     let need = s.obj_size()
         + if mixed && !ctx.is_null() {
-            OBJCG_BYTES
+            VECTOR_ENTRY_BYTES
         } else {
             0
         };
-    if !h.stock.take(need) {
-        h.stock.untake(need);
+    if !slab_hook::try_charge(&h.stock, need, SlabKind::of(flags & RECLAIMABLE != 0)) {
         return None;
     }
     // SAFETY: `head` is the head of our slab's free list; a MIXED slab's
@@ -343,9 +342,6 @@ fn pop_special(h: &Heap, index: usize) -> Option<NonNull<u8>> {
         if mixed {
             s.set_entry(head as *mut u8, ctx);
         }
-    }
-    if flags & RECLAIMABLE != 0 {
-        h.stock.note_reclaimable(need as isize);
     }
     NonNull::new(head as *mut u8)
 }
@@ -461,11 +457,7 @@ pub(super) unsafe fn free_special(s: &'static Slab, obj: *mut u8) {
     let h = main();
     if !ctx.is_null() {
         let kind = SlabKind::of(s.flags() & RECLAIMABLE != 0);
-        if h.stock.give(ctx, need) {
-            if kind == SlabKind::Reclaimable {
-                h.stock.note_reclaimable(-(need as isize));
-            }
-        } else {
+        if !slab_hook::try_uncharge(&h.stock, ctx, need, kind) {
             uncharge_object_slow(h, ctx, need, kind);
         }
     }
@@ -511,7 +503,7 @@ fn uncharge_object_slow(h: &Heap, ctx: *const KmemContext, need: usize, kind: Sl
     hook_exit(h);
     // SAFETY: `ctx` is the recorded context of the live object being freed,
     // charged `need` bytes.
-    unsafe { h.stock.uncharge(ctx, need, kind) };
+    unsafe { slab_hook::uncharge(&h.stock, ctx, need, kind) };
     if h.exited.get() {
         // A thread past its exit hook keeps nothing in its stock.
         flush(h);
@@ -520,11 +512,7 @@ fn uncharge_object_slow(h: &Heap, ctx: *const KmemContext, need: usize, kind: Sl
 
 /// Give the bytes of an object never handed out back (a failed slow path).
 fn uncharge_object(h: &Heap, ctx: *const KmemContext, need: usize, kind: SlabKind) {
-    if h.stock.give(ctx, need) {
-        if kind == SlabKind::Reclaimable {
-            h.stock.note_reclaimable(-(need as isize));
-        }
-    } else {
+    if !slab_hook::try_uncharge(&h.stock, ctx, need, kind) {
         uncharge_object_slow(h, ctx, need, kind);
     }
 }
@@ -856,15 +844,10 @@ fn alloc_shared_slow(
     h.stock.refresh_root();
     let ctx_ptr = ctx.map_or(ptr::null(), CtxRef::as_ptr);
     let kind = SlabKind::of(root.reclaimable);
-    let need = root.obj_size + OBJCG_BYTES;
+    let need = root.obj_size + VECTOR_ENTRY_BYTES;
     if let Some(ctx) = ctx {
-        if h.stock.take(need) {
-            if kind == SlabKind::Reclaimable {
-                h.stock.note_reclaimable(need as isize);
-            }
-        } else {
-            h.stock.untake(need);
-            h.stock.charge(ctx, need, kind, nofail).map_err(Box::new)?;
+        if !slab_hook::try_charge(&h.stock, need, kind) {
+            slab_hook::charge(&h.stock, ctx, need, kind, nofail).map_err(Box::new)?;
         }
     }
     let obj = match current_pop(h, root.index)
@@ -886,10 +869,7 @@ fn alloc_shared_slow(
         unsafe { s.set_entry(obj.as_ptr(), ctx_ptr) };
     } else if !ctx_ptr.is_null() {
         // No vector: the object is charged its slot only.
-        h.stock.untake(OBJCG_BYTES);
-        if kind == SlabKind::Reclaimable {
-            h.stock.note_reclaimable(-(OBJCG_BYTES as isize));
-        }
+        uncharge_object(h, ctx_ptr, VECTOR_ENTRY_BYTES, kind);
     }
     Ok(obj)
 }

@@ -403,14 +403,13 @@ pub fn remote_free_counts() -> (u64, u64) {
     heap::remote_free_counts()
 }
 
-/// How many times another thread's drain took bytes from a thread's own
-/// object stock (quiesce, removal, a limit), and how many times an owner
-/// then found some of those bytes used by its fast paths and charged them
-/// at its next slow path: the race of the drain handshake, counted.
+/// How many times another thread's drain settled a thread's own object
+/// stock (quiesce, removal, a limit: returned its bytes, or charged those
+/// its owner used since an earlier drain), and how many times an owner then
+/// found drained bytes used by its fast paths and charged them at its next
+/// slow path: the race of the drain handshake, counted.
 pub fn remote_drain_counts() -> (usize, usize) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let d = &crate::accounting::object_stock::REMOTE_DRAINS;
-    (d[0].load(Relaxed), d[1].load(Relaxed))
+    crate::accounting::slab_hook::remote_drain_counts()
 }
 
 /// Give the calling thread's slabs back to their caches.

@@ -14,7 +14,7 @@ use super::remote;
 use crate::group::kmem_context::KmemContext;
 
 /// Bytes of an object's entry in its slab's object vector, charged with it.
-pub(crate) const OBJCG_BYTES: usize = std::mem::size_of::<*const KmemContext>();
+pub(crate) const VECTOR_ENTRY_BYTES: usize = std::mem::size_of::<*const KmemContext>();
 use std::cell::UnsafeCell;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Ordering::*};
@@ -114,7 +114,7 @@ pub(crate) struct Slab {
     /// when a second context allocates from the slab: each slot's kmem
     /// context, with [`ENTRY_CHARGED`] set when the object was charged its
     /// entry too. Kept with the span for its next use.
-    objcgs: UnsafeCell<*mut *const KmemContext>,
+    vector: UnsafeCell<*mut *const KmemContext>,
     thread_free: AtomicUsize,
     /// The cache; atomic because a notifier may read it while the slab is
     /// being reused for another cache (type-stable memory, checked under lock).
@@ -123,8 +123,8 @@ pub(crate) struct Slab {
     next: UnsafeCell<*mut Slab>,
     span_bytes: u32,
     capacity: AtomicU32,
-    /// Entries `objcgs` has room for.
-    objcgs_cap: UnsafeCell<u32>,
+    /// Entries `vector` has room for.
+    vector_cap: UnsafeCell<u32>,
     /// Objects linked into the free list so far: a fresh slab links a page's
     /// worth and the rest as it is needed (mimalloc's page extension), so a
     /// slab only ever touches the pages its objects use.
@@ -174,14 +174,14 @@ impl Slab {
             divc: UnsafeCell::new(0),
             relist: AtomicU32::new(0),
             recip: UnsafeCell::new(0),
-            objcgs: UnsafeCell::new(ptr::null_mut()),
+            vector: UnsafeCell::new(ptr::null_mut()),
             thread_free: AtomicUsize::new(remote::UNOWNED),
             cache: AtomicPtr::new(ptr::null_mut()),
             prev: UnsafeCell::new(ptr::null_mut()),
             next: UnsafeCell::new(ptr::null_mut()),
             span_bytes: span_bytes as u32,
             capacity: AtomicU32::new(0),
-            objcgs_cap: UnsafeCell::new(0),
+            vector_cap: UnsafeCell::new(0),
             extended: UnsafeCell::new(0),
             reopen: UnsafeCell::new(0),
             freed_at: UnsafeCell::new(0),
@@ -220,7 +220,7 @@ impl Slab {
         if root.shared() && cfg!(feature = "hardened") {
             flags |= MIXED;
             // SAFETY: exclusive use of a fresh span (caller's contract).
-            if !unsafe { self.reserve_objcgs(capacity) } {
+            if !unsafe { self.reserve_vector(capacity) } {
                 return false;
             }
         }
@@ -281,10 +281,10 @@ impl Slab {
                 return true;
             }
             let capacity = self.capacity();
-            if !self.reserve_objcgs(capacity) {
+            if !self.reserve_vector(capacity) {
                 return false;
             }
-            let v = *self.objcgs.get();
+            let v = *self.vector.get();
             let old = *self.ctx.get();
             for i in 0..capacity {
                 *v.add(i) = old;
@@ -319,7 +319,7 @@ impl Slab {
         let bytes = if ctx.is_null() {
             0
         } else if e & ENTRY_CHARGED != 0 {
-            self.obj_size() + OBJCG_BYTES
+            self.obj_size() + VECTOR_ENTRY_BYTES
         } else {
             self.obj_size()
         };
@@ -336,7 +336,7 @@ impl Slab {
         // SAFETY: the slab is MIXED (this fn's contract), so its vector has
         // `capacity` entries, and `obj` is a slot of it, whose index is
         // below capacity: the entry is inside the vector.
-        unsafe { (*self.objcgs.get()).add(self.index_of(obj)) }
+        unsafe { (*self.vector.get()).add(self.index_of(obj)) }
     }
 
     /// Record the context `obj`, just allocated from this MIXED slab, is
@@ -416,11 +416,11 @@ impl Slab {
     ///
     /// # Safety
     /// Exclusive use of the slab (a fresh span).
-    unsafe fn reserve_objcgs(&self, capacity: usize) -> bool {
+    unsafe fn reserve_vector(&self, capacity: usize) -> bool {
         // SAFETY: exclusive use (caller's contract).
         unsafe {
-            let old = *self.objcgs_cap.get() as usize;
-            let parked = *self.objcgs.get();
+            let old = *self.vector_cap.get() as usize;
+            let parked = *self.vector.get();
             if old >= capacity && !parked.is_null() {
                 return true;
             }
@@ -439,8 +439,8 @@ impl Slab {
                     old_layout,
                 );
             }
-            *self.objcgs.get() = fresh as *mut *const KmemContext;
-            *self.objcgs_cap.get() = capacity as u32;
+            *self.vector.get() = fresh as *mut *const KmemContext;
+            *self.vector_cap.get() = capacity as u32;
         }
         true
     }
