@@ -63,22 +63,6 @@ impl Run {
 
 const SIZES: [usize; 4] = [256, 1024, 2048, 4096];
 
-/// xorshift64*: a reproducible key and operation mix per client task.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 fn parse_args() -> Result<Load, String> {
     let mut load = Load {
         requests: 200_000,
@@ -172,15 +156,16 @@ async fn drive(server: &'static str, addr: SocketAddr, load: Load) -> Run {
                 + usize::from(task < load.requests % load.concurrency);
             tokio::spawn(async move {
                 let mut c = Client::connect(addr).await.expect("connect");
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (task as u64 + 1));
+                // A reproducible key and operation mix per client task.
+                let mut rng = fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15 ^ (task as u64 + 1));
                 let mut latencies = Vec::with_capacity(count);
                 let mut errors = 0;
                 for _ in 0..count {
-                    let (t, k) = (rng.below(load.tenants), rng.below(load.keys));
+                    let (t, k) = (rng.usize(..load.tenants), rng.usize(..load.keys));
                     let path = format!("/tenants/t{t}/values/k{k}");
-                    let put = rng.next() % 100 < load.put_percent;
+                    let put = rng.u64(..100) < load.put_percent;
                     let body = if put {
-                        Bytes::from(vec![t as u8; SIZES[rng.below(SIZES.len())]])
+                        Bytes::from(vec![t as u8; SIZES[rng.usize(..SIZES.len())]])
                     } else {
                         Bytes::new()
                     };
