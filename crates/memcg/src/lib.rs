@@ -135,6 +135,7 @@ pub use alloc::{large, slab};
 pub use error::{Error, ErrorKind, Result};
 pub use group::events::{Changed, EventWatch, MemoryEvents};
 pub use group::group_size;
+pub use group::kill::Killed;
 pub use group::kmem_context::{accounting_enabled, context_size};
 pub use group::lru::PageKind;
 pub use group::page_counter;
@@ -148,6 +149,7 @@ pub use interface::metrics;
 pub use reclaim::user::UserPage;
 pub use reentrancy::without_accounting;
 pub use thread::future::{FutureExt, InGroup};
+pub use thread::killable::{check_killed, Killable, KillableGuard};
 pub use thread::spawn::{spawn, Builder};
 pub use thread::task::{detach, throttle_point, EnterGuard};
 

@@ -1238,7 +1238,10 @@ fn fill(
 }
 
 fn events_text(e: [u64; 3]) -> String {
-    format!("low 0\nhigh {}\nmax {}\noom {}\n", e[HIGH], e[MAX], e[OOM])
+    format!(
+        "low 0\nhigh {}\nmax {}\noom {}\noom_kill 0\noom_group_kill 0\n",
+        e[HIGH], e[MAX], e[OOM]
+    )
 }
 
 fn limit_text(limit: Option<usize>) -> String {

@@ -459,7 +459,33 @@ fn interface_files_parse_and_reject_as_the_kernel() {
     assert!(err.to_string().contains("1 children"), "{err}");
     assert_eq!(
         h.read("/a", "memory.events").unwrap(),
-        "low 0\nhigh 0\nmax 0\noom 0\n"
+        "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n"
+    );
+    // S14, S15: the flags take 0 or 1, cgroup.kill only 1 and is write-only,
+    // cgroup.events is read-only; the root has none of them.
+    assert_eq!(
+        kind(h.write("/a", "memory.oom.group", "2")),
+        ErrorKind::Invalid
+    );
+    assert_eq!(
+        kind(h.write("/a", "cgroup.freeze", "yes")),
+        ErrorKind::Invalid
+    );
+    assert_eq!(kind(h.write("/a", "cgroup.kill", "0")), ErrorKind::Invalid);
+    assert_eq!(
+        kind(h.read("/a", "cgroup.kill").map(drop)),
+        ErrorKind::Invalid
+    );
+    assert_eq!(
+        kind(h.write("/a", "cgroup.events", "1")),
+        ErrorKind::Invalid
+    );
+    assert_eq!(kind(h.write("/", "cgroup.kill", "1")), ErrorKind::Invalid);
+    assert_eq!(h.read("/a", "memory.oom.group").unwrap(), "0\n");
+    assert_eq!(h.read("/a", "cgroup.freeze").unwrap(), "0\n");
+    assert_eq!(
+        h.read("/a", "cgroup.events").unwrap(),
+        "populated 0\nfrozen 0\n"
     );
 }
 

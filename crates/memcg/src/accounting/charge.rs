@@ -108,6 +108,10 @@ pub(crate) fn charge(ctx: &CtxRef, pages: usize, stat: Stat, nofail: bool) -> Re
             }
         }
         over.event(Event::Oom);
+        // S14: stop a unit of the domain (recorded here, acted on at its
+        // next poll or safe point); the charge fails or overcharges as
+        // before.
+        crate::group::kill::oom_kill(&over, &ctx.with_owner(|g| g.clone()));
         if nofail {
             force_charge(ctx, pages, stat);
             return Ok(());

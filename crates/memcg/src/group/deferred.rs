@@ -165,6 +165,7 @@ mod imp {
                 }
             });
             let _ = std::panic::catch_unwind(crate::group::events::deliver);
+            let _ = std::panic::catch_unwind(crate::group::kill::deliver_oom_wakes);
         }
     }
 }

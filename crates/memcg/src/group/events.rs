@@ -31,6 +31,11 @@ pub struct MemoryEvents {
     /// A charge failed after reclaim (or a `memory.max` write could not
     /// reclaim down to it).
     pub oom: u64,
+    /// The OOM killer killed a killable unit here (S14).
+    pub oom_kill: u64,
+    /// The OOM killer killed this group's subtree for its
+    /// `memory.oom.group` (S14).
+    pub oom_group_kill: u64,
 }
 
 impl MemoryEvents {
@@ -47,6 +52,8 @@ impl MemoryEvents {
             high: get(Event::High),
             max: get(Event::Max),
             oom: get(Event::Oom),
+            oom_kill: get(Event::OomKill),
+            oom_group_kill: get(Event::OomGroupKill),
         }
     }
 
@@ -59,6 +66,8 @@ impl MemoryEvents {
                 Event::High => self.high,
                 Event::Max => self.max,
                 Event::Oom => self.oom,
+                Event::OomKill => self.oom_kill,
+                Event::OomGroupKill => self.oom_group_kill,
             };
             (name, v)
         })

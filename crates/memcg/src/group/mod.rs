@@ -27,6 +27,7 @@
 
 pub(crate) mod deferred;
 pub(crate) mod events;
+pub(crate) mod kill;
 pub(crate) mod kmem_context;
 pub(crate) mod lru;
 pub mod page_counter;
@@ -216,6 +217,20 @@ pub(crate) struct GroupInner {
     /// the poll that charged over it, in milliseconds: the group's next
     /// bound poll pays it.
     pub(crate) throttle_debt_ms: AtomicU64,
+    /// Killable units bound or attached to this group (S14).
+    pub(crate) units: std::sync::Mutex<Vec<Arc<kill::Unit>>>,
+    /// `memory.oom.group` (S14).
+    pub(crate) oom_group: AtomicBool,
+    /// `cgroup.freeze` (S15).
+    pub(crate) freeze: AtomicBool,
+    /// Groups from this one up to the root with `cgroup.freeze` 1: frozen
+    /// while above 0. Changed under the tree lock.
+    pub(crate) frozen: AtomicUsize,
+    /// Wakers of bound futures held by a freeze.
+    pub(crate) freeze_waiters: std::sync::Mutex<Vec<std::task::Waker>>,
+    /// Bound futures alive in this group and its descendants
+    /// (`cgroup.events` `populated`).
+    pub(crate) bound_hier: AtomicUsize,
 }
 
 impl GroupInner {
@@ -267,6 +282,12 @@ impl GroupInner {
             tasks_hier: AtomicUsize::new(0),
             psi: crate::group::pressure::Psi::default(),
             throttle_debt_ms: AtomicU64::new(0),
+            units: std::sync::Mutex::new(Vec::new()),
+            oom_group: AtomicBool::new(false),
+            freeze: AtomicBool::new(false),
+            frozen: AtomicUsize::new(0),
+            freeze_waiters: std::sync::Mutex::new(Vec::new()),
+            bound_hier: AtomicUsize::new(0),
         }
     }
 

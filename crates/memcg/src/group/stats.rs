@@ -79,9 +79,14 @@ pub(crate) enum Event {
     Oom = 2,
     /// Usage under `memory.low` was reclaimed (S13).
     Low = 3,
+    /// The OOM killer killed a killable unit of this group (S14).
+    OomKill = 4,
+    /// The OOM killer killed this group's whole subtree, for its
+    /// `memory.oom.group` (S14).
+    OomGroupKill = 5,
 }
 
-pub(crate) const NR_EVENTS: usize = 4;
+pub(crate) const NR_EVENTS: usize = 6;
 
 /// The keys in the kernel's order.
 pub(crate) const EVENT_NAMES: [(Event, &str); NR_EVENTS] = [
@@ -89,6 +94,8 @@ pub(crate) const EVENT_NAMES: [(Event, &str); NR_EVENTS] = [
     (Event::High, "high"),
     (Event::Max, "max"),
     (Event::Oom, "oom"),
+    (Event::OomKill, "oom_kill"),
+    (Event::OomGroupKill, "oom_group_kill"),
 ];
 
 /// Event counts of one group: `local` for `memory.events.local`, `hier` for

@@ -7,6 +7,7 @@ use crate::group::page_counter::PAGE_COUNTER_MAX;
 use crate::group::stats::{Event, Stat, EVENT_NAMES};
 use crate::group::GroupInner;
 use crate::reclaim::reclaim;
+use crate::sync::Arc;
 use crate::PAGE_SIZE;
 use std::fmt::Write;
 
@@ -19,7 +20,11 @@ const COMMON_FILES: [&str; 5] = [
     "cgroup.procs",
 ];
 /// Files only non-root groups have.
-const CHILD_FILES: [&str; 8] = [
+const CHILD_FILES: [&str; 12] = [
+    "memory.oom.group",
+    "cgroup.kill",
+    "cgroup.freeze",
+    "cgroup.events",
     "memory.min",
     "memory.low",
     "memory.max",
@@ -104,6 +109,22 @@ pub(crate) fn read(g: &GroupInner, file: &str) -> Result<String> {
         "memory.events" => events(|e| g.events.hier(e)),
         "memory.events.local" => events(|e| g.events.local(e)),
         "memory.stat" => stat(g),
+        "memory.oom.group" => format!(
+            "{}\n",
+            g.oom_group.load(crate::sync::Ordering::Relaxed) as u8
+        ),
+        "cgroup.freeze" => format!("{}\n", g.freeze.load(crate::sync::Ordering::Relaxed) as u8),
+        "cgroup.events" => {
+            let populated = g.tasks_hier.load(crate::sync::Ordering::Relaxed) > 0
+                || g.bound_hier.load(crate::sync::Ordering::Relaxed) > 0;
+            let frozen = crate::group::kill::is_frozen(g);
+            format!("populated {}\nfrozen {}\n", populated as u8, frozen as u8)
+        }
+        "cgroup.kill" => {
+            return Err(Error::Invalid(
+                "cgroup.kill is write-only: write 1 to kill the subtree's killable units".into(),
+            ))
+        }
         "memory.pressure" => g.psi.render(),
         "cgroup.stat" => {
             let live = if g.is_dying() {
@@ -153,9 +174,39 @@ fn stat(g: &GroupInner) -> String {
     out
 }
 
-pub(crate) fn write(g: &GroupInner, file: &str, value: &str) -> Result<()> {
+/// A `0` or `1` written to `file`.
+fn parse_flag(file: &str, value: &str) -> Result<bool> {
+    match value.trim() {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        other => Err(Error::Invalid(format!(
+            "{file}: write 0 or 1, not {other:?}"
+        ))),
+    }
+}
+
+pub(crate) fn write(g: &Arc<GroupInner>, file: &str, value: &str) -> Result<()> {
     check_file(g, file)?;
     match file {
+        "memory.oom.group" => {
+            let on = parse_flag(file, value)?;
+            g.oom_group.store(on, crate::sync::Ordering::Relaxed);
+            Ok(())
+        }
+        "cgroup.freeze" => {
+            let on = parse_flag(file, value)?;
+            crate::group::kill::freeze(g, on);
+            Ok(())
+        }
+        "cgroup.kill" => {
+            if value.trim() != "1" {
+                return Err(Error::Invalid(format!(
+                    "cgroup.kill: write 1 to kill the subtree's killable units, not {value:?}"
+                )));
+            }
+            crate::group::kill::kill_subtree(g);
+            Ok(())
+        }
         "memory.max" => {
             let max = parse_limit(file, value)?;
             g.counter.set_max(max);

@@ -123,6 +123,7 @@ impl Hierarchy {
             .ok_or_else(|| Error::NotFound(format!("{parent_path} (the parent of {path})")))?;
         let id = crate::group::alloc_id();
         let inner = GroupInner::new_child(&parent, path.to_string(), id);
+        crate::group::kill::inherit(&parent, &inner);
         tree.groups.insert(path.to_string(), inner.clone());
         drop(tree);
         Ok(self.group(inner))
@@ -400,6 +401,7 @@ fn offline(common: &Common, tree: &mut Tree, group: &Arc<GroupInner>) {
         GroupInner::reparent_contexts(group, &parent);
     }
     crate::reclaim::user::reparent_pages(group, &parent);
+    crate::group::kill::adopt_units(group, &parent);
     crate::group::free_id(group.id);
 }
 

@@ -48,9 +48,12 @@ pin_project_lite::pin_project! {
             if let Some(t) = this.throttled.take() {
                 t.group.stall(-1);
             }
-            let _scope = Scope::enter(&this.group.inner);
-            // Drops the inner future in place: its frees run in the group.
-            this.inner.set(None);
+            {
+                let _scope = Scope::enter(&this.group.inner);
+                // Drops the inner future in place: its frees run in the group.
+                this.inner.set(None);
+            }
+            crate::group::kill::count_bound(&this.group.inner, -1);
         }
     }
 }
@@ -213,6 +216,21 @@ impl<F> InGroup<F> {
     pub fn group(&self) -> &Group {
         &self.group
     }
+
+    /// Drop the inner value now, inside the group (a kill); a no-op once
+    /// dropped.
+    pub(crate) fn cancel(self: Pin<&mut Self>) {
+        let mut this = self.project();
+        if this.inner.is_some() {
+            let _scope = Scope::enter(&this.group.inner);
+            this.inner.set(None);
+        }
+    }
+
+    /// Whether the inner value is still there.
+    pub(crate) fn is_live(&self) -> bool {
+        self.inner.is_some()
+    }
 }
 
 /// Bind futures and streams to a group (S12). Implemented for every type;
@@ -225,11 +243,34 @@ pub trait FutureExt: Sized {
     /// context bills (its live ancestor, S5); a bound future does not make
     /// the group busy.
     fn in_group(self, group: Group) -> InGroup<Self> {
+        crate::group::kill::count_bound(&group.inner, 1);
         InGroup {
             inner: Some(self),
             group,
             throttled: None,
         }
+    }
+
+    /// [`in_group`](Self::in_group), and killable (S14): `cgroup.kill` on
+    /// the group or an ancestor, or the OOM killer, wakes the future, and
+    /// its next poll drops the inner future inside the group and completes
+    /// with `Err(Killed)` (a stream yields one `Err(Killed)`, then ends).
+    /// Otherwise the output is `Ok` of the inner one. Like every bound
+    /// future it is not polled while the group is frozen (S15); a kill
+    /// overrides a freeze.
+    ///
+    /// ```
+    /// use memcg::FutureExt;
+    ///
+    /// let h = memcg::Hierarchy::new();
+    /// let tenant = h.create("/tenant").unwrap();
+    /// let request = std::future::pending::<()>().in_group_killable(tenant.clone());
+    /// tenant.kill();
+    /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// assert_eq!(rt.block_on(request), Err(memcg::Killed));
+    /// ```
+    fn in_group_killable(self, group: Group) -> crate::thread::killable::Killable<Self> {
+        crate::thread::killable::Killable::new(self.in_group(group))
     }
 }
 
@@ -246,6 +287,12 @@ impl<F> InGroup<F> {
         pending: impl FnOnce(&Poll<R>) -> bool,
     ) -> Poll<R> {
         let this = self.project();
+        // S15: not polled while frozen; the thaw wakes it.
+        if crate::group::kill::is_frozen(&this.group.inner)
+            && crate::group::kill::hold_for_thaw(&this.group.inner, cx.waker())
+        {
+            return Poll::Pending;
+        }
         if held_back(this.throttled, &this.group.inner, cx) {
             return Poll::Pending;
         }

@@ -4,12 +4,14 @@
 //!
 //! Owns: [`task`] (attaching threads, enter scopes, throttle points, task
 //! lists and the thread's exit), [`spawn`] (threads started in a group),
-//! [`future`] (futures polled in a group).
+//! [`future`] (futures polled in a group), [`killable`] (killable futures
+//! and threads, and their safe point `check_killed`: S14, S15).
 //!
 //! May import: everything below, and `interface/` (the same layer: the
 //! [`Group`](crate::Group) handle these take, which in turn enters through
 //! [`task`]).
 
 pub(crate) mod future;
+pub(crate) mod killable;
 pub(crate) mod spawn;
 pub(crate) mod task;

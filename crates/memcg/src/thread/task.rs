@@ -391,6 +391,10 @@ pub(crate) fn over_high_delay() -> Option<(Arc<GroupInner>, std::time::Duration)
 /// # drop(pages);
 /// ```
 pub fn throttle_point() -> std::time::Duration {
+    // S15: a frozen group's attached threads wait here until thawed.
+    if let Some(g) = crate::accounting::current::current_group() {
+        crate::group::kill::wait_while_frozen(&g, || false);
+    }
     let Some((g, delay)) = over_high_delay() else {
         return std::time::Duration::ZERO;
     };
