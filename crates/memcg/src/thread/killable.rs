@@ -153,24 +153,26 @@ thread_local! {
 /// assert_eq!(memcg::check_killed(), Err(memcg::Killed));
 /// ```
 pub fn check_killed() -> std::result::Result<(), Killed> {
-    let here = crate::accounting::current::current_ptr();
-    let unit = KILLABLE
-        .try_with(|k| {
-            k.borrow()
-                .as_ref()
-                .filter(|(_, g)| std::ptr::eq(Arc::as_ptr(g), here))
-                .map(|(u, _)| u.clone())
-        })
-        .ok()
-        .flatten();
-    let killed = || unit.as_ref().is_some_and(|u| u.is_killed());
     if let Some(g) = crate::accounting::current::current_group() {
-        kill::wait_while_frozen(&g, killed);
+        kill::wait_while_frozen(&g, killed_here);
     }
-    if killed() {
+    if killed_here() {
         return Err(Killed);
     }
     Ok(())
+}
+
+/// Whether the calling thread is a killable unit of the group it is in,
+/// and was killed.
+pub(crate) fn killed_here() -> bool {
+    let here = crate::accounting::current::current_ptr();
+    KILLABLE
+        .try_with(|k| {
+            k.borrow()
+                .as_ref()
+                .is_some_and(|(u, g)| std::ptr::eq(Arc::as_ptr(g), here) && u.is_killed())
+        })
+        .unwrap_or(false)
 }
 
 /// Keeps a thread in a group as a killable unit; made by

@@ -393,7 +393,8 @@ pub(crate) fn over_high_delay() -> Option<(Arc<GroupInner>, std::time::Duration)
 pub fn throttle_point() -> std::time::Duration {
     // S15: a frozen group's attached threads wait here until thawed.
     if let Some(g) = crate::accounting::current::current_group() {
-        crate::group::kill::wait_while_frozen(&g, || false);
+        // A kill overrides the freeze.
+        crate::group::kill::wait_while_frozen(&g, crate::thread::killable::killed_here);
     }
     let Some((g, delay)) = over_high_delay() else {
         return std::time::Duration::ZERO;
