@@ -83,7 +83,8 @@
 //!
 //! Groups are listed with [`Hierarchy::groups`] and [`Group::children`];
 //! [`Group::watch_events`] wakes a thread or a task when a group's
-//! `memory.events` change.
+//! `memory.events` change, and a [`Group::pressure_trigger`] when its
+//! threads stalled on memory for a given time within a window.
 //!
 //! Layers, each on the ones before it (DESIGN.md §6): the
 //! [page counter](page_counter); groups ([`Hierarchy`], [`Group`]); kmem
@@ -139,6 +140,7 @@ pub use group::kill::Killed;
 pub use group::kmem_context::{accounting_enabled, context_size};
 pub use group::lru::PageKind;
 pub use group::page_counter;
+pub use group::pressure::{Pressure, PressureEvent};
 pub use group::shrinker::{ShrinkControl, ShrinkStage, Shrinker};
 pub use interface::allocator::GroupAllocator;
 pub use interface::files::parse_size;
@@ -146,6 +148,7 @@ pub use interface::hierarchy::global;
 pub use interface::hierarchy::{Group, Hierarchy, Leftovers};
 #[cfg(feature = "prometheus")]
 pub use interface::metrics;
+pub use interface::triggers::{PressureChanged, PressureTrigger};
 pub use reclaim::user::UserPage;
 pub use reentrancy::without_accounting;
 pub use thread::future::{FutureExt, InGroup};

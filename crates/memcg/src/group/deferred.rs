@@ -9,6 +9,10 @@
 //! hierarchy: only statics, which live for the process. The worker finds the
 //! work by walking the hierarchies registered here, through weak references.
 //!
+//! It also delivers what groups count on allocator paths to the watchers
+//! of `memory.events` and to pressure triggers, which it looks at every
+//! few milliseconds while a triggered group stalls.
+//!
 //! Under `--cfg loom` the worker is a thread of the model: [`wake`] unparks
 //! it and it waits in `wait_for_wake`.
 
@@ -146,7 +150,15 @@ mod imp {
         let _internal = crate::reentrancy::Internal::enter();
         loop {
             if !PENDING.swap(false, Acquire) {
-                std::thread::park();
+                // While a group with pressure triggers stalls, its triggers
+                // are looked at every POLL (a long stall fires while it
+                // lasts); otherwise only a wake-up brings the worker back.
+                if crate::group::pressure::polling() {
+                    std::thread::park_timeout(crate::group::pressure::POLL);
+                    let _ = std::panic::catch_unwind(crate::group::pressure::deliver);
+                } else {
+                    std::thread::park();
+                }
                 continue;
             }
             let live: Vec<Arc<Common>> = {
@@ -166,6 +178,7 @@ mod imp {
             });
             let _ = std::panic::catch_unwind(crate::group::events::deliver);
             let _ = std::panic::catch_unwind(crate::group::kill::deliver_oom_wakes);
+            let _ = std::panic::catch_unwind(crate::group::pressure::deliver);
         }
     }
 }

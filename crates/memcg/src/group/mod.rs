@@ -6,8 +6,9 @@
 //! [`page_counter`], [`stats`] (statistics and events, hierarchical),
 //! [`kmem_context`] (the reparentable owners of kmem charges), [`deferred`]
 //! (the worker that destroys contexts and wakes watchers), [`events`]
-//! (waiting for `memory.events`), [`pressure`] (stall accounting), [`lru`]
-//! (a group's LRU lists, the data only) and [`shrinker`] (the trait).
+//! (waiting for `memory.events`), [`pressure`] (stall accounting and its
+//! triggers), [`lru`] (a group's LRU lists, the data only) and
+//! [`shrinker`] (the trait).
 //!
 //! May import: the crate's leaves only.
 //!
