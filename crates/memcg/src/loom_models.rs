@@ -184,3 +184,77 @@ fn loom_stock_drain_races_the_owner_fast_paths() {
         assert_eq!(ctx.nr_bytes.load(Relaxed), 0);
     });
 }
+
+/// (e) S14 on the real killable future: a kill (`cgroup.kill`) races a
+/// poll of a pending future, and races the poll in which the future
+/// completes. Whatever the interleaving, the inner future is dropped exactly
+/// once, inside its group; a poll after the kill completes with
+/// `Err(Killed)`, and a future that completed first keeps its `Ok`.
+#[test]
+fn loom_a_kill_races_a_poll_and_the_completion() {
+    use crate::group::kill::Killed;
+    use crate::sync::{Arc, AtomicUsize, Ordering::SeqCst};
+    use crate::FutureExt;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    /// Ready at its first poll when `ready`, else pending; its drop counts,
+    /// and whether it ran in `group`.
+    struct Inner {
+        ready: bool,
+        group: *const crate::group::GroupInner,
+        drops: Arc<AtomicUsize>,
+        in_group: Arc<AtomicUsize>,
+    }
+    impl Future for Inner {
+        type Output = u8;
+        fn poll(self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u8> {
+            if self.ready {
+                Poll::Ready(7)
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+    impl Drop for Inner {
+        fn drop(&mut self) {
+            self.drops.fetch_add(1, SeqCst);
+            if std::ptr::eq(crate::accounting::current::current_ptr(), self.group) {
+                self.in_group.fetch_add(1, SeqCst);
+            }
+        }
+    }
+    for ready in [false, true] {
+        model(move || {
+            let h = Hierarchy::new();
+            let g = h.create("/a").unwrap();
+            let (drops, in_group) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+            let inner = Inner {
+                ready,
+                group: Arc::as_ptr(&g.inner),
+                drops: drops.clone(),
+                in_group: in_group.clone(),
+            };
+            let mut f = Box::pin(inner.in_group_killable(g.clone()));
+            let killer = {
+                let g = g.clone();
+                thread::spawn(move || g.kill())
+            };
+            let waker = Waker::noop();
+            let first = f.as_mut().poll(&mut Context::from_waker(waker));
+            killer.join().unwrap();
+            match first {
+                Poll::Ready(Ok(v)) => assert!(ready && v == 7),
+                Poll::Ready(Err(Killed)) => {}
+                Poll::Pending => {
+                    assert!(!ready);
+                    let again = f.as_mut().poll(&mut Context::from_waker(waker));
+                    assert_eq!(again, Poll::Ready(Err(Killed)));
+                }
+            }
+            drop(f);
+            assert_eq!(drops.load(SeqCst), 1, "the inner future dropped once");
+            assert_eq!(in_group.load(SeqCst), 1, "inside its group");
+        });
+    }
+}
