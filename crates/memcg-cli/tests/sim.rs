@@ -7,7 +7,9 @@
 //! with shared slab caches (S11) and with isolated ones (S6); the default
 //! `churn` runs both and shows what sharing saves: no slab left for a removed
 //! group (S3), fewer slabs in use; `protection` keeps a protected tenant's
-//! page cache under a neighbour's pressure and loses it without (S13).
+//! page cache under a neighbour's pressure and loses it without (S13); `oom`
+//! stops a runaway tenant with the OOM killer, one unit or its whole group,
+//! where plain workers let it starve its neighbours (S14).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -261,9 +263,11 @@ fn drift_is_zero_at_the_end_of_every_built_in_scenario() {
     check_churn_drift(&churn);
     check_churn_drift(&churn["isolated"]);
 
-    let protection = summary(&["protection", "--rounds", "4"]);
-    for v in protection["variants"].as_array().expect("variants") {
-        assert_eq!(v["drift_bytes"], 0, "{v:#}");
+    for scenario in ["protection", "oom"] {
+        let s = summary(&[scenario, "--rounds", "4"]);
+        for v in s["variants"].as_array().expect("variants") {
+            assert_eq!(v["drift_bytes"], 0, "{scenario}: {v:#}");
+        }
     }
 
     let removal = summary(&["removal-cost", "--rounds", "1"]);
@@ -366,4 +370,92 @@ fn protection_keeps_the_latency_tenants_working_set_and_nothing_else_does() {
     for v in [&none, &low, &min] {
         assert_eq!(v["drift_bytes"], 0, "{v:#}");
     }
+}
+
+/// S14 in one run of `examples/oom.toml`: a runaway tenant leaks under a
+/// parent limit shared with well-behaved tenants. With plain workers nobody
+/// is killed and the runaway holds the parent at its limit, so the others'
+/// work fails; with killable workers the OOM killer kills the runaway's
+/// leaking unit (never a neighbour's), and with `memory.oom.group` the
+/// runaway's whole tenant, every worker of it; the others then complete at
+/// least as much work as without kills. The limit holds throughout, and the
+/// same seed gives the same samples (the workers take turns).
+#[test]
+fn the_oom_killer_stops_the_runaway_tenant_and_not_its_neighbours() {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/oom.toml");
+    let scenario = scenario.to_str().expect("UTF-8 path");
+    let dir = scratch("oom");
+    let output = sim(&[
+        scenario,
+        "--json",
+        "--out",
+        dir.to_str().expect("UTF-8 path"),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(dir.join("report.svg").is_file(), "the plot is written");
+    let s: serde_json::Value = serde_json::from_slice(&output.stdout).expect("--json prints JSON");
+    let variant = |name: &str| {
+        s["variants"]
+            .as_array()
+            .expect("variants")
+            .iter()
+            .find(|v| v["variant"] == name)
+            .unwrap_or_else(|| panic!("variant {name}: {s:#}"))
+            .clone()
+    };
+    let (none, kill, group) = (variant("no_kill"), variant("kill"), variant("group_kill"));
+    let num = |v: &serde_json::Value, key: &str| {
+        v[key].as_u64().unwrap_or_else(|| panic!("{key}: {v:#}"))
+    };
+
+    assert_eq!(num(&none, "kills"), 0, "nothing is killable: {none:#}");
+    assert_eq!(num(&none, "group_kills"), 0, "{none:#}");
+    assert!(
+        num(&none, "oom_events") > 0,
+        "the runaway met the limit: {none:#}"
+    );
+    assert!(
+        num(&none, "others_failed_charges") > 0,
+        "it starved its neighbours: {none:#}"
+    );
+
+    assert!(num(&kill, "kills") >= 1, "{kill:#}");
+    assert_eq!(num(&kill, "group_kills"), 0, "memory.oom.group 0: {kill:#}");
+
+    assert!(num(&group, "group_kills") >= 1, "{group:#}");
+    let workers = s["parameters"]["workers"].as_u64().expect("workers");
+    assert_eq!(
+        num(&group, "kills"),
+        num(&group, "group_kills") * workers,
+        "a group kill takes every worker of the tenant: {group:#}"
+    );
+
+    for v in [&none, &kill, &group] {
+        assert_eq!(
+            num(v, "others_kills"),
+            0,
+            "only the runaway is killed: {v:#}"
+        );
+        assert!(
+            num(v, "parent_peak") <= num(v, "parent_max"),
+            "memory.max holds: {v:#}"
+        );
+        assert!(
+            num(v, "runaway_peak") <= num(v, "parent_max"),
+            "the runaway stays under the parent's limit: {v:#}"
+        );
+        assert_eq!(v["drift_bytes"], 0, "{v:#}");
+    }
+    for v in [&kill, &group] {
+        assert!(
+            num(v, "others_progress") > num(&none, "others_progress"),
+            "killing the runaway lets the others work: {v:#} vs {none:#}"
+        );
+    }
+
+    let args = [scenario, "--rounds", "20", "--seed", "3"];
+    assert_eq!(
+        samples_without_timings(&args, &scratch("oom-a")),
+        samples_without_timings(&args, &scratch("oom-b"))
+    );
 }

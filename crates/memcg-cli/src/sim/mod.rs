@@ -1,8 +1,9 @@
 //! `memcg sim [SCENARIO]`: workloads on the real engine that show what dying
-//! groups cost, with and without kmem context reparenting.
+//! groups cost, with and without kmem context reparenting, and what limits,
+//! protection and the OOM killer do for neighbours.
 //!
-//! A scenario is built in (`churn`, the default, `removal-cost` and
-//! `protection`) or read from a TOML file ([`scenario`]). It runs on a fresh [`Hierarchy`] with real
+//! A scenario is built in (`churn`, the default, `removal-cost`,
+//! `protection` and `oom`) or read from a TOML file ([`scenario`]). It runs on a fresh [`Hierarchy`] with real
 //! threads and real slab allocations, under a seed that fixes every choice it
 //! makes, so that two runs with one seed sample the same values (timings
 //! apart). A progress bar goes to stderr; the summary goes to stdout, as a
@@ -18,7 +19,9 @@
 //! with objects of either kind of cache. `protection` is about reclaim, not
 //! removal: a latency tenant's page cache against a growing neighbour under
 //! one parent limit, without protection, with `memory.low` and with
-//! `memory.min` (S13).
+//! `memory.min` (S13). `oom` is about stopping a tenant: a runaway among
+//! well-behaved tenants under one parent limit, with plain workers, with
+//! killable ones under the OOM killer, and with `memory.oom.group` (S14).
 //!
 //! Every random choice comes from [`fastrand::Rng`] streams named by the seed
 //! and the part of the run that draws them ([`stream`]).
@@ -28,6 +31,7 @@
 //! scenario cannot be read or is invalid.
 
 mod churn;
+mod oom;
 mod plot;
 mod protection;
 mod removal_cost;
@@ -54,15 +58,16 @@ pub(crate) struct SimArgs {
     /// `churn` (jobs come and go, leaving objects behind; shared slab caches
     /// against isolated ones), `removal-cost`
     /// (rmdir time against live objects and pages), `protection` (a
-    /// protected tenant's page cache against a growing neighbour), or a TOML
-    /// scenario file (see examples/*.toml).
+    /// protected tenant's page cache against a growing neighbour), `oom` (a
+    /// runaway tenant without kills, with the OOM killer, with
+    /// memory.oom.group), or a TOML scenario file (see examples/*.toml).
     #[arg(value_name = "SCENARIO", default_value = "churn")]
     scenario: String,
     /// Seed of every random choice: the same seed samples the same values.
     #[arg(long, value_name = "N", default_value_t = 1)]
     seed: u64,
     /// Rounds: jobs for churn (per slab design), repetitions for
-    /// removal-cost, steps for protection (per variant).
+    /// removal-cost, steps for protection and oom (per variant).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     rounds: Option<u64>,
     /// Write report.svg, samples.csv and report.md into DIR.
@@ -142,6 +147,7 @@ fn run(args: &SimArgs) -> Result<Report, SimError> {
         Scenario::Churn(c) => churn::run(c, args.seed, &progress),
         Scenario::RemovalCost(r) => removal_cost::run(r, args.seed, &progress),
         Scenario::Protection(p) => protection::run(p, args.seed, &progress),
+        Scenario::Oom(o) => oom::run(o, args.seed, &progress),
     };
     progress.finish_and_clear();
     let report = report?;

@@ -1,8 +1,8 @@
-//! Scenarios: the built-in `churn`, `removal-cost` and `protection`, and TOML
-//! files that set any of their parameters.
+//! Scenarios: the built-in `churn`, `removal-cost`, `protection` and `oom`,
+//! and TOML files that set any of their parameters.
 //!
-//! A file names its kind with `scenario = "churn"`, `"removal-cost"` or
-//! `"protection"`; every other key is optional and defaults to
+//! A file names its kind with `scenario = "churn"`, `"removal-cost"`,
+//! `"protection"` or `"oom"`; every other key is optional and defaults to
 //! the built-in's value (see `examples/*.toml`). Keys are checked strictly: an
 //! unknown key, a value of the wrong type or out of range is an error that
 //! names the file, the line and the key, as `FILE:LINE: cache[1].size: ...`.
@@ -31,6 +31,9 @@ pub(crate) enum Scenario {
     RemovalCost(RemovalCost),
     /// A protected tenant's page cache against a growing neighbour (S13).
     Protection(Protection),
+    /// A runaway tenant under one parent limit, with and without the OOM
+    /// killer (S14).
+    Oom(Oom),
 }
 
 impl Scenario {
@@ -40,6 +43,7 @@ impl Scenario {
             Scenario::Churn(c) => c.rounds = rounds,
             Scenario::RemovalCost(r) => r.rounds = rounds,
             Scenario::Protection(p) => p.rounds = rounds,
+            Scenario::Oom(o) => o.rounds = rounds,
         }
     }
 }
@@ -230,6 +234,57 @@ impl Default for Protection {
     }
 }
 
+/// `oom`: a runaway tenant among well-behaved ones under one parent
+/// `memory.max`, without killable units, with the OOM killer, and with
+/// `memory.oom.group` (S14). Sizes are strings as `memory.max` takes them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Oom {
+    /// The kind, `oom` (a file must say it).
+    pub(crate) scenario: String,
+    /// Rounds per variant: each, every worker takes one step in turn.
+    pub(crate) rounds: usize,
+    /// `memory.max` of `/host`, the parent of every tenant.
+    pub(crate) parent_max: Size,
+    /// Well-behaved tenants (the runaway comes on top).
+    pub(crate) tenants: usize,
+    /// Worker threads per tenant, each in a group of its own under its
+    /// tenant's (one killable unit each where the variant makes them
+    /// killable). The runaway's first worker leaks; the others work as the
+    /// well-behaved tenants' do.
+    pub(crate) workers: usize,
+    /// What a working worker keeps charged all along.
+    pub(crate) resident: Size,
+    /// A unit of work: charged, held for the step, freed; its size drawn
+    /// per worker and round from `[min, max]`.
+    pub(crate) work: [Size; 2],
+    /// What the runaway's leaking worker adds per round and never frees,
+    /// drawn per round from `[min, max]`.
+    pub(crate) growth: [Size; 2],
+    /// The size of one charge (a `KmemPages` buffer).
+    pub(crate) chunk: Size,
+    /// A killed worker is restarted this many rounds after it exited, by
+    /// its tenant's supervisor (the simulator); 0: never.
+    pub(crate) restart_after: usize,
+}
+
+impl Default for Oom {
+    fn default() -> Self {
+        Oom {
+            scenario: "oom".into(),
+            rounds: 60,
+            parent_max: Size(64 << 20),
+            tenants: 3,
+            workers: 2,
+            resident: Size(2 << 20),
+            work: [Size(512 << 10), Size(2 << 20)],
+            growth: [Size(2 << 20), Size(6 << 20)],
+            chunk: Size(64 << 10),
+            restart_after: 4,
+        }
+    }
+}
+
 /// A size in bytes, written as the interface files take it: `"256M"`,
 /// `"512K"`, `"4096"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -268,7 +323,9 @@ impl From<Size> for String {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ScenarioError {
     /// The file could not be read.
-    #[error("{file}: cannot read: {source} (built-in scenarios: churn, removal-cost, protection)")]
+    #[error(
+        "{file}: cannot read: {source} (built-in scenarios: churn, removal-cost, protection, oom)"
+    )]
     Read {
         /// The file as named on the command line.
         file: String,
@@ -295,6 +352,7 @@ pub(crate) fn load(arg: &str) -> Result<Scenario, ScenarioError> {
         "churn" => return Ok(Scenario::Churn(Churn::default())),
         "removal-cost" => return Ok(Scenario::RemovalCost(RemovalCost::default())),
         "protection" => return Ok(Scenario::Protection(Protection::default())),
+        "oom" => return Ok(Scenario::Oom(Oom::default())),
         _ => {}
     }
     let text = std::fs::read_to_string(arg).map_err(|source| ScenarioError::Read {
@@ -312,18 +370,19 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             0,
             "scenario",
             "missing: the file must name its kind, `scenario = \"churn\"`, \
-             `\"removal-cost\"` or `\"protection\"`",
+             `\"removal-cost\"`, `\"protection\"` or `\"oom\"`",
         )
     })?;
     let scenario = match kind.get_ref().as_str() {
         Some("churn") => Scenario::Churn(doc.deserialize()?),
         Some("removal-cost") => Scenario::RemovalCost(doc.deserialize()?),
         Some("protection") => Scenario::Protection(doc.deserialize()?),
+        Some("oom") => Scenario::Oom(doc.deserialize()?),
         _ => {
             return Err(doc.error_at(
                 kind.span().start,
                 "scenario",
-                "unknown kind: use \"churn\", \"removal-cost\" or \"protection\"",
+                "unknown kind: use \"churn\", \"removal-cost\", \"protection\" or \"oom\"",
             ))
         }
     };
@@ -331,6 +390,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         Scenario::Churn(c) => check_churn(c),
         Scenario::RemovalCost(r) => check_removal_cost(r),
         Scenario::Protection(p) => check_protection(p),
+        Scenario::Oom(o) => check_oom(o),
     };
     match problems.into_iter().next() {
         Some((field, message)) => Err(doc.error_for(&field, &message)),
@@ -462,6 +522,58 @@ fn check_protection(p: &Protection) -> Vec<Problem> {
         bad(
             "batch_anon_max",
             "must stay under parent_max: anon memory cannot be reclaimed".into(),
+        );
+    }
+    out
+}
+
+fn check_oom(o: &Oom) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut bad = |field: &str, message: String| out.push((field.to_string(), message));
+    if o.rounds == 0 {
+        bad("rounds", "must be at least 1".into());
+    }
+    if !(1..=16).contains(&o.tenants) {
+        bad("tenants", format!("{} tenants: use 1 to 16", o.tenants));
+    }
+    if !(1..=8).contains(&o.workers) {
+        bad("workers", format!("{} workers: use 1 to 8", o.workers));
+    }
+    let page = memcg::PAGE_SIZE as u64;
+    if !(page..=16 << 20).contains(&o.chunk.0) {
+        bad(
+            "chunk",
+            format!("{} bytes: use one page (4K) to 16M", o.chunk.0),
+        );
+    }
+    if o.parent_max.0 > 4 << 30 {
+        bad("parent_max", "at most 4G (every byte is allocated)".into());
+    }
+    for (key, [lo, hi]) in [("work", o.work), ("growth", o.growth)] {
+        if lo.0 < o.chunk.0 || lo.0 > hi.0 {
+            bad(
+                key,
+                format!(
+                    "[{}, {}]: want [min, max] with chunk ({}) <= min <= max",
+                    String::from(lo),
+                    String::from(hi),
+                    String::from(o.chunk)
+                ),
+            );
+        }
+    }
+    // The OOM killer takes the largest group: the runaway must be able to
+    // outgrow every worker that works, so theirs must leave it half.
+    let steady = (o.tenants * o.workers + o.workers - 1) as u64;
+    if steady.saturating_mul(o.resident.0 + o.work[1].0) > o.parent_max.0 / 2 {
+        bad(
+            "resident",
+            format!(
+                "{steady} working workers holding resident + work max ({} + {}) must fit in half                  of parent_max ({}), so that the runaway outgrows them",
+                String::from(o.resident),
+                String::from(o.work[1]),
+                String::from(o.parent_max)
+            ),
         );
     }
     out
@@ -689,5 +801,19 @@ mod tests {
         );
         let big = error("scenario = \"protection\"\nworking_set = \"1G\"\n");
         assert!(big.starts_with("s.toml:2: working_set: must fit"), "{big}");
+    }
+
+    #[test]
+    fn oom_ranges_are_checked_against_the_chunk_and_the_limit() {
+        let s = parse("s.toml", "scenario = \"oom\"\nwork = [\"64K\", \"1M\"]\n").unwrap();
+        let Scenario::Oom(o) = s else {
+            panic!("an oom scenario")
+        };
+        assert_eq!(o.work, [Size(64 << 10), Size(1 << 20)]);
+        assert_eq!(o.parent_max, Oom::default().parent_max);
+        let small = error("scenario = \"oom\"\ngrowth = [\"4K\", \"1M\"]\n");
+        assert!(small.starts_with("s.toml:2: growth: [4K, 1M]"), "{small}");
+        let crowded = error("scenario = \"oom\"\n\nparent_max = \"16M\"\n");
+        assert!(crowded.contains(": resident: "), "{crowded}");
     }
 }
