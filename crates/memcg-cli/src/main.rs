@@ -8,8 +8,9 @@
 //! FILE that cannot be read. `memcg replay --help` lists the language, its
 //! error kinds and these statuses.
 //!
-//! `memcg sim [SCENARIO]` runs a workload on the real engine and reports
-//! what dying groups cost (see the `sim` module).
+//! `memcg sim [SCENARIO]` runs a scenario on the real engine (churn,
+//! removal cost, protection, OOM kills) and reports and plots what it
+//! measured (see the `sim` module).
 
 mod sim;
 
@@ -36,7 +37,8 @@ enum Commands {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<String>,
     },
-    /// Run a workload on the real engine and report what dying groups cost.
+    /// Run a scenario on the real engine (churn, removal cost, protection,
+    /// OOM kills) and report and plot what it measured.
     Sim(sim::SimArgs),
 }
 
