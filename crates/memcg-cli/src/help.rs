@@ -20,16 +20,20 @@ fn provoked_by(kind: ErrorName) -> &'static str {
         }
         ErrorName::NotFound => {
             "a group, file or KEY that does not exist; a task, set or cache name \
-             that no earlier command made"
+             that no earlier command made; a task a kill ended"
         }
         ErrorName::Invalid => {
             "writing a read-only file, a malformed value, a bad name, limits on the root, \
              a size that overflows, rmdir /, free SET N with fewer than N live members, \
              one command over the caps below"
         }
-        ErrorName::Limit => "a charge failed at a memory.max even after reclaim",
+        ErrorName::Limit => {
+            "a charge failed at a memory.max even after reclaim (also when it set off \
+             an OOM kill)"
+        }
         ErrorName::Again => {
-            "memory.reclaim fell short; the system or OS refused memory or a thread"
+            "memory.reclaim fell short; the system or OS refused memory or a thread; \
+             a command for a task of a frozen group"
         }
     }
 }
@@ -69,6 +73,19 @@ pub fn replay_help() -> String {
         "SIZE: an integer with an optional K, M or G suffix, either case (powers of 1024). \
          PATH: absolute, `/` is the root. Names: [A-Za-z0-9_.-]+. \
          COUNT, N, TOL: plain integers."
+            .into(),
+    );
+    line(String::new());
+    line(
+        "Kills and freezes (S14, S15): `task NAME PATH killable` makes NAME a killable \
+         unit, for that line only (a move without `killable` makes it a plain task; \
+         `spawn` starts plain tasks). `write PATH cgroup.kill 1` or an OOM kill (the \
+         charge still fails `limit`) kills units; after every command a killed task \
+         frees every member it made that is still live and ends, and a command naming \
+         it is `not-found`. While `cgroup.freeze` is 1 on a task's group or an \
+         ancestor, every command that runs on the task fails `again` (the allocation \
+         commands, `free ... by`, `spawn ... by`, `task` moving it, `exit`); a kill \
+         still ends a frozen killable task."
             .into(),
     );
     line(String::new());

@@ -38,6 +38,35 @@
 //! `c@RUN`, with RUN unique in the process. Two scripts of one `memcg replay`
 //! may then define `c` with different sizes. Messages speak of `c`.
 //!
+//! Kills and freezes (S14, S15). `task NAME PATH killable` makes the task's
+//! thread a killable unit ([`memcg::Group::enter_killable`], the guard kept
+//! on the thread); the flag belongs to the line: a later `task NAME PATH`
+//! without `killable` makes it a plain attached task, which no kill
+//! reaches (a thread that left its killable scope is no unit any more, as
+//! [`memcg::check_killed`] defines). `spawn` starts a plain task too: a
+//! unit is made only by a `killable` line. After every command (and after
+//! `expect-fail` around it) each killable task's thread goes to its safe
+//! point, [`memcg::check_killed`]; a killed task frees, on its own thread
+//! and so inside its group, every member it made that is still live (a
+//! killed process's memory is freed), and ends, before the next command
+//! runs. A command naming it is then `not-found`; `task` with its name
+//! starts a new task. The charge that set off an OOM kill still fails
+//! `limit`. A kill is in the engine's hands alone: the runner only asks.
+//!
+//! A command for a task whose group is frozen (`cgroup.freeze` 1 on it or
+//! an ancestor) fails `again` before it reaches the thread, for every
+//! command that runs on it: the allocation commands, `free ... by`,
+//! `spawn ... by`, `task` moving it (out of the frozen group or not) and
+//! `exit` (a frozen thread cannot end itself; `cgroup.kill` ends a killable
+//! one, a kill overrides a freeze). Moving a task into a frozen group, or
+//! starting one there, is allowed; it is then frozen. The runner's own
+//! work on a frozen thread (draining its stocks before a read, asking after
+//! a kill) never waits for a thaw: a task thread runs the memory.high
+//! safe point ([`memcg::throttle_point`]) after a command only while its
+//! group is not frozen, and a frozen thread is asked whether it was killed
+//! without waiting (see `killed_here`), so a script never hangs on a
+//! freeze.
+//!
 //! The `memcg.*` files of the root (see the script module) are answered here,
 //! from the hierarchy's own counters, not by the engine's interface files.
 //!
@@ -48,14 +77,17 @@
 //! more is `invalid` with nothing allocated, so that no script line can run
 //! for hours or exhaust memory.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 
-use memcg::{Hierarchy, KmemPages, PageKind, SlabCache, SlabObject, UserPage};
+use memcg::{
+    Group, Hierarchy, KillableGuard, KmemPages, PageKind, SlabCache, SlabObject, UserPage,
+};
 
 use crate::script::{Command, ErrorName, FileRef, Op, Script, Statement, Value};
 
@@ -100,6 +132,19 @@ pub enum RunError {
     /// `expect-fail`).
     #[error("not-found: no task named `{0}`; start it first with `task`, `thread` or `spawn`")]
     NoTask(String),
+    /// A command named a task that a kill ended (S14; `not-found` to
+    /// `expect-fail`, as a task no command made).
+    #[error("not-found: task `{0}` was killed (cgroup.kill or the OOM killer) and has ended; `task {0} PATH` starts it again")]
+    Killed(String),
+    /// A command for a task whose group is frozen (S15; `again` to
+    /// `expect-fail`): it is refused before it reaches the thread.
+    #[error("again: task `{task}` is frozen: {group} has cgroup.freeze 1 on it or an ancestor; write cgroup.freeze 0 there first")]
+    Frozen {
+        /// The task.
+        task: String,
+        /// The group it is in.
+        group: String,
+    },
     /// A command named a set that no allocation has created (`not-found`
     /// to `expect-fail`).
     #[error("not-found: no set named `{0}`; an allocation command `... as {0}` makes it")]
@@ -205,17 +250,18 @@ pub enum RunError {
 
 impl RunError {
     /// The error kind `expect-fail` matches: the engine's, `not-found` for
-    /// a task, set, cache or key that no earlier command made (§5),
-    /// `invalid` for what §5 and §4 call so (too few live members, a size
-    /// that overflows, a file that holds no single number, work over the
-    /// caps), `again` when the OS refuses a thread. `None` for what is not
-    /// an error of a command: an expectation that does not hold, a task
-    /// that died (a bug: its panic is on stderr), output that cannot be
-    /// written.
+    /// a task, set, cache or key that no earlier command made, or a task a
+    /// kill ended (§5), `invalid` for what §5 and §4 call so (too few live
+    /// members, a size that overflows, a file that holds no single number,
+    /// work over the caps), `again` when the OS refuses a thread or the
+    /// task is frozen. `None` for what is not an error of a command: an
+    /// expectation that does not hold, a task that died (a bug: its panic
+    /// is on stderr), output that cannot be written.
     pub fn kind(&self) -> Option<ErrorName> {
         match self {
             RunError::Engine(error) => Some(error.kind()),
             RunError::NoTask(_)
+            | RunError::Killed(_)
             | RunError::NoSet(_)
             | RunError::NoCache(_)
             | RunError::NoKey { .. } => Some(ErrorName::NotFound),
@@ -223,7 +269,7 @@ impl RunError {
             | RunError::TooMuch { .. }
             | RunError::NotANumber { .. }
             | RunError::TooFewLive { .. } => Some(ErrorName::Invalid),
-            RunError::Spawn { .. } => Some(ErrorName::Again),
+            RunError::Spawn { .. } | RunError::Frozen { .. } => Some(ErrorName::Again),
             RunError::TaskDied(_)
             | RunError::Output(_)
             | RunError::Mismatch { .. }
@@ -310,6 +356,7 @@ pub fn run(script: &Script, out: &mut impl Write) -> Result<(), Failure> {
     for statement in &script.statements {
         replay
             .execute(&statement.command)
+            .and_then(|()| replay.reap_killed())
             .map_err(|error| failure(statement, error))?;
     }
     Ok(())
@@ -346,24 +393,92 @@ type Job = Box<dyn FnOnce() + Send>;
 struct Task {
     jobs: mpsc::Sender<Job>,
     thread: JoinHandle<()>,
+    /// Unique in the run, unlike the name (a name is free again once its
+    /// task ends): the members the task made carry it.
+    id: u64,
+    /// Placed by `task NAME PATH killable` and not moved since: a killable
+    /// unit (S14), asked after every command whether a kill reached it.
+    killable: bool,
+}
+
+thread_local! {
+    /// On a killable task's thread: the guard that keeps it a killable unit
+    /// in its group (S14).
+    static KILLABLE: RefCell<Option<KillableGuard>> = const { RefCell::new(None) };
 }
 
 /// The body of a task thread: runs jobs in order; when the channel closes it
-/// leaves its group and ends.
+/// ends a killable scope (which returns it to the root), leaves its group
+/// and ends.
 fn serve(queue: mpsc::Receiver<Job>) {
     for job in queue {
         job();
-        // After each command: a safe point for memory.high throttling.
-        memcg::throttle_point();
+    }
+    drop(KILLABLE.with(|k| k.borrow_mut().take()));
+    memcg::detach();
+}
+
+/// On a task thread: attach it to `group`, as a killable unit when
+/// `killable` (S14). A killable scope it was in ends first; the thread
+/// enters a new one from the root, so that ending it (a move, the end of
+/// the thread) never puts the thread back into a group it left.
+fn place(group: &Group, killable: bool) -> memcg::Result<()> {
+    drop(KILLABLE.with(|k| k.borrow_mut().take()));
+    if !killable {
+        return group.attach();
     }
     memcg::detach();
+    let guard = group.enter_killable()?;
+    KILLABLE.with(|k| *k.borrow_mut() = Some(guard));
+    Ok(())
+}
+
+/// Whether `group` is frozen: `cgroup.freeze` 1 on it or an ancestor, as
+/// its `cgroup.events` says (S15). The root has no such file and is never
+/// frozen.
+fn is_frozen(group: &Group) -> bool {
+    group
+        .read("cgroup.events")
+        .is_ok_and(|events| events.lines().any(|line| line == "frozen 1"))
+}
+
+/// On a task thread, after a command: the memory.high safe point
+/// ([`memcg::throttle_point`]), unless the thread's group is frozen, where
+/// it would wait for a thaw that only the script, waiting for this command,
+/// can write. (Nothing freezes meanwhile: only the script's thread does.)
+fn safe_point(hierarchy: &Hierarchy) {
+    if !is_frozen(&hierarchy.current_group()) {
+        memcg::throttle_point();
+    }
+}
+
+/// On a task thread, at the runner's safe point after each command: whether
+/// a kill reached this thread's killable unit (S14), by
+/// [`memcg::check_killed`]. That waits while the thread's group is frozen
+/// unless the unit was killed (a kill overrides a freeze), so a frozen
+/// thread calls it only when its guard says killed: the library has no
+/// other question that does not wait, and the guard tells through its
+/// `Debug` only (`KillableGuard { killed: true }`). Were that to change, a
+/// frozen killed task would end at the first command after its thaw
+/// instead, never hang the script.
+fn killed_here(hierarchy: &Hierarchy) -> bool {
+    KILLABLE.with(|k| {
+        let k = k.borrow();
+        let Some(guard) = k.as_ref() else {
+            return false;
+        };
+        if is_frozen(&hierarchy.current_group()) && !format!("{guard:?}").contains("killed: true") {
+            return false;
+        }
+        memcg::check_killed().is_err()
+    })
 }
 
 impl Task {
     /// Starts thread `name` with `std::thread`: never attached, it follows
     /// the default group until a job attaches it.
-    fn spawn(name: &str) -> Result<Task, RunError> {
-        Task::start(|body| {
+    fn spawn(name: &str, id: u64) -> Result<Task, RunError> {
+        Task::start(id, |body| {
             thread::Builder::new()
                 .name(name.to_string())
                 .spawn(body)
@@ -376,11 +491,19 @@ impl Task {
 
     /// `spawn NAME by TASK`: this task's thread (`self`, named `parent`)
     /// starts thread `name` through memcg's spawn, so it starts where this
-    /// one is (S12).
-    fn spawn_child(&self, parent: &str, name: &str) -> Result<Task, RunError> {
+    /// one is (S12). The new task is a plain one, whatever this one is.
+    fn spawn_child(
+        &self,
+        parent: &str,
+        name: &str,
+        id: u64,
+        hierarchy: &Hierarchy,
+    ) -> Result<Task, RunError> {
         let name = name.to_string();
-        Task::start(|body| {
-            let started = self.run(parent, move || memcg::Builder::new().name(name).spawn(body))?;
+        Task::start(id, |body| {
+            let started = self.command(parent, hierarchy, move || {
+                memcg::Builder::new().name(name).spawn(body)
+            })?;
             Ok(started?)
         })
     }
@@ -388,11 +511,34 @@ impl Task {
     /// Starts a task thread with `launch`, which runs the body it is given
     /// on a new thread.
     fn start(
+        id: u64,
         launch: impl FnOnce(Job) -> Result<JoinHandle<()>, RunError>,
     ) -> Result<Task, RunError> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let thread = launch(Box::new(move || serve(queue)))?;
-        Ok(Task { jobs, thread })
+        Ok(Task {
+            jobs,
+            thread,
+            id,
+            killable: false,
+        })
+    }
+
+    /// Runs a script command's `work` on the task's thread, then the
+    /// thread's safe point ([`safe_point`]), and waits for both: the next
+    /// command never races a throttled thread.
+    fn command<R: Send + 'static>(
+        &self,
+        name: &str,
+        hierarchy: &Hierarchy,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, RunError> {
+        let hierarchy = hierarchy.clone();
+        self.run(name, move || {
+            let result = work();
+            safe_point(&hierarchy);
+            result
+        })
     }
 
     /// Runs `work` on the task's thread and waits for its result.
@@ -419,6 +565,13 @@ impl Task {
             .join()
             .map_err(|_| RunError::TaskDied(name.to_string()))
     }
+}
+
+/// A SET member and the task that made it ([`Task::id`]): a killed task
+/// frees its members (S14).
+struct Owned {
+    maker: u64,
+    member: Member,
 }
 
 /// Something a SET owns; dropping it frees it on the dropping thread.
@@ -484,8 +637,13 @@ struct Replay<'a, W: Write> {
     /// This run's number, which qualifies its cache names in the library.
     run: u64,
     tasks: BTreeMap<String, Task>,
+    /// The next [`Task::id`].
+    next_task: u64,
+    /// Names of tasks a kill ended and no command started again, for the
+    /// message of their `not-found`.
+    killed: HashSet<String>,
     caches: HashMap<String, ScriptCache>,
-    sets: HashMap<String, VecDeque<Member>>,
+    sets: HashMap<String, VecDeque<Owned>>,
     out: &'a mut W,
     /// [`DEFAULT_LOCK`], for a run that uses the default group. Declared
     /// last, so it is released after everything else is dropped.
@@ -507,6 +665,8 @@ impl<'a, W: Write> Replay<'a, W> {
             hierarchy: Hierarchy::new(),
             run: RUNS.fetch_add(1, Ordering::Relaxed),
             tasks: BTreeMap::new(),
+            next_task: 0,
+            killed: HashSet::new(),
             caches: HashMap::new(),
             sets: HashMap::new(),
             out,
@@ -533,27 +693,32 @@ impl<'a, W: Write> Replay<'a, W> {
                 self.out.write_all(content.as_bytes())?;
                 self.out.flush()?;
             }
-            Command::Task { name, path } => self.task(name, path)?,
+            Command::Task {
+                name,
+                path,
+                killable,
+            } => self.task(name, path, *killable)?,
             Command::Thread { name } => {
                 self.name_is_free(name)?;
-                let task = Task::spawn(name)?;
-                self.tasks.insert(name.clone(), task);
+                let task = Task::spawn(name, self.task_id())?;
+                self.add_task(name, task);
             }
             Command::Spawn { name, by } => {
-                let parent = self.task_ref(by)?;
+                self.task_ref(by)?;
                 self.name_is_free(name)?;
-                let task = parent.spawn_child(by, name)?;
-                self.tasks.insert(name.clone(), task);
+                let id = self.task_id();
+                let task = self
+                    .thawed(by)?
+                    .spawn_child(by, name, id, &self.hierarchy)?;
+                self.add_task(name, task);
             }
             Command::Default { path } => {
                 let group = self.hierarchy.get(path)?;
                 self.hierarchy.set_default_group(Some(&group))?;
             }
             Command::Exit { name } => {
-                let task = self
-                    .tasks
-                    .remove(name)
-                    .ok_or_else(|| RunError::NoTask(name.clone()))?;
+                self.thawed(name)?;
+                let task = self.tasks.remove(name).expect("thawed() found it");
                 task.end(name)?;
             }
             Command::Cache {
@@ -664,17 +829,25 @@ impl<'a, W: Write> Replay<'a, W> {
         Ok(())
     }
 
-    /// `task NAME PATH`: moves a running task, or starts one that attaches
-    /// itself. A new thread that cannot attach is ended again.
-    fn task(&mut self, name: &str, path: &str) -> Result<(), RunError> {
+    /// `task NAME PATH [killable]`: moves a running task (not a frozen
+    /// one), or starts one that attaches itself; killable or not as this
+    /// line says. A new thread that cannot attach is ended again.
+    fn task(&mut self, name: &str, path: &str, killable: bool) -> Result<(), RunError> {
         let group = self.hierarchy.get(path)?;
-        if let Some(task) = self.tasks.get(name) {
-            return Ok(task.run(name, move || group.attach())??);
+        if self.tasks.contains_key(name) {
+            let placed = self
+                .thawed(name)?
+                .command(name, &self.hierarchy, move || place(&group, killable))?;
+            let task = self.tasks.get_mut(name).expect("thawed() found it");
+            // A failed move ended the killable scope all the same.
+            task.killable = killable && placed.is_ok();
+            return Ok(placed?);
         }
-        let task = Task::spawn(name)?;
-        match task.run(name, move || group.attach()) {
+        let mut task = Task::spawn(name, self.task_id())?;
+        match task.command(name, &self.hierarchy, move || place(&group, killable)) {
             Ok(Ok(())) => {
-                self.tasks.insert(name.to_string(), task);
+                task.killable = killable;
+                self.add_task(name, task);
                 Ok(())
             }
             Ok(Err(error)) => {
@@ -687,6 +860,84 @@ impl<'a, W: Write> Replay<'a, W> {
                 Err(error)
             }
         }
+    }
+
+    /// A new [`Task::id`].
+    fn task_id(&mut self) -> u64 {
+        self.next_task += 1;
+        self.next_task
+    }
+
+    /// Lists a task just started; its name no longer speaks of a kill.
+    fn add_task(&mut self, name: &str, task: Task) {
+        self.killed.remove(name);
+        self.tasks.insert(name.to_string(), task);
+    }
+
+    /// `not-found` for a task name that is not running.
+    fn no_task(&self, name: &str) -> RunError {
+        if self.killed.contains(name) {
+            RunError::Killed(name.to_string())
+        } else {
+            RunError::NoTask(name.to_string())
+        }
+    }
+
+    /// Task `name`, for a command that runs on its thread: `again` if its
+    /// group is frozen (S15), found out before any command reaches the
+    /// thread, so that the thread never waits for a thaw.
+    fn thawed(&self, name: &str) -> Result<&Task, RunError> {
+        let task = self.task_ref(name)?;
+        let hierarchy = self.hierarchy.clone();
+        let group = task.run(name, move || hierarchy.current_group())?;
+        if is_frozen(&group) {
+            return Err(RunError::Frozen {
+                task: name.to_string(),
+                group: group.path().to_string(),
+            });
+        }
+        Ok(task)
+    }
+
+    /// §5, S14: after every command, each killable task's thread looks at
+    /// its safe point whether a kill reached it ([`killed_here`]). A killed
+    /// task frees every member it made that is still live, on its own
+    /// thread (so inside its group, as a killed process's memory is freed),
+    /// and ends; the runner waits for both, so the next command sees it
+    /// gone.
+    fn reap_killed(&mut self) -> Result<(), RunError> {
+        let killable: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|(_, task)| task.killable)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in killable {
+            let hierarchy = self.hierarchy.clone();
+            if !self.tasks[&name].run(&name, move || killed_here(&hierarchy))? {
+                continue;
+            }
+            let task = self.tasks.remove(&name).expect("listed above");
+            let made = self.take_members_of(task.id);
+            task.run(&name, move || drop(made))?;
+            task.end(&name)?;
+            self.killed.insert(name);
+        }
+        Ok(())
+    }
+
+    /// Takes every member task `maker` made out of the sets, live or not
+    /// (reclaim may have dropped some); the others keep their order.
+    fn take_members_of(&mut self, maker: u64) -> Vec<Owned> {
+        let mut made = Vec::new();
+        for members in self.sets.values_mut() {
+            let (mine, others): (VecDeque<Owned>, VecDeque<Owned>) = std::mem::take(members)
+                .into_iter()
+                .partition(|owned| owned.maker == maker);
+            made.extend(mine);
+            *members = others;
+        }
+        made
     }
 
     /// `thread` and `spawn`: a task name must not be running already.
@@ -767,7 +1018,7 @@ impl<'a, W: Write> Replay<'a, W> {
         bytes: u64,
         make: impl Fn() -> memcg::Result<Member> + Send + 'static,
     ) -> Result<(), RunError> {
-        let thread = self.task_ref(task)?;
+        self.task_ref(task)?;
         if count > MAX_MEMBERS || bytes > MAX_BYTES {
             return Err(RunError::TooMuch {
                 command,
@@ -775,8 +1026,10 @@ impl<'a, W: Write> Replay<'a, W> {
                 bytes,
             });
         }
+        let thread = self.thawed(task)?;
+        let maker = thread.id;
         let hierarchy = self.hierarchy.clone();
-        let (made, error) = thread.run(task, move || {
+        let (made, error) = thread.command(task, &self.hierarchy, move || {
             follow_default(&hierarchy);
             let mut made = Vec::new();
             for _ in 0..count {
@@ -787,7 +1040,10 @@ impl<'a, W: Write> Replay<'a, W> {
             }
             (made, None)
         })?;
-        self.sets.entry(set.to_string()).or_default().extend(made);
+        self.sets
+            .entry(set.to_string())
+            .or_default()
+            .extend(made.into_iter().map(|member| Owned { maker, member }));
         match error {
             None => Ok(()),
             Some(error) => Err(error.into()),
@@ -796,13 +1052,12 @@ impl<'a, W: Write> Replay<'a, W> {
 
     /// Frees the oldest `count` (default: all) live members of `set` on
     /// `by`'s thread (default: this one). Nothing is freed if there are too
-    /// few.
+    /// few, or if `by` is frozen.
     fn free(&mut self, set: &str, count: Option<u64>, by: Option<&str>) -> Result<(), RunError> {
         if let Some(task) = by {
             self.task_ref(task)?;
         }
-        let members = self.set(set)?;
-        let live = members.len();
+        let live = self.live(set)?;
         let take = match count {
             None => live,
             Some(count) => match usize::try_from(count) {
@@ -816,21 +1071,27 @@ impl<'a, W: Write> Replay<'a, W> {
                 }
             },
         };
-        let batch: Vec<Member> = members.drain(..take).collect();
+        if let Some(task) = by {
+            self.thawed(task)?;
+        }
+        let batch: Vec<Owned> = self.set(set)?.drain(..take).collect();
         match by {
             None => drop(batch),
-            Some(task) => self.task_ref(task)?.run(task, move || drop(batch))?,
+            Some(task) => {
+                let thread = self.task_ref(task)?;
+                thread.command(task, &self.hierarchy, move || drop(batch))?;
+            }
         }
         Ok(())
     }
 
     /// The live members of `set`, forgetting those reclaim dropped.
-    fn set(&mut self, set: &str) -> Result<&mut VecDeque<Member>, RunError> {
+    fn set(&mut self, set: &str) -> Result<&mut VecDeque<Owned>, RunError> {
         let members = self
             .sets
             .get_mut(set)
             .ok_or_else(|| RunError::NoSet(set.to_string()))?;
-        members.retain(Member::is_live);
+        members.retain(|owned| owned.member.is_live());
         Ok(members)
     }
 
@@ -839,9 +1100,7 @@ impl<'a, W: Write> Replay<'a, W> {
     }
 
     fn task_ref(&self, name: &str) -> Result<&Task, RunError> {
-        self.tasks
-            .get(name)
-            .ok_or_else(|| RunError::NoTask(name.to_string()))
+        self.tasks.get(name).ok_or_else(|| self.no_task(name))
     }
 
     fn expect(

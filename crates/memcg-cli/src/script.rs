@@ -97,12 +97,16 @@ pub enum Command {
         /// The interface file.
         file: String,
     },
-    /// `task NAME PATH`: start thread NAME attached to PATH, or move it there.
+    /// `task NAME PATH [killable]`: start thread NAME attached to PATH, or
+    /// move it there.
     Task {
         /// The thread's name.
         name: String,
         /// The group to attach it to.
         path: String,
+        /// A killable unit (S14): `cgroup.kill` and the OOM killer can kill
+        /// it. Per line: a move without `killable` makes it a plain task.
+        killable: bool,
     },
     /// `thread NAME`: start thread NAME never attached; it charges the
     /// hierarchy's default group (S12).
@@ -747,10 +751,19 @@ fn parse_arguments(name: &str, args: &mut Args<'_>) -> Result<Command, Problem> 
             path: args.path()?,
             file: args.file()?,
         },
-        "task" => Command::Task {
-            name: args.name("NAME")?,
-            path: args.path()?,
-        },
+        "task" => {
+            let name = args.name("NAME")?;
+            let path = args.path()?;
+            let killable = args.peek().is_some();
+            if killable {
+                args.keyword("killable")?;
+            }
+            Command::Task {
+                name,
+                path,
+                killable,
+            }
+        }
         "thread" => Command::Thread {
             name: args.name("NAME")?,
         },
@@ -887,8 +900,9 @@ pub const COMMANDS: [CommandSpec; 18] = [
     ),
     spec(
         "task",
-        "task NAME PATH",
-        "start thread NAME attached to PATH, or move it there",
+        "task NAME PATH [killable]",
+        "start thread NAME attached to PATH, or move it there; \
+         killable: cgroup.kill and the OOM killer may kill it",
     ),
     spec(
         "thread",
@@ -1179,9 +1193,38 @@ mod tests {
             Command::Task {
                 name: s("t"),
                 path: s("/a/b"),
+                killable: false,
             }
         );
         assert_eq!(one("exit t"), Command::Exit { name: s("t") });
+    }
+
+    /// S14: `task NAME PATH killable`; any other word after PATH is a
+    /// syntax error naming the keyword.
+    #[test]
+    fn a_task_may_be_killable() {
+        assert_eq!(
+            one("task t /a killable"),
+            Command::Task {
+                name: s("t"),
+                path: s("/a"),
+                killable: true,
+            }
+        );
+        assert_eq!(
+            problem("task t /a killabel"),
+            Problem::Keyword {
+                keyword: "killable",
+                found: s("killabel"),
+            }
+        );
+        assert_eq!(problem("task t /a killable now"), Problem::Extra(s("now")));
+        assert_eq!(
+            parse("t.mcg", "task t /a killabel")
+                .unwrap_err()
+                .to_string(),
+            "t.mcg:1: expected `killable`, found `killabel`; usage: task NAME PATH [killable]"
+        );
     }
 
     /// S12: `thread`, `spawn ... by` and `default`.

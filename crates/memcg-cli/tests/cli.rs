@@ -340,3 +340,117 @@ fn replay_help_lists_commands_operators_errors_caps_and_exit_codes() {
     assert!(help.contains(&MAX_MEMBERS.to_string()), "{help}");
     assert!(help.contains(&MAX_BYTES.to_string()), "{help}");
 }
+
+/// S14, §5: a task `cgroup.kill` ended is `not-found` in every command that
+/// names a task, with a message that says it was killed; `task` with its
+/// name starts a new one.
+#[test]
+fn a_killed_tasks_commands_are_not_found() {
+    let setup = "mkdir /a\ntask k /a killable\ntask p /a\ncache c 64\n\
+                 kmem k 4K 1 as s\nwrite /a cgroup.kill 1\n";
+    let commands = [
+        "alloc k c 1 as s",
+        "kmem k 4K 1 as s",
+        "anon k 4K as s",
+        "file k 4K as s",
+        "free s by k",
+        "spawn x by k",
+        "exit k",
+    ];
+    let mut wrong = Vec::new();
+    for command in commands {
+        let matched = replay(&format!("{setup}expect-fail not-found {command}\n"));
+        if matched.status.code() != Some(0) {
+            wrong.push(format!(
+                "expect-fail not-found {command}: {}",
+                stderr(&matched)
+            ));
+        }
+        let bare = replay(&format!("{setup}{command}\n"));
+        let message = stderr(&bare);
+        let want = "not-found: task `k` was killed (cgroup.kill or the OOM killer)";
+        if bare.status.code() != Some(1) || !message.contains(want) {
+            wrong.push(format!("{command}: {:?} {message}", bare.status));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let again = replay(&format!(
+        "{setup}task k /a\nkmem k 4K 1 as s\nexpect-live s == 1\n"
+    ));
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+}
+
+/// S14, §5: the charge that sets off an OOM kill still fails `limit`, and
+/// the victim has ended and freed its members before the next command:
+/// the very next line sees the memory back and the task gone.
+#[test]
+fn an_oom_kill_fails_the_charge_and_frees_the_victim_before_the_next_command() {
+    let script = "mkdir /p\nwrite /p memory.max 64K\nmkdir /p/v\nmkdir /p/c\n\
+                  task v /p/v killable\ntask c /p/c\nkmem v 4K 12 as big\n\
+                  expect-fail limit kmem c 4K 8 as small\n\
+                  expect /p memory.current == 16K\nexpect-live big == 0\n\
+                  expect-live small == 4\nexpect /p/v memory.events:oom_kill == 1\n\
+                  expect-fail not-found kmem v 4K 1 as big\nkmem c 4K 12 as small\n";
+    let output = replay(script);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+
+    // Without expect-fail, the charge's failure is `limit`, naming the limit.
+    let output = replay("mkdir /p\nwrite /p memory.max 8K\ntask v /p killable\nkmem v 4K 3 as k\n");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).starts_with("<stdin>:4: kmem v 4K 3 as k: limit: "),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// S15, §5: every command that runs on a task of a frozen group (frozen
+/// there or above) fails `again` and does nothing; reads go on; after the
+/// thaw the same commands run.
+#[test]
+fn commands_for_a_frozen_task_are_again() {
+    let setup = "mkdir /f\nmkdir /f/c\nmkdir /g\ntask t /f/c killable\ncache c 64\n\
+                 kmem t 4K 1 as s\nwrite /f cgroup.freeze 1\n";
+    let commands = [
+        "alloc t c 1 as s",
+        "kmem t 4K 1 as s",
+        "anon t 4K as s",
+        "file t 4K as s",
+        "free s by t",
+        "spawn x by t",
+        "task t /g",
+        "task t /g killable",
+        "exit t",
+    ];
+    let mut wrong = Vec::new();
+    for command in commands {
+        let matched = replay(&format!(
+            "{setup}expect-fail again {command}\nexpect-live s == 1\n\
+             expect /f memory.current == 4K\nread /f/c cgroup.procs\n\
+             write /f cgroup.freeze 0\n{command}\n"
+        ));
+        if matched.status.code() != Some(0) {
+            wrong.push(format!("expect-fail again {command}: {}", stderr(&matched)));
+        }
+        let bare = replay(&format!("{setup}{command}\n"));
+        let message = stderr(&bare);
+        let want = "again: task `t` is frozen: /f/c has cgroup.freeze 1 on it or an ancestor";
+        if bare.status.code() != Some(1) || !message.contains(want) {
+            wrong.push(format!("{command}: {:?} {message}", bare.status));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// §5: `killable` is the only word `task` takes after PATH; a misspelling
+/// is a syntax error naming FILE:LINE, and nothing runs.
+#[test]
+fn a_misspelled_killable_is_a_syntax_error_naming_file_and_line() {
+    let output = replay("mkdir /a\ntask t /a killabel\nread / cgroup.stat\n");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty(), "nothing ran");
+    assert_eq!(
+        stderr(&output).trim_end(),
+        "<stdin>:2: expected `killable`, found `killabel`; usage: task NAME PATH [killable]"
+    );
+}

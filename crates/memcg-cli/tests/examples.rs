@@ -59,8 +59,11 @@ fn every_example_replays_successfully() {
     examples.sort();
     for name in [
         "errors.mcg",
+        "freeze.mcg",
+        "kill.mcg",
         "limits.mcg",
         "nested.mcg",
+        "oom-group-kill.mcg",
         "reclaimable.mcg",
         "seed.mcg",
         "slab.mcg",
