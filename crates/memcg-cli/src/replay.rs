@@ -456,18 +456,16 @@ fn safe_point(hierarchy: &Hierarchy) {
 /// a kill reached this thread's killable unit (S14), by
 /// [`memcg::check_killed`]. That waits while the thread's group is frozen
 /// unless the unit was killed (a kill overrides a freeze), so a frozen
-/// thread calls it only when its guard says killed: the library has no
-/// other question that does not wait, and the guard tells through its
-/// `Debug` only (`KillableGuard { killed: true }`). Were that to change, a
-/// frozen killed task would end at the first command after its thaw
-/// instead, never hang the script.
+/// thread calls it only when its guard says killed
+/// ([`KillableGuard::is_killed`](memcg::KillableGuard::is_killed), which
+/// does not wait).
 fn killed_here(hierarchy: &Hierarchy) -> bool {
     KILLABLE.with(|k| {
         let k = k.borrow();
         let Some(guard) = k.as_ref() else {
             return false;
         };
-        if is_frozen(&hierarchy.current_group()) && !format!("{guard:?}").contains("killed: true") {
+        if is_frozen(&hierarchy.current_group()) && !guard.is_killed() {
             return false;
         }
         memcg::check_killed().is_err()

@@ -88,7 +88,10 @@ impl Unit {
             self.oom_victim.store(true, Release);
             group.event(Event::OomKill);
         }
-        // A thread waiting out a freeze sees the kill.
+        // A thread waiting out a freeze sees the kill (under the lock it
+        // waits with, so the notice cannot fall between its check and its
+        // wait).
+        let _l = lock(&FROZEN_THREADS.0);
         FROZEN_THREADS.1.notify_all();
         lock(&self.waker).take()
     }

@@ -194,6 +194,14 @@ impl std::fmt::Debug for KillableGuard {
     }
 }
 
+impl KillableGuard {
+    /// Whether a kill reached this thread's unit, without waiting (unlike
+    /// [`check_killed`], which waits out a freeze).
+    pub fn is_killed(&self) -> bool {
+        self.unit.is_killed()
+    }
+}
+
 impl Drop for KillableGuard {
     fn drop(&mut self) {
         self.unit.end();
