@@ -97,11 +97,16 @@
 //! collections. With the feature `prometheus`, `metrics` exposes every
 //! group's files to a `prometheus-client` registry.
 //!
-//! `unsafe` lives in the allocator layer (`slab`, `large`, `kmem`, `global`)
-//! and in the kmem context pointer: the context's owner pointer and the
-//! counted context references kept as raw pointers by the charge and object
-//! stocks and the thread's current context (`context`, `stock`, `objstock`,
-//! `current`); every block says why it is sound.
+//! `unsafe` lives in the allocator layer (`alloc/`: `slab`, `large`,
+//! `kmem`, `global`) and in the kmem context pointer: the context's owner
+//! pointer and the counted context references kept as raw pointers by the
+//! charge and object stocks and the thread's current group
+//! (`group/kmem_context`, `accounting/charge_stock`, `accounting/object_stock`,
+//! `accounting/current`); besides, three FFI calls (`pthread_atfork` in
+//! `fork`, `write` in `reentrancy`, the deferred worker's thread handle) and
+//! the `Allocator` impl of [`GroupAllocator`]. Every block says why it is
+//! sound. `ARCHITECTURE.md` maps the folders, the flow of an allocation, a
+//! removal and a reclaim, and where each semantic lives.
 
 #![warn(missing_docs)]
 // Under loom the charge stocks are bypassed, which leaves their code unused.

@@ -1,5 +1,5 @@
 //! The shrinker interface (the kernel's memcg-aware shrinkers): what
-//! a program registers on a hierarchy so that reclaim (layer 5) can free its
+//! a program registers on a hierarchy so that reclaim (layer 4, `reclaim/`) can free its
 //! reclaimable memory, group by group.
 
 /// Which pass of reclaim a [`Shrinker`] belongs to.

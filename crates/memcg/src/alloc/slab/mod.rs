@@ -12,7 +12,8 @@
 //!   when a second context allocates from it, it gets an *object vector*,
 //!   kept outside the span, holding the context of each slot. An object is
 //!   charged its slot (plus its vector entry, in a slab with a vector), in
-//!   bytes, through the thread's object stock (`objstock`), and a free from
+//!   bytes, through the thread's object stock (`accounting::object_stock`, reached
+//!   only through the hook `accounting::slab_hook`), and a free from
 //!   any thread uncharges the object's own context. A removed group leaves
 //!   its context and nothing else (S3).
 //! - **Isolated** ([`SlabCache::isolated`], the seed's design): a group's
@@ -22,7 +23,7 @@
 //!   its last object is freed (S6).
 //!
 //! Module map: `fast` is the fast path (one screen); `heap` the thread's
-//! heaps and slow paths; `page` the slab and its ownership rules; `remote` the lock-free remote-free list; `cache`
+//! heaps and slow paths; `slab` the slab (`struct Slab`) and its ownership rules; `remote` the lock-free remote-free list; `cache`
 //! refills, lists, dead caches and reclaim; `segment` memory from the OS.
 //!
 //! ```
