@@ -11,7 +11,17 @@
 //! - over `memory.high`, a tenant's writes get 503, decided from its
 //!   `memory.events` (see [`Tenant::over_high`]), not from a failed
 //!   allocation;
-//! - a write that makes it hit `memory.max` is undone and gets 507.
+//! - a write that makes it hit `memory.max` is undone and gets 507;
+//! - a tenant that runs past its `memory.max` has its requests in flight
+//!   killed (S14): each request is a killable unit of its tenant's group,
+//!   bound with memcg's tower layer [`memcg::KillableLayer`], and every
+//!   tenant's group has `memory.oom.group` 1, so the OOM killer stops all of
+//!   them; each is dropped inside the group, giving back what it allocated
+//!   (an upload in flight is copied into the tenant as it arrives), and
+//!   answered 507, while the other tenants are served.
+//!
+//! An operator can freeze a tenant (its requests wait, S15), thaw it, and
+//! kill its requests in flight.
 //!
 //! Deleting a tenant removes its group at once (S1); its values stay
 //! readable, charged to `/tenants`, and uncharge it as they are evicted
@@ -43,7 +53,7 @@ mod store;
 
 pub use metrics::metrics_text;
 pub use routes::router;
-pub use store::{read_bytes, Service, StoreError, Tenant, Values};
+pub use store::{read_bytes, Admitted, Service, StoreError, Tenant, Values, MAX_VALUE_BYTES};
 
 use axum::serve::ListenerExt;
 use std::sync::Arc;

@@ -8,6 +8,11 @@
 //! kmem context bills now, the parent (`/tenants`), until the values are
 //! evicted (S2). The service keeps no handle on a removed group, so nothing
 //! keeps it dying once its in-flight requests are done.
+//!
+//! Each tenant's group has `memory.oom.group` 1, and its requests are
+//! killable units of it (S14, see [`router`](crate::router)): a tenant that
+//! runs past its `memory.max` has every request it has in flight killed,
+//! and what they allocated given back, while the other tenants are served.
 
 use bytes::Bytes;
 use memcg::{Group, Hierarchy};
@@ -35,7 +40,14 @@ pub enum StoreError {
     /// A bad tenant name or limit value (400).
     #[error("{0}")]
     Invalid(String),
+    /// A value longer than [`MAX_VALUE_BYTES`] (413).
+    #[error("value longer than {MAX_VALUE_BYTES} bytes")]
+    TooLarge,
 }
+
+/// The longest value a tenant may store: 2 MiB, axum's default body limit.
+/// A tenant's upload in flight is also held to its `memory.max`.
+pub const MAX_VALUE_BYTES: usize = 2 << 20;
 
 /// One tenant's values, with the sum of their lengths.
 #[derive(Debug, Default)]
@@ -159,6 +171,25 @@ impl Tenant {
     }
 }
 
+/// A write admitted by [`Service::admit_write`]: the tenant's `memory.events`
+/// `max` count when it was admitted.
+#[derive(Debug, Clone, Copy)]
+pub struct Admitted {
+    max_events: u64,
+}
+
+impl Admitted {
+    /// `Err(OverMax)` if `tenant` hit its `memory.max` since the write was
+    /// admitted (by this write's copy, or another request's): an upload
+    /// checks after each chunk, so it stops a chunk past the limit.
+    pub fn check(&self, tenant: &Tenant) -> Result<(), StoreError> {
+        if tenant.group.events().max != self.max_events {
+            return Err(StoreError::OverMax);
+        }
+        Ok(())
+    }
+}
+
 /// An interface file's value in bytes; `max` (no limit) reads as `u64::MAX`.
 pub fn read_bytes(group: &Group, file: &str) -> u64 {
     group
@@ -231,7 +262,14 @@ impl Service {
                 (self.hierarchy.create(&path).map_err(invalid)?, true)
             }
         };
-        let limits = [("memory.max", max), ("memory.high", high)];
+        // A new tenant's group is killed whole by the OOM killer (S14): a
+        // tenant past its memory.max loses all its requests in flight.
+        let oom_group = created.then_some("1");
+        let limits = [
+            ("memory.max", max),
+            ("memory.high", high),
+            ("memory.oom.group", oom_group),
+        ];
         let written = limits
             .iter()
             .filter_map(|&(file, v)| v.map(|v| (file, v)))
@@ -271,6 +309,9 @@ impl Service {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .unwrap_or_default();
+        // A frozen tenant's requests would wait for a thaw that cannot come
+        // once its group is removed: they run on, and find no tenant.
+        tenant.group.freeze(false);
         // Not busy: a group is busy only with children or attached threads,
         // and requests bind their futures to it without attaching.
         self.hierarchy
@@ -295,19 +336,32 @@ impl Service {
         Ok(())
     }
 
-    /// Store `value` under `key` for the live tenant (call inside the
-    /// tenant's group: the copy is what the tenant is charged for).
-    pub fn put_value(&self, tenant: &Tenant, key: String, body: &[u8]) -> Result<(), StoreError> {
+    /// Admit a write for the live tenant before its value is read: 503
+    /// over `memory.high` ([`Tenant::over_high`]). The [`Admitted`] write
+    /// then tells [`put_value`](Self::put_value) whether reading the value
+    /// made the tenant hit `memory.max`.
+    pub fn admit_write(&self, tenant: &Tenant) -> Result<Admitted, StoreError> {
         if tenant.over_high() {
             return Err(StoreError::OverHigh);
         }
-        let max_before = tenant.group.events().max;
-        // The body may sit in the connection's buffer, allocated outside
-        // the tenant's group: the tenant owns this copy.
-        let value = Bytes::from(body.to_vec());
-        if tenant.group.events().max != max_before {
-            return Err(StoreError::OverMax);
-        }
+        Ok(Admitted {
+            max_events: tenant.group.events().max,
+        })
+    }
+
+    /// Store `value` under `key` for the live tenant, admitted before the
+    /// value was read. `value` is the tenant's own copy, made inside its
+    /// group (the body may sit in the connection's buffer, allocated
+    /// outside it). 507 if the tenant hit `memory.max` since it was
+    /// admitted: the value is dropped again.
+    pub fn put_value(
+        &self,
+        tenant: &Tenant,
+        admitted: Admitted,
+        key: String,
+        value: Bytes,
+    ) -> Result<(), StoreError> {
+        admitted.check(tenant)?;
         let old = {
             let mut values = tenant.values.lock().unwrap_or_else(|e| e.into_inner());
             let values = values.as_mut().ok_or(StoreError::NoTenant)?;
@@ -315,6 +369,23 @@ impl Service {
         };
         drop(old);
         Ok(())
+    }
+
+    /// Freeze (`true`) or thaw the live tenant `name` (`cgroup.freeze`,
+    /// S15): while frozen its requests are held, not polled, and complete
+    /// after the thaw.
+    pub fn freeze(&self, name: &str, frozen: bool) -> Result<(), StoreError> {
+        let tenant = self.tenant(name).ok_or(StoreError::NoTenant)?;
+        tenant.group.freeze(frozen);
+        Ok(())
+    }
+
+    /// Kill every request of the live tenant `name` in flight
+    /// (`cgroup.kill`, S14): each gets 507, frozen ones too. Returns how
+    /// many were killed.
+    pub fn kill(&self, name: &str) -> Result<usize, StoreError> {
+        let tenant = self.tenant(name).ok_or(StoreError::NoTenant)?;
+        Ok(tenant.group.kill())
     }
 
     /// The value `key` of tenant `name`: a live tenant's, else a deleted

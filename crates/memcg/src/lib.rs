@@ -160,6 +160,10 @@ pub use thread::future::{FutureExt, InGroup};
 pub use thread::killable::{check_killed, Killable, KillableGuard};
 pub use thread::spawn::{spawn, Builder};
 pub use thread::task::{detach, throttle_point, EnterGuard};
+#[cfg(feature = "tower")]
+pub use thread::tower::{
+    KillableError, KillableLayer, KillableResponseFuture, KillableService, KilledAsError, OnKilled,
+};
 
 /// The page size: counters count pages, files report bytes.
 pub const PAGE_SIZE: usize = 4096;

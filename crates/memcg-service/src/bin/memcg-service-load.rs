@@ -9,17 +9,30 @@
 //! with values of 256 B to 4 KiB. It reports requests per second over the
 //! timed phase and latency percentiles of single requests.
 //!
+//! Each server runs two timed phases (their order alternates by round):
+//! `calm`, as above, and `runaway`, the same requests while a runaway
+//! tenant (`memory.max` 1M) has `--runaway-clients` clients of its own,
+//! on a thread of their own, upload 1.5 MiB values to it over and over.
+//! Under `MemcgAlloc` each of those uploads runs past the tenant's
+//! `memory.max` and is killed (507, its memory given back); under mimalloc
+//! nothing is charged and they are stored. The requests and latencies
+//! reported are the other tenants', side by side for both phases.
+//! `--runaway-clients 0` runs the calm phase only.
+//!
 //! ```text
 //! cargo build --release -p memcg-service
 //! target/release/memcg-service-load [--requests N] [--concurrency C]
 //!     [--tenants T] [--keys K] [--put-percent P] [--rounds R] [--workers W]
+//!     [--runaway-clients U]
 //! ```
 
 use bytes::Bytes;
-use memcg_service::client::Client;
+use memcg_service::client::{upload, Client};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // The client's own allocator, the same for both servers.
@@ -36,12 +49,48 @@ struct Load {
     put_percent: u64,
     rounds: usize,
     workers: Option<usize>,
+    runaway_clients: usize,
+}
+
+/// The runaway tenant: its `memory.max`, and the length of each value its
+/// clients upload (under the service's 2 MiB limit), sent in pieces.
+const RUNAWAY_MAX: &str = "1M";
+const RUNAWAY_BYTES: usize = 1536 << 10;
+const RUNAWAY_PIECE: usize = 64 << 10;
+
+/// A timed phase: with or without the runaway tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Calm,
+    Runaway,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Calm => "calm",
+            Phase::Runaway => "runaway",
+        }
+    }
+}
+
+/// What the runaway tenant's clients saw.
+#[derive(Debug, Clone, Copy, Default)]
+struct Runaway {
+    /// 507: killed (or refused at `memory.max`).
+    killed: usize,
+    /// 204: stored (nothing is charged under mimalloc).
+    stored: usize,
+    /// Other answers, and uploads that failed on the client's side.
+    other: usize,
 }
 
 /// What one timed phase measured.
 #[derive(Debug, Clone)]
 struct Run {
     server: &'static str,
+    phase: Phase,
+    runaway: Runaway,
     elapsed: Duration,
     requests: usize,
     /// Single-request latencies, sorted.
@@ -72,6 +121,7 @@ fn parse_args() -> Result<Load, String> {
         put_percent: 30,
         rounds: 2,
         workers: None,
+        runaway_clients: 2,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -85,6 +135,7 @@ fn parse_args() -> Result<Load, String> {
             "--put-percent" => load.put_percent = n.min(100) as u64,
             "--rounds" => load.rounds = n.max(1),
             "--workers" => load.workers = Some(n.max(1)),
+            "--runaway-clients" => load.runaway_clients = n,
             _ => return Err(format!("unknown option {arg}")),
         }
     }
@@ -120,7 +171,9 @@ fn start(binary: &str, workers: Option<usize>) -> Result<(Child, SocketAddr), St
     Ok((child, addr))
 }
 
-async fn drive(server: &'static str, addr: SocketAddr, load: Load) -> Run {
+/// Create the tenants (and the runaway one) and store every key once: not
+/// timed.
+async fn setup(addr: SocketAddr, load: Load) {
     let mut admin = Client::connect(addr).await.expect("connect");
     for t in 0..load.tenants {
         let (status, _) = admin
@@ -129,7 +182,9 @@ async fn drive(server: &'static str, addr: SocketAddr, load: Load) -> Run {
             .expect("create tenant");
         assert!(status.is_success(), "create t{t}: {status}");
     }
-    // Every key once, not timed.
+    let path = format!("/tenants/runaway?max={RUNAWAY_MAX}");
+    let (status, _) = admin.put(&path, Bytes::new()).await.expect("create");
+    assert!(status.is_success(), "create runaway: {status}");
     let preload: Vec<_> = (0..load.concurrency)
         .map(|task| {
             tokio::spawn(async move {
@@ -148,7 +203,61 @@ async fn drive(server: &'static str, addr: SocketAddr, load: Load) -> Run {
     for p in preload {
         p.await.expect("preload task");
     }
+}
 
+/// The runaway tenant's clients, on a thread and runtime of their own (the
+/// other tenants' client is not slowed by theirs), until `stop`: each
+/// uploads a value of `RUNAWAY_BYTES` to the runaway tenant, again and
+/// again, each on a new connection.
+fn start_runaway(
+    addr: SocketAddr,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Runaway> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runaway runtime");
+        runtime.block_on(async move {
+            let tasks: Vec<_> = (0..clients)
+                .map(|i| {
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        let mut seen = Runaway::default();
+                        let path = format!("/tenants/runaway/values/big{i}");
+                        while !stop.load(Relaxed) {
+                            let status =
+                                upload(addr, &path, RUNAWAY_BYTES, RUNAWAY_PIECE, Duration::ZERO)
+                                    .await;
+                            match status.map(|s| s.as_u16()) {
+                                Ok(507) => seen.killed += 1,
+                                Ok(204) => seen.stored += 1,
+                                _ => seen.other += 1,
+                            }
+                        }
+                        seen
+                    })
+                })
+                .collect();
+            let mut all = Runaway::default();
+            for t in tasks {
+                let seen = t.await.expect("runaway task");
+                all.killed += seen.killed;
+                all.stored += seen.stored;
+                all.other += seen.other;
+            }
+            all
+        })
+    })
+}
+
+/// One timed phase: the other tenants' requests, with the runaway tenant's
+/// clients running meanwhile in the `Runaway` phase.
+async fn drive(server: &'static str, addr: SocketAddr, load: Load, phase: Phase) -> Run {
+    let stop = Arc::new(AtomicBool::new(false));
+    let runaway =
+        (phase == Phase::Runaway).then(|| start_runaway(addr, load.runaway_clients, stop.clone()));
     let start = Instant::now();
     let tasks: Vec<_> = (0..load.concurrency)
         .map(|task| {
@@ -191,9 +300,15 @@ async fn drive(server: &'static str, addr: SocketAddr, load: Load) -> Run {
         errors += e;
     }
     let elapsed = start.elapsed();
+    stop.store(true, Relaxed);
+    let runaway = runaway
+        .map(|t| t.join().expect("runaway thread"))
+        .unwrap_or_default();
     latencies.sort_unstable();
     Run {
         server,
+        phase,
+        runaway,
         elapsed,
         requests: latencies.len(),
         latencies,
@@ -227,20 +342,31 @@ fn main() -> std::process::ExitCode {
         load.requests, load.put_percent, load.concurrency, load.tenants, load.keys, load.rounds
     );
     println!(
-        "{:<10} {:>5} {:>10} {:>9} {:>9} {:>9} {:>7}",
-        "server", "round", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "errors"
+        "{:<10} {:<8} {:>5} {:>10} {:>9} {:>9} {:>9} {:>7} {:>17}",
+        "server",
+        "phase",
+        "round",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "errors",
+        "runaway 507/204/-"
     );
     let servers = [
         ("MemcgAlloc", "memcg-service"),
         ("mimalloc", "memcg-service-mimalloc"),
     ];
-    let mut runs: Vec<(usize, Run)> = Vec::new();
+    let mut phases = vec![Phase::Calm];
+    if load.runaway_clients > 0 {
+        phases.push(Phase::Runaway);
+    }
+    let mut runs: Vec<Run> = Vec::new();
     for round in 0..load.rounds {
-        let order: Vec<_> = if round % 2 == 0 {
-            servers.to_vec()
-        } else {
-            servers.iter().rev().copied().collect()
-        };
+        let mut order = servers.to_vec();
+        if round % 2 == 1 {
+            order.reverse();
+        }
         for (name, binary) in order {
             let (mut child, addr) = match start(binary, load.workers) {
                 Ok(c) => c,
@@ -249,42 +375,81 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            let run = runtime.block_on(drive(name, addr, load));
+            runtime.block_on(setup(addr, load));
+            let mut order = phases.clone();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for phase in order {
+                let run = runtime.block_on(drive(name, addr, load, phase));
+                let r = run.runaway;
+                let runaway = match phase {
+                    Phase::Calm => String::new(),
+                    Phase::Runaway => format!("{}/{}/{}", r.killed, r.stored, r.other),
+                };
+                println!(
+                    "{:<10} {:<8} {:>5} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7} {:>17}",
+                    run.server,
+                    phase.name(),
+                    round + 1,
+                    run.rps(),
+                    ms(run.percentile(0.50)),
+                    ms(run.percentile(0.99)),
+                    ms(run.percentile(0.999)),
+                    run.errors,
+                    runaway
+                );
+                runs.push(run);
+            }
+            if load.runaway_clients > 0 {
+                let mut admin = runtime.block_on(Client::connect(addr)).expect("connect");
+                let (_, stats) = runtime
+                    .block_on(admin.get("/tenants/runaway/stats"))
+                    .expect("runaway stats");
+                let stats: serde_json::Value = serde_json::from_slice(&stats).unwrap_or_default();
+                println!(
+                    "  {name} runaway tenant: memory.peak {}, memory.current {}, memory.events oom_kill {}, oom_group_kill {}",
+                    stats["memory.peak"],
+                    stats["memory.current"],
+                    stats["memory.events"]["oom_kill"],
+                    stats["memory.events"]["oom_group_kill"]
+                );
+            }
             let _ = child.kill();
             let _ = child.wait();
-            println!(
-                "{:<10} {:>5} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7}",
-                run.server,
-                round + 1,
-                run.rps(),
-                ms(run.percentile(0.50)),
-                ms(run.percentile(0.99)),
-                ms(run.percentile(0.999)),
-                run.errors
-            );
-            runs.push((round, run));
         }
     }
-    let summary = |server: &str| {
+    let summary = |server: &str, phase: Phase| {
         let mine: Vec<&Run> = runs
             .iter()
-            .filter(|(_, r)| r.server == server)
-            .map(|(_, r)| r)
+            .filter(|r| r.server == server && r.phase == phase)
             .collect();
         (
             median(mine.iter().map(|r| r.rps()).collect()),
             median(mine.iter().map(|r| ms(r.percentile(0.99))).collect()),
         )
     };
-    let (memcg_rps, memcg_p99) = summary("MemcgAlloc");
-    let (mi_rps, mi_p99) = summary("mimalloc");
-    println!(
-        "median of rounds: MemcgAlloc {memcg_rps:.0} req/s, p99 {memcg_p99:.3} ms; mimalloc {mi_rps:.0} req/s, p99 {mi_p99:.3} ms"
-    );
-    println!(
-        "MemcgAlloc / mimalloc: throughput {:.3}x, p99 latency {:.3}x",
-        memcg_rps / mi_rps,
-        memcg_p99 / mi_p99
-    );
+    println!("median of rounds, the other tenants' requests:");
+    for &phase in &phases {
+        let (memcg_rps, memcg_p99) = summary("MemcgAlloc", phase);
+        let (mi_rps, mi_p99) = summary("mimalloc", phase);
+        println!(
+            "  {:<8} MemcgAlloc {memcg_rps:.0} req/s, p99 {memcg_p99:.3} ms; mimalloc {mi_rps:.0} req/s, p99 {mi_p99:.3} ms; MemcgAlloc / mimalloc: throughput {:.3}x, p99 {:.3}x",
+            phase.name(),
+            memcg_rps / mi_rps,
+            memcg_p99 / mi_p99
+        );
+    }
+    if load.runaway_clients > 0 {
+        for server in ["MemcgAlloc", "mimalloc"] {
+            let (calm_rps, calm_p99) = summary(server, Phase::Calm);
+            let (run_rps, run_p99) = summary(server, Phase::Runaway);
+            println!(
+                "  {server}: with the runaway / without: throughput {:.3}x, p99 {:.3}x",
+                run_rps / calm_rps,
+                run_p99 / calm_p99
+            );
+        }
+    }
     std::process::ExitCode::SUCCESS
 }

@@ -15,3 +15,5 @@ pub(crate) mod future;
 pub(crate) mod killable;
 pub(crate) mod spawn;
 pub(crate) mod task;
+#[cfg(feature = "tower")]
+pub(crate) mod tower;
