@@ -397,3 +397,20 @@ fn a_thawed_thread_goes_on() {
     worker.join().unwrap();
     assert!(done.load(SeqCst));
 }
+
+/// A frozen group that is removed lets its futures go: no thaw could
+/// reach it any more (they run where its charges go, its parent).
+#[test]
+fn removing_a_frozen_group_releases_its_futures() {
+    let h = Hierarchy::new();
+    let g = h.create("/gone").unwrap();
+    g.freeze(true);
+    let count = Arc::new(Count(AtomicUsize::new(0)));
+    let waker = Waker::from(count.clone());
+    let mut f = Box::pin(async { 5 }.in_group(g.clone()));
+    assert!(poll_once(&mut f, &waker).is_pending(), "frozen");
+    h.remove("/gone").unwrap();
+    h.quiesce();
+    eventually("the removal wakes it", || count.0.load(SeqCst) > 0);
+    assert_eq!(poll_once(&mut f, &waker), Poll::Ready(5));
+}

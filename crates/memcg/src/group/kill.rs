@@ -306,9 +306,20 @@ pub(crate) fn count_bound(g: &GroupInner, delta: isize) {
     }
 }
 
-/// `g` was removed: its units move to the live group that owns its charges,
-/// so a kill of that group's subtree still finds them.
-pub(crate) fn adopt_units(g: &GroupInner, owner: &GroupInner) {
+/// `g` was removed (under the tree lock): its units move to the live group
+/// that owns its charges, so a kill of that group's subtree still finds
+/// them, and its futures are frozen no more (no thaw could reach a group
+/// out of the tree): they run where their charges go.
+pub(crate) fn on_removal(g: &GroupInner, owner: &GroupInner) {
     let moved = std::mem::take(&mut *lock(&g.units));
     lock(&owner.units).extend(moved.into_iter().filter(|u| u.alive()));
+    g.freeze.store(false, Release);
+    g.frozen.store(0, Release);
+    let waiters = std::mem::take(&mut *lock(&g.freeze_waiters));
+    lock(&OOM_WAKES).extend(waiters);
+    crate::group::events::note_event();
+    {
+        let _l = lock(&FROZEN_THREADS.0);
+        FROZEN_THREADS.1.notify_all();
+    }
 }

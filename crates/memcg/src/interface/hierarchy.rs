@@ -401,7 +401,7 @@ fn offline(common: &Common, tree: &mut Tree, group: &Arc<GroupInner>) {
         GroupInner::reparent_contexts(group, &parent);
     }
     crate::reclaim::user::reparent_pages(group, &parent);
-    crate::group::kill::adopt_units(group, &parent);
+    crate::group::kill::on_removal(group, &parent);
     crate::group::free_id(group.id);
 }
 

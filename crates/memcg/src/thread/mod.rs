@@ -5,7 +5,8 @@
 //! Owns: [`task`] (attaching threads, enter scopes, throttle points, task
 //! lists and the thread's exit), [`spawn`] (threads started in a group),
 //! [`future`] (futures polled in a group), [`killable`] (killable futures
-//! and threads, and their safe point `check_killed`: S14, S15).
+//! and threads, and their safe point `check_killed`: S14, S15), and with
+//! the feature `tower`, `tower` (a layer binding requests killable).
 //!
 //! May import: everything below, and `interface/` (the same layer: the
 //! [`Group`](crate::Group) handle these take, which in turn enters through
