@@ -86,6 +86,30 @@
 //! `memory.events` change, and a [`Group::pressure_trigger`] when its
 //! threads stalled on memory for a given time within a window.
 //!
+//! A runaway tenant is stopped, not the process (S14, S15): bind each
+//! request with [`FutureExt::in_group_killable`]; `cgroup.kill` (or
+//! [`Group::kill`]) and the OOM killer, when a charge cannot be met under a
+//! `memory.max` after reclaim, wake it, and its next poll drops the request
+//! inside its group and yields `Err(Killed)` (with the feature `tower`,
+//! `KillableLayer` does this for every request of a service). With
+//! `memory.oom.group` 1 a group's requests die together; `cgroup.freeze`
+//! ([`Group::freeze`]) holds them unpolled; threads learn at
+//! [`check_killed`].
+//!
+//! ```
+//! use memcg::FutureExt;
+//!
+//! let h = memcg::Hierarchy::new();
+//! let tenant = h.create("/tenant").unwrap();
+//! tenant.write("memory.oom.group", "1").unwrap();
+//! let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+//! let request = async { 42 }.in_group_killable(tenant.clone());
+//! assert_eq!(rt.block_on(request), Ok(42));
+//! let runaway = std::future::pending::<()>().in_group_killable(tenant.clone());
+//! tenant.write("cgroup.kill", "1").unwrap();
+//! assert_eq!(rt.block_on(runaway), Err(memcg::Killed));
+//! ```
+//!
 //! Layers, each on the ones before it (DESIGN.md §6): the
 //! [page counter](page_counter); groups ([`Hierarchy`], [`Group`]); kmem
 //! contexts and per-thread charge stocks; page-level kmem ([`KmemPages`]),
