@@ -16,11 +16,22 @@
 //!
 //! The *foreign* slot takes the frees of another context's objects (a
 //! thread freeing what another tenant allocated), so that such frees do not
-//! thrash the own slot. Both slots keep under [`STOCK_MAX`] bytes; the page
-//! counter sees whole pages only, in the cold paths here: a refill charges
-//! pages, an overflow or a drain uncharges whole pages and leaves the
-//! sub-page remainder with the context (`nr_bytes`, the kernel's
-//! `nr_charged_bytes`), which moves with it on reparenting.
+//! thrash the own slot. The page counter sees whole pages only, in the cold
+//! paths here: a refill charges pages, an overflow or a drain uncharges
+//! whole pages and leaves the sub-page remainder with the context
+//! (`nr_bytes`, the kernel's `nr_charged_bytes`), which moves with it on
+//! reparenting.
+//!
+//! The own slot keeps room on both sides after each trip to the page
+//! counter: its budget lives in `0..=`[`STOCK_MAX`] (two pages), a refill
+//! leaves it just under one page and an overflow just over one page. A
+//! thread that frees and allocates objects of mixed sizes moves its budget
+//! in a random walk, which then needs about a page's worth of net change to
+//! go to the page counter again. (With a one-page window, as the kernel's
+//! obj_stock has, a refill leaves the budget near the top and an overflow
+//! near the bottom, and a churn of mixed sizes crossed back at once: about
+//! one page-counter trip per 16 replacements, `tests/stock_batching.rs`.)
+//! The foreign slot keeps under [`FOREIGN_MAX`].
 //!
 //! Every page charged through a stock holds a reference on its context, so a
 //! context lives while any byte charged through it does: an object alive in
@@ -38,11 +49,15 @@ use crate::sync::{const_unless_loom, AtomicBool, AtomicIsize, AtomicPtr, AtomicU
 use crate::PAGE_SIZE;
 use std::ptr;
 
-/// The most pre-charged bytes a slot keeps: beyond it, whole pages go back
-/// (the kernel drains an obj_stock above a page too). So the slack all
-/// stocks hold for a group is under two pages per thread, which a charge at
-/// the group's limit cannot drain from other threads.
-pub(crate) const STOCK_MAX: usize = PAGE_SIZE;
+/// The most pre-charged bytes the own slot keeps: beyond it, whole pages go
+/// back but one (see the module doc). So the slack a thread's stock holds
+/// for a group is at most three pages, which a charge at the group's limit
+/// drains (`drain_remote`) before it reclaims.
+pub(crate) const STOCK_MAX: usize = 2 * PAGE_SIZE;
+
+/// The most bytes the foreign slot keeps: it only takes frees, so it needs
+/// no room below.
+const FOREIGN_MAX: usize = PAGE_SIZE;
 
 /// Drains by other threads that settled an own slot's budget (returned its
 /// bytes, or charged those its owner used since an earlier drain), and owner
@@ -100,6 +115,10 @@ pub(crate) struct ObjStock {
     fslab: [AtomicIsize; 2],
     /// Serializes the owner's slow paths with drainers.
     lock: AtomicBool,
+    /// How many times the own slot went to the page counter for its owner's
+    /// allocations and frees (a refill charged pages, an overflow returned
+    /// some). Written by the owner under the lock; for tests and studies.
+    trips: AtomicUsize,
 }
 
 /// Which `slab_*` statistic an object counts in.
@@ -175,6 +194,7 @@ impl ObjStock {
             fbytes: AtomicUsize::new(0),
             fslab: [AtomicIsize::new(0), AtomicIsize::new(0)],
             lock: AtomicBool::new(false),
+            trips: AtomicUsize::new(0),
         }
     }
     }
@@ -360,6 +380,7 @@ impl ObjStock {
         };
         let charged = charge::charge(ctx, pages, Stat::Kernel, nofail);
         let _l = self.locked();
+        self.count_trip();
         self.drain_own();
         self.put_own(held);
         charged?;
@@ -370,6 +391,16 @@ impl ObjStock {
             self.note_reclaimable(need);
         }
         Ok(())
+    }
+
+    fn count_trip(&self) {
+        self.trips.store(self.trips.load(Relaxed) + 1, Relaxed);
+    }
+
+    /// How many times the own slot went to the page counter for its owner's
+    /// allocations and frees (see the field).
+    pub(crate) fn page_trips(&self) -> usize {
+        self.trips.load(Relaxed)
     }
 
     /// Bytes charged (or taken from the context's remainder) join the
@@ -395,7 +426,7 @@ impl ObjStock {
         if !ptr::eq(self.ctx(), ctx) {
             let _l = self.lock_plain();
             let fbytes = self.fbytes.load(Relaxed) + need;
-            if ptr::eq(self.fctx.load(Relaxed), ctx) && fbytes <= STOCK_MAX {
+            if ptr::eq(self.fctx.load(Relaxed), ctx) && fbytes <= FOREIGN_MAX {
                 self.fbytes.store(fbytes, Relaxed);
                 let cell = &self.fslab[kind as usize];
                 set(cell, get(cell) - need as isize);
@@ -404,15 +435,17 @@ impl ObjStock {
         }
         let _l = self.locked();
         if self.ctx() == ctx {
-            // Overflow: keep the sub-page remainder, return whole pages.
+            // Overflow: return whole pages but one, keeping a page and the
+            // sub-page remainder (room on both sides, see the module doc).
             set(&self.budget, get(&self.budget) + need as isize);
             if kind == SlabKind::Reclaimable {
                 self.note_reclaimable(-(need as isize));
             }
             self.flush_stat_batched();
             let b = get(&self.budget).max(0) as usize;
-            let pages = b / PAGE_SIZE;
+            let pages = (b / PAGE_SIZE).saturating_sub(1);
             if pages > 0 {
+                self.count_trip();
                 self.add_precharged(-((pages * PAGE_SIZE) as isize));
                 // SAFETY: the own slot holds a counted reference.
                 let c = unsafe { CtxRef::clone_raw(ctx) };
@@ -432,7 +465,7 @@ impl ObjStock {
         set(cell, get(cell) - need as isize);
         let fbytes = self.fbytes.load(Relaxed) + need;
         self.fbytes.store(fbytes % PAGE_SIZE, Relaxed);
-        if fbytes > STOCK_MAX {
+        if fbytes > FOREIGN_MAX {
             // SAFETY: the foreign slot holds a counted reference.
             let c = unsafe { CtxRef::clone_raw(ctx) };
             self.flush_foreign_stat(&c);

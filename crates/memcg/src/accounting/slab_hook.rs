@@ -104,3 +104,9 @@ pub(crate) fn remote_drain_counts() -> (usize, usize) {
     let d = &super::object_stock::REMOTE_DRAINS;
     (d[0].load(Relaxed), d[1].load(Relaxed))
 }
+
+/// How many times `a` went to the page counter for its owner's objects (a
+/// refill charged pages, an overflow returned some).
+pub(crate) fn page_trips(a: &ObjectAccount) -> usize {
+    a.page_trips()
+}

@@ -404,6 +404,14 @@ pub fn remote_free_counts() -> (u64, u64) {
     heap::remote_free_counts()
 }
 
+/// How many times the calling thread's object stock went to the page
+/// counter for the thread's own allocations and frees: a refill that
+/// charged pages, or an overflow that returned some. Counted since the
+/// thread started; for tests and studies of the stock's batching.
+pub fn stock_page_trips() -> usize {
+    crate::accounting::slab_hook::page_trips(&heap::main().stock)
+}
+
 /// How many times another thread's drain settled a thread's own object
 /// stock (quiesce, removal, a limit: returned its bytes, or charged those
 /// its owner used since an earlier drain), and how many times an owner then
