@@ -29,7 +29,13 @@ pub(crate) const SPAN_SHIFTS: [usize; 5] = [12, 13, 14, 15, 16];
 /// Bytes of dirty free spans a pool keeps however long they are idle.
 pub(crate) const RESERVE_BYTES: usize = 1 << 20;
 /// Bytes of dirty free spans beyond which a pool returns the oldest at once.
-pub(crate) const DIRTY_MAX_BYTES: usize = 16 << 20;
+/// Large enough that a program which frees and rebuilds a structure of
+/// hundreds of MiB faults its pages in once (at 16 MiB, the `json`
+/// benchmark faulted 354k pages to mimalloc's 3k, and lost a quarter of its
+/// time there; `tests/rebuild_faults.rs`); it bounds what a pool keeps when
+/// no span is taken or freed for long, since the decay, as jemalloc's
+/// without its background thread and mimalloc's, runs on allocator activity.
+pub(crate) const DIRTY_MAX_BYTES: usize = 256 << 20;
 /// How long a dirty free span beyond the reserve may stay idle.
 pub(crate) const DECAY_MS: u64 = 1000;
 
