@@ -12,12 +12,12 @@ use std::thread;
 fn charged(cache: SlabCache) -> u64 {
     // Under `hardened` every shared slab keeps a vector (its entries mark
     // freed slots), so every object pays its entry.
-    cache.slot_size() as u64 + if cfg!(feature = "hardened") { ENTRY } else { 0 }
+    cache.slot_size() as u64 + if memcg::slab::HARDENED { ENTRY } else { 0 }
 }
 
 /// Bytes of an object-vector entry, charged with each object allocated
 /// into a slab that has a vector.
-const ENTRY: u64 = std::mem::size_of::<usize>() as u64;
+const ENTRY: u64 = memcg::slab::VECTOR_ENTRY_BYTES as u64;
 
 fn num(h: &Hierarchy, path: &str, file: &str) -> u64 {
     h.quiesce();

@@ -38,9 +38,12 @@
 //! };
 //! h.quiesce();
 //! // 100 objects of 192 bytes in slabs of this group alone, each charged
-//! // its slot: 19,200 bytes of slab, five pages charged.
+//! // its slot: 19,200 bytes of slab, five pages charged. (A `hardened`
+//! // build charges each its vector entry too: 20,000 bytes.)
+//! let each = 192 + if memcg::slab::HARDENED { memcg::slab::VECTOR_ENTRY_BYTES } else { 0 };
 //! assert_eq!(job.read("memory.current").unwrap(), "20480\n");
-//! assert!(job.read("memory.stat").unwrap().contains("slab_reclaimable 19200\n"));
+//! let stat = job.read("memory.stat").unwrap();
+//! assert!(stat.contains(&format!("slab_reclaimable {}\n", 100 * each)));
 //! // Reclaimable: memory.reclaim frees them, oldest first.
 //! job.write("memory.reclaim", "20K").unwrap();
 //! assert!(objects.iter().all(|o| !o.is_live()));
@@ -425,6 +428,18 @@ pub fn remote_drain_counts() -> (usize, usize) {
 pub fn flush_thread_cache() {
     heap::flush_local();
 }
+
+/// Bytes of an object's entry in its slab's object vector: an object in a
+/// slab with a vector (a mixed slab, or any shared slab when built
+/// [`HARDENED`]) is charged this beside its slot (S11).
+pub const VECTOR_ENTRY_BYTES: usize = slab::VECTOR_ENTRY_BYTES;
+
+/// Whether this build has the `hardened` feature (DESIGN.md §8): every shared
+/// slab then keeps an object vector from its first object, so that a double
+/// free is caught, and each object is charged its entry
+/// ([`VECTOR_ENTRY_BYTES`]) beside its slot. Scripts and tests that expect
+/// S11's byte counts read it to know which counts they get.
+pub const HARDENED: bool = cfg!(feature = "hardened");
 
 /// The size classes of [`SlabCache::kmalloc`]: 16-byte steps to 128, then
 /// four classes per power of two up to 8 KiB (at most 25% rounding waste).
