@@ -68,6 +68,55 @@ pub(crate) fn registered_pending() -> bool {
 #[cfg(all(loom, test))]
 pub(crate) use imp::wait_for_wake;
 
+/// Housekeeping of a layer above that is due a while after it is asked for
+/// (the slab layer returns dirty spans idle for its decay time to the OS):
+/// the worker runs it about [`TICK_PERIOD`] after [`arm_tick`], and again
+/// every period while it returns true. Without it, memory such housekeeping
+/// would return stayed with an idle program until its next allocation.
+static TICK: std::sync::OnceLock<fn() -> bool> = std::sync::OnceLock::new();
+
+/// Whether the registered tick is due to run (see [`TICK`]).
+static TICK_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How long after [`arm_tick`] the worker runs the tick.
+pub(crate) const TICK_PERIOD: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Register the upper layer's tick (once; later calls are ignored) and ask
+/// for it to run in about [`TICK_PERIOD`]. Statics only, never allocates:
+/// callable inside the allocator. Wakes the worker only when the tick was not
+/// asked for already. Without a worker (no hierarchy was made), nothing runs
+/// it, as before: the upper layer's own activity does the work.
+pub(crate) fn arm_tick(tick: fn() -> bool) {
+    use std::sync::atomic::Ordering::*;
+    let _ = TICK.set(tick);
+    if !TICK_ARMED.load(Relaxed) && !TICK_ARMED.swap(true, AcqRel) {
+        wake();
+    }
+}
+
+/// The worker, after a wait: run the tick if it is asked for and `since`
+/// (when the worker last ran it) is a period ago; re-arm it when it wants
+/// another. Returns whether it is still asked for.
+#[cfg(not(loom))]
+fn run_tick(last: &mut std::time::Instant) -> bool {
+    use std::sync::atomic::Ordering::*;
+    if !TICK_ARMED.load(Acquire) {
+        return false;
+    }
+    if last.elapsed() < TICK_PERIOD {
+        return true;
+    }
+    *last = std::time::Instant::now();
+    TICK_ARMED.store(false, Release);
+    let again = TICK
+        .get()
+        .is_some_and(|tick| std::panic::catch_unwind(tick).unwrap_or(false));
+    if again {
+        TICK_ARMED.store(true, Release);
+    }
+    again
+}
+
 #[cfg(not(loom))]
 mod imp {
     use crate::group::Common;
@@ -148,14 +197,20 @@ mod imp {
 
     fn worker() {
         let _internal = crate::reentrancy::Internal::enter();
+        let mut last_tick = std::time::Instant::now();
         loop {
             if !PENDING.swap(false, Acquire) {
                 // While a group with pressure triggers stalls, its triggers
                 // are looked at every POLL (a long stall fires while it
-                // lasts); otherwise only a wake-up brings the worker back.
+                // lasts); while the upper layer's tick is asked for, it runs
+                // every TICK_PERIOD; otherwise only a wake-up brings the
+                // worker back.
+                let ticking = super::run_tick(&mut last_tick);
                 if crate::group::pressure::polling() {
                     std::thread::park_timeout(crate::group::pressure::POLL);
                     let _ = std::panic::catch_unwind(crate::group::pressure::deliver);
+                } else if ticking {
+                    std::thread::park_timeout(super::TICK_PERIOD);
                 } else {
                     std::thread::park();
                 }

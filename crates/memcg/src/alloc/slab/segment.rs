@@ -10,8 +10,10 @@
 //! spans go back to the OS (`madvise(MADV_DONTNEED)`), oldest first, once
 //! they have been idle for [`DECAY_MS`] beyond the [`RESERVE_BYTES`] a pool
 //! always keeps, or at once beyond [`DIRTY_MAX_BYTES`]; the pools check on
-//! every span taken or freed (jemalloc's and mimalloc's decay, without a
-//! timer thread). The segment itself stays mapped. That keeps slab metadata
+//! every span taken or freed (jemalloc's and mimalloc's decay), and, while
+//! a pool keeps dirty spans beyond its reserve, the deferred worker checks
+//! every pool twice a second (jemalloc's background thread), so a program
+//! that goes idle after freeing gives the memory back too. The segment itself stays mapped. That keeps slab metadata
 //! type-stable (the kernel's `SLAB_TYPESAFE_BY_RCU` idea): a thread that
 //! freed an object and then notifies its slab's cache may find the slab
 //! reused, but never unmapped, and checks under the cache lock.
@@ -312,6 +314,25 @@ pub(crate) unsafe fn free_span(slab: &'static Slab) {
         p.dirty_tail = sp;
     }
     decay(&mut p, seg.span_shift, now);
+    if p.ndirty << seg.span_shift > RESERVE_BYTES {
+        // Dirty spans beyond the reserve decay even if the program stops
+        // allocating: the deferred worker runs decay_all soon.
+        crate::group::deferred::arm_tick(decay_all);
+    }
+}
+
+/// The deferred worker's tick: every pool returns its dirty spans idle for
+/// [`DECAY_MS`] beyond its reserve. True while some pool still keeps dirty
+/// spans beyond its reserve (they are not idle long enough yet).
+fn decay_all() -> bool {
+    let now = now_ms();
+    let mut again = false;
+    for (pool, shift) in POOLS.iter().zip(SPAN_SHIFTS) {
+        let mut p = crate::sync::lock_std(&pool.0);
+        decay(&mut p, shift, now);
+        again |= p.ndirty << shift > RESERVE_BYTES;
+    }
+    again
 }
 
 /// Return the oldest dirty spans to the OS: beyond [`DIRTY_MAX_BYTES`] at
