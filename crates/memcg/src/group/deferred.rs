@@ -94,7 +94,7 @@ pub(crate) fn arm_tick(tick: fn() -> bool) {
     }
 }
 
-/// The worker, after a wait: run the tick if it is asked for and `since`
+/// The worker, after a wait: run the tick if it is asked for and `last`
 /// (when the worker last ran it) is a period ago; re-arm it when it wants
 /// another. Returns whether it is still asked for.
 #[cfg(not(loom))]

@@ -13,8 +13,8 @@
 //! every span taken or freed (jemalloc's and mimalloc's decay), and, while
 //! a pool keeps dirty spans beyond its reserve, the deferred worker checks
 //! every pool twice a second (jemalloc's background thread), so a program
-//! that goes idle after freeing gives the memory back too. The segment itself stays mapped. That keeps slab metadata
-//! type-stable (the kernel's `SLAB_TYPESAFE_BY_RCU` idea): a thread that
+//! that goes idle after freeing gives the memory back too. The segment
+//! itself stays mapped. That keeps slab metadata type-stable (the kernel's `SLAB_TYPESAFE_BY_RCU` idea): a thread that
 //! freed an object and then notifies its slab's cache may find the slab
 //! reused, but never unmapped, and checks under the cache lock.
 
