@@ -14,9 +14,10 @@
 //! a pool keeps dirty spans beyond its reserve, the deferred worker checks
 //! every pool twice a second (jemalloc's background thread), so a program
 //! that goes idle after freeing gives the memory back too. The segment
-//! itself stays mapped. That keeps slab metadata type-stable (the kernel's `SLAB_TYPESAFE_BY_RCU` idea): a thread that
-//! freed an object and then notifies its slab's cache may find the slab
-//! reused, but never unmapped, and checks under the cache lock.
+//! itself stays mapped. That keeps slab metadata type-stable (the kernel's
+//! `SLAB_TYPESAFE_BY_RCU` idea): a thread that freed an object and then
+//! notifies its slab's cache may find the slab reused, but never unmapped,
+//! and checks under the cache lock.
 
 use super::slab::Slab;
 use std::cell::UnsafeCell;
