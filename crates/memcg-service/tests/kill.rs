@@ -10,51 +10,13 @@
 //! read after `Hierarchy::quiesce` once the workers are idle.
 
 use bytes::Bytes;
-use memcg::{global, Hierarchy};
 use memcg_service::client::{upload, Client};
-use memcg_service::{read_bytes, Service};
+use memcg_service::read_bytes;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[global_allocator]
-static A: memcg::MemcgAlloc = memcg::MemcgAlloc;
-
-/// Start the service with its tenants under `parent`; its address.
-async fn start(parent: &str) -> SocketAddr {
-    let svc = Service::new(global(), parent).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(memcg_service::serve(listener, svc));
-    addr
-}
-
-/// Run a test on the service's runtime, with two workers (a 2-core VM).
-fn run(test: impl std::future::Future<Output = ()>) {
-    memcg_service::runtime(Some(2)).unwrap().block_on(test);
-}
-
-fn h() -> &'static Hierarchy {
-    global()
-}
-
-fn current(path: &str) -> u64 {
-    read_bytes(&h().get(path).unwrap(), "memory.current")
-}
-
-/// `f()` once it reads at most `want`, waiting (at most 10 s) for the
-/// service to go idle: its workers return their stocks when they park. The
-/// last value read.
-async fn settled_at_most(want: u64, f: impl Fn() -> u64) -> u64 {
-    for _ in 0..1000 {
-        h().quiesce();
-        if f() <= want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    h().quiesce();
-    f()
-}
+mod common;
+use common::*;
 
 /// Wait (at most 10 s) until `f()` holds.
 async fn until(what: &str, f: impl Fn() -> bool) {
@@ -74,14 +36,6 @@ fn cgroup_event(path: &str, key: &str) -> u64 {
         .lines()
         .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {key} in {events:?}"))
-}
-
-async fn create(c: &mut Client, tenant: &str, limits: &str) {
-    let (status, _) = c
-        .put(&format!("/tenants/{tenant}{limits}"), Bytes::new())
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "create {tenant}");
 }
 
 /// A client that writes and reads back values of `tenant` until `stop`;

@@ -10,51 +10,12 @@
 //! `memcg_service::runtime`), a moment after the last response.
 
 use bytes::Bytes;
-use memcg::{global, Hierarchy};
 use memcg_service::client::Client;
-use memcg_service::{read_bytes, Service};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 
-#[global_allocator]
-static A: memcg::MemcgAlloc = memcg::MemcgAlloc;
-
-/// Start the service with its tenants under `parent`; its address.
-async fn start(parent: &str) -> SocketAddr {
-    let svc = Service::new(global(), parent).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(memcg_service::serve(listener, svc));
-    addr
-}
-
-/// Run a test on the service's runtime, with two workers (a 2-core VM).
-fn run(test: impl std::future::Future<Output = ()>) {
-    memcg_service::runtime(Some(2)).unwrap().block_on(test);
-}
-
-/// `f()` once the service is idle, waiting (at most 10 s) for it to read
-/// `want`: its workers return their object stocks when they park, a moment
-/// after the client has its last response. The last value read.
-async fn settled(want: u64, f: impl Fn() -> u64) -> u64 {
-    for _ in 0..1000 {
-        h().quiesce();
-        if f() == want {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    h().quiesce();
-    f()
-}
-
-fn h() -> &'static Hierarchy {
-    global()
-}
-
-fn current(path: &str) -> u64 {
-    read_bytes(&h().get(path).unwrap(), "memory.current")
-}
+mod common;
+use common::*;
 
 /// A value whose bytes tell its tenant, key and size apart.
 fn value(tenant: &str, key: &str, len: usize) -> Bytes {
@@ -73,15 +34,6 @@ fn value(tenant: &str, key: &str, len: usize) -> Bytes {
 /// that what a value is charged is its length (plus its 8-byte object
 /// vector entry), and the 10% tolerance is left to the map and the keys.
 const SIZES: [usize; 6] = [1024, 2048, 3072, 4096, 8192, 16384];
-
-/// Create `tenant` under `parent` with the query `limits`.
-async fn create(c: &mut Client, tenant: &str, limits: &str) {
-    let (status, _) = c
-        .put(&format!("/tenants/{tenant}{limits}"), Bytes::new())
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "create {tenant}");
-}
 
 /// Fill tenants concurrently: task `t` of `tasks` writes the keys
 /// `k{i}` with `i % tasks == t` of every tenant, then overwrites every
