@@ -37,6 +37,7 @@ mod protection;
 mod removal_cost;
 mod report;
 mod scenario;
+mod stepper;
 mod units;
 
 use std::path::PathBuf;

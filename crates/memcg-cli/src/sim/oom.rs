@@ -47,8 +47,6 @@
 //! one seed. What concurrent workers would vary — whose charge meets the
 //! limit first, hence in which round an OOM falls — the turn order fixes.
 
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use indicatif::ProgressBar;
@@ -58,6 +56,7 @@ use serde::Serialize;
 use super::plot::{Panel, Series, Unit};
 use super::report::{Report, Samples, Table};
 use super::scenario::{Oom, Size};
+use super::stepper::Stepper;
 use super::units::human_bytes;
 use super::{stat_bytes, stream, SimError};
 
@@ -261,81 +260,49 @@ impl Plan {
 }
 
 /// A worker thread attached to its group, running one step per order.
-struct Worker {
-    orders: Option<Sender<usize>>,
-    done: Receiver<Result<Done, memcg::Error>>,
-    thread: Option<JoinHandle<()>>,
-}
+type Worker = Stepper<Done>;
 
-impl Worker {
-    /// Start a worker in `group` (a killable unit if `killable`) and wait
-    /// until it is attached.
-    fn spawn(group: &Group, killable: bool, plan: Plan) -> Result<Worker, SimError> {
-        let (orders, inbox) = channel::<usize>();
-        let (outbox, done) = channel();
-        let name = group.path().trim_start_matches('/').replace('/', "-");
-        let g = group.clone();
-        let thread = memcg::Builder::new()
-            .name(name)
-            .spawn(move || {
-                let membership = match Membership::enter(&g, killable) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        let _ = outbox.send(Err(e));
-                        return;
-                    }
-                };
-                // Ready: attached.
-                let _ = outbox.send(Ok(Done::default()));
-                let mut held = Vec::new();
-                for round in inbox {
-                    let result = plan.step(round, &mut held);
-                    if matches!(result, Ok(Done { killed: true, .. })) {
-                        // Free, then leave: the unit ends as it leaves, and
-                        // the OOM killer may kill again.
-                        drop(std::mem::take(&mut held));
-                        drop(membership);
-                        let _ = outbox.send(result);
-                        return;
-                    }
-                    if outbox.send(result).is_err() {
-                        break;
-                    }
+/// Start a worker in `group` (a killable unit if `killable`) and wait until
+/// it is attached.
+fn spawn_worker(group: &Group, killable: bool, plan: Plan) -> Result<Worker, SimError> {
+    let name = group.path().trim_start_matches('/').replace('/', "-");
+    let g = group.clone();
+    let worker = Stepper::start(
+        |body| memcg::Builder::new().name(name).spawn(body),
+        move |inbox, outbox| {
+            let membership = match Membership::enter(&g, killable) {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = outbox.send(Err(e));
+                    return;
                 }
-                drop(held);
-                drop(membership);
-            })
-            .map_err(|e| SimError::engine(format!("spawn for {}", group.path()), e))?;
-        let worker = Worker {
-            orders: Some(orders),
-            done,
-            thread: Some(thread),
-        };
-        match worker.done.recv() {
-            Ok(Ok(_)) => Ok(worker),
-            Ok(Err(e)) => Err(SimError::engine(format!("enter {}", group.path()), e)),
-            Err(_) => panic!("a worker thread died"),
-        }
-    }
-
-    /// Run the step of round `round` and wait for it.
-    fn step(&self, round: usize) -> Result<Done, memcg::Error> {
-        let sent = self.orders.as_ref().is_some_and(|o| o.send(round).is_ok());
-        match self.done.recv() {
-            Ok(result) if sent => result,
-            _ => panic!("a worker thread died"),
-        }
-    }
-}
-
-impl Drop for Worker {
-    /// Stop the thread (if it still runs) and join it: what it held is
-    /// freed, and its charge stock given back, by the time this returns.
-    fn drop(&mut self) {
-        self.orders = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+            };
+            // Ready: attached.
+            let _ = outbox.send(Ok(Done::default()));
+            let mut held = Vec::new();
+            for round in inbox {
+                let result = plan.step(round, &mut held);
+                if matches!(result, Ok(Done { killed: true, .. })) {
+                    // Free, then leave: the unit ends as it leaves, and the
+                    // OOM killer may kill again.
+                    drop(std::mem::take(&mut held));
+                    drop(membership);
+                    let _ = outbox.send(result);
+                    return;
+                }
+                if outbox.send(result).is_err() {
+                    break;
+                }
+            }
+            drop(held);
+            drop(membership);
+        },
+    )
+    .map_err(|e| SimError::engine(format!("spawn for {}", group.path()), e))?;
+    match worker.unbidden() {
+        Some(Ok(_)) => Ok(worker),
+        Some(Err(e)) => Err(SimError::engine(format!("enter {}", group.path()), e)),
+        None => panic!("a worker thread died"),
     }
 }
 
@@ -419,7 +386,7 @@ fn run_variant(
                 worker: w,
                 ..plan
             };
-            let worker = Worker::spawn(&group, variant.killable(), plan)?;
+            let worker = spawn_worker(&group, variant.killable(), plan)?;
             slots.push(Slot {
                 group,
                 plan,
@@ -438,7 +405,7 @@ fn run_variant(
         progress.set_message(format!("{}: round {round}", variant.label()));
         for slot in &mut slots {
             if slot.worker.is_none() && slot.restart_at == Some(round) {
-                slot.worker = Some(Worker::spawn(&slot.group, variant.killable(), slot.plan)?);
+                slot.worker = Some(spawn_worker(&slot.group, variant.killable(), slot.plan)?);
                 slot.restart_at = None;
                 restarts += 1;
             }

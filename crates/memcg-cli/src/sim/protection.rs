@@ -30,8 +30,6 @@
 //! engine throttles there), and, where the engine has `memory.pressure`,
 //! its stall totals.
 
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use indicatif::ProgressBar;
@@ -41,6 +39,7 @@ use serde::Serialize;
 use super::plot::{Panel, Series, Unit};
 use super::report::{Report, Samples, Table};
 use super::scenario::Protection;
+use super::stepper::Stepper;
 use super::units::{human_bytes, human_ns};
 use super::{stat_bytes, SimError};
 
@@ -162,62 +161,31 @@ struct Done {
 }
 
 /// A thread attached to a group, running one step per order.
-struct Tenant {
-    orders: Option<Sender<usize>>,
-    done: Receiver<Result<Done, memcg::Error>>,
-    thread: Option<JoinHandle<()>>,
-}
+type Tenant = Stepper<Done>;
 
-impl Tenant {
-    /// Start a thread in `group` that runs `step(i)` for every step `i` it is
-    /// given, holding its pages until it is dropped.
-    fn spawn(
-        group: &Group,
-        mut step: impl FnMut(usize) -> Result<Done, memcg::Error> + Send + 'static,
-    ) -> Result<Tenant, SimError> {
-        let (orders, inbox) = channel::<usize>();
-        let (outbox, done) = channel();
-        let name = group.path().trim_start_matches('/').replace('/', "-");
-        let thread = memcg::Builder::new()
-            .name(name)
-            .spawn_in(group, move || {
-                for i in inbox {
-                    let t = Instant::now();
-                    let result = step(i).map(|d| Done {
-                        ns: t.elapsed().as_nanos() as u64,
-                        ..d
-                    });
-                    if outbox.send(result).is_err() {
-                        break;
-                    }
+/// Start a thread in `group` that runs `step(i)` for every step `i` it is
+/// given, holding its pages until it is dropped.
+fn spawn_tenant(
+    group: &Group,
+    mut step: impl FnMut(usize) -> Result<Done, memcg::Error> + Send + 'static,
+) -> Result<Tenant, SimError> {
+    let name = group.path().trim_start_matches('/').replace('/', "-");
+    Stepper::start(
+        |body| memcg::Builder::new().name(name).spawn_in(group, body),
+        move |inbox, outbox| {
+            for i in inbox {
+                let t = Instant::now();
+                let result = step(i).map(|d| Done {
+                    ns: t.elapsed().as_nanos() as u64,
+                    ..d
+                });
+                if outbox.send(result).is_err() {
+                    break;
                 }
-            })
-            .map_err(|e| SimError::engine(format!("spawn in {}", group.path()), e))?;
-        Ok(Tenant {
-            orders: Some(orders),
-            done,
-            thread: Some(thread),
-        })
-    }
-
-    /// Run step `i` and wait for it.
-    fn step(&self, i: usize) -> Result<Done, memcg::Error> {
-        let sent = self.orders.as_ref().is_some_and(|o| o.send(i).is_ok());
-        match self.done.recv() {
-            Ok(result) if sent => result,
-            _ => panic!("a tenant thread died"),
-        }
-    }
-}
-
-impl Drop for Tenant {
-    /// Stop the thread; its pages are freed as it exits.
-    fn drop(&mut self) {
-        self.orders = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+            }
+        },
+    )
+    .map_err(|e| SimError::engine(format!("spawn in {}", group.path()), e))
 }
 
 /// Charge up to `pages` pages of `kind` into `into`; stop at the first
@@ -349,8 +317,8 @@ fn run_variant(
 
     let burst_step = cfg.rounds / 2;
     let tenants = (
-        Tenant::spawn(&latency, latency_step(cfg))?,
-        Tenant::spawn(&batch, batch_step(cfg, burst_step))?,
+        spawn_tenant(&latency, latency_step(cfg))?,
+        spawn_tenant(&batch, batch_step(cfg, burst_step))?,
     );
     let mut latency_seen = Vec::new();
     let mut batch_seen = Vec::new();
