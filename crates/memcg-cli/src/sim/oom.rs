@@ -147,19 +147,8 @@ struct VariantSummary {
     drift_bytes: i128,
 }
 
-/// The summary of an oom run, as `--json` prints it.
-#[derive(Debug, Serialize)]
-struct Summary {
-    scenario: &'static str,
-    seed: u64,
-    rounds: usize,
-    /// `no_kill`, `kill`, `group_kill`, in that order.
-    variants: Vec<VariantSummary>,
-    /// The largest drift of the variants.
-    drift_bytes: i128,
-    elapsed_ms: u64,
-    parameters: Oom,
-}
+/// The summary of an oom run (variants `no_kill`, `kill`, `group_kill`).
+type Summary = super::report::Summary<Oom, VariantSummary>;
 
 /// What a worker does every round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -514,19 +503,14 @@ pub(crate) fn run(cfg: &Oom, seed: u64, progress: &ProgressBar) -> Result<Report
         variants.push(run_variant(cfg, seed, variant, &mut samples, progress)?);
     }
     let failures = variants.iter().flat_map(broken).collect();
-    let summary = Summary {
-        scenario: "oom",
-        seed,
-        rounds: cfg.rounds,
-        drift_bytes: variants
-            .iter()
-            .map(|v| v.drift_bytes)
-            .max_by_key(|d| d.abs())
-            .unwrap_or(0),
+    let summary = Summary::new(
+        "oom",
+        (seed, cfg.rounds),
         variants,
-        elapsed_ms: started.elapsed().as_millis() as u64,
-        parameters: cfg.clone(),
-    };
+        |v| v.drift_bytes,
+        started,
+        cfg.clone(),
+    );
     Ok(Report {
         title: "memcg sim oom: a runaway tenant, without kills, with the OOM killer, \
                 with memory.oom.group"

@@ -134,19 +134,8 @@ struct VariantSummary {
     drift_bytes: i128,
 }
 
-/// The summary of a protection run, as `--json` prints it.
-#[derive(Debug, Serialize)]
-struct Summary {
-    scenario: &'static str,
-    seed: u64,
-    rounds: usize,
-    /// `none`, `low`, `min`, in that order.
-    variants: Vec<VariantSummary>,
-    /// The largest drift of the variants.
-    drift_bytes: i128,
-    elapsed_ms: u64,
-    parameters: Protection,
-}
+/// The summary of a protection run (variants `none`, `low`, `min`).
+type Summary = super::report::Summary<Protection, VariantSummary>;
 
 /// What a tenant did in one step.
 #[derive(Debug, Default, Clone, Copy)]
@@ -424,19 +413,14 @@ pub(crate) fn run(cfg: &Protection, seed: u64, progress: &ProgressBar) -> Result
             ));
         }
     }
-    let summary = Summary {
-        scenario: "protection",
-        seed,
-        rounds: cfg.rounds,
-        drift_bytes: variants
-            .iter()
-            .map(|v| v.drift_bytes)
-            .max_by_key(|d| d.abs())
-            .unwrap_or(0),
+    let summary = Summary::new(
+        "protection",
+        (seed, cfg.rounds),
         variants,
-        elapsed_ms: started.elapsed().as_millis() as u64,
-        parameters: cfg.clone(),
-    };
+        |v| v.drift_bytes,
+        started,
+        cfg.clone(),
+    );
     Ok(Report {
         title: "memcg sim protection: a protected tenant's page cache against a growing neighbour"
             .into(),

@@ -32,6 +32,49 @@ pub(crate) struct Report {
     /// Invariants the run saw broken (drift not 0, ...). Empty on success.
     pub(crate) failures: Vec<String>,
 }
+/// The summary of a run of a scenario's variants, one after the other, as
+/// `--json` prints it: `V` is the scenario's summary of one variant, `P`
+/// its parameters.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Summary<P, V> {
+    pub(crate) scenario: &'static str,
+    pub(crate) seed: u64,
+    pub(crate) rounds: usize,
+    /// In the scenario's order of variants.
+    pub(crate) variants: Vec<V>,
+    /// The largest drift of the variants (the root's `memory.current` once
+    /// everything was freed and removed: must be 0).
+    pub(crate) drift_bytes: i128,
+    pub(crate) elapsed_ms: u64,
+    pub(crate) parameters: P,
+}
+
+impl<P, V> Summary<P, V> {
+    /// The summary of `variants`, run from `started`; `drift` reads a
+    /// variant's drift.
+    pub(crate) fn new(
+        scenario: &'static str,
+        (seed, rounds): (u64, usize),
+        variants: Vec<V>,
+        drift: impl Fn(&V) -> i128,
+        started: std::time::Instant,
+        parameters: P,
+    ) -> Self {
+        Summary {
+            scenario,
+            seed,
+            rounds,
+            drift_bytes: variants
+                .iter()
+                .map(drift)
+                .max_by_key(|d| d.abs())
+                .unwrap_or(0),
+            variants,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            parameters,
+        }
+    }
+}
 
 /// A table of rows under headers, printed aligned or as Markdown.
 pub(crate) struct Table {
